@@ -1,0 +1,4 @@
+from rec_transfer.callbacks.domain_transfer import DomainTransfer, TargetEarlyStopping, current_phase
+from rec_transfer.callbacks.prediction_writer import RecommendationWriter
+
+__all__ = ["DomainTransfer", "RecommendationWriter", "TargetEarlyStopping", "current_phase"]

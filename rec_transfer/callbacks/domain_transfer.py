@@ -1,0 +1,175 @@
+"""``DomainTransfer``: source phase, then the switch to the target domain, inside one ``fit``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from rec_transfer.metrics import RankingMetrics
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["source", "target"]
+
+
+def find_transfer(trainer: L.Trainer | None) -> DomainTransfer | None:
+    if trainer is None:
+        return None
+    return next((c for c in trainer.callbacks if isinstance(c, DomainTransfer)), None)
+
+
+def current_phase(trainer: L.Trainer | None, epoch: int | None = None) -> Phase:
+    """The data phase of ``epoch`` (default: the trainer's); ``target`` when no transfer is configured."""
+    transfer = find_transfer(trainer)
+    if transfer is None:
+        return "target"
+    return transfer.phase_for_epoch(trainer.current_epoch if epoch is None else epoch)
+
+
+class DomainTransfer(Callback):
+    """Trains on the source domains, then switches to the target and starts a fresh optimizer.
+
+    The switch happens after ``source_epochs`` epochs, or earlier once the mean source validation
+    NDCG@10 has not improved for ``source_patience`` validations. At the first target epoch the
+    callback freezes the requested submodules, rebuilds optimizer and scheduler through the
+    strategy, and logs a zero-shot evaluation of the target (``zeroshot/<target>/...``).
+
+    Its state (switch epoch, which phase the optimizer was built for, patience counters and the
+    zero-shot result) lives in the checkpoint and is restored before optimizers are rebuilt, so a
+    resumed run continues exactly where it stopped.
+
+    Args:
+        source_epochs: most epochs on the source domains.
+        source_patience: switch earlier after this many validations without improvement.
+        freeze: submodules of the model to freeze on the target, e.g. ``["encoder"]`` (the
+            sequence encoder) or ``["encoder", "item_tower.adaptor"]``.
+        zero_shot: evaluate the target with the source-trained model right before its first step.
+    """
+
+    def __init__(
+        self,
+        source_epochs: int = 10,
+        source_patience: int | None = None,
+        freeze: list[str] | None = None,
+        zero_shot: bool = True,
+    ):
+        self.source_epochs = source_epochs
+        self.source_patience = source_patience
+        self.freeze = list(freeze or [])
+        self.zero_shot = zero_shot
+        self.switch_epoch: int | None = None
+        self.optimizer_phase: Phase = "source"
+        self.best_source: float | None = None
+        self.wait = 0
+        self.zero_shot_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ phase
+    def phase_for_epoch(self, epoch: int) -> Phase:
+        switch = self.source_epochs if self.switch_epoch is None else min(self.switch_epoch, self.source_epochs)
+        return "target" if epoch >= switch else "source"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ValueError(
+                "DomainTransfer swaps the training data between epochs: "
+                "set Trainer(reload_dataloaders_every_n_epochs=1)"
+            )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs before ModelCheckpoint (Lightning orders checkpoint callbacks last), so the
+        # checkpoint written at the end of the epoch already knows about an early switch.
+        if trainer.sanity_checking or self.source_patience is None or self.switch_epoch is not None:
+            return
+        if self.phase_for_epoch(trainer.current_epoch) != "source":
+            return
+        sources = [d for d in trainer.datamodule.source_names]
+        values = [trainer.callback_metrics.get(f"val/{d}/ndcg@10") for d in sources]
+        if any(v is None for v in values):
+            return
+        score = float(sum(float(v) for v in values) / len(values))
+        if self.best_source is None or score > self.best_source:
+            self.best_source, self.wait = score, 0
+        else:
+            self.wait += 1
+        if self.wait >= self.source_patience:
+            self.switch_epoch = trainer.current_epoch + 1
+            log.info(
+                "source validation NDCG@10 stalled at %.4f: switching to the target at epoch %d",
+                self.best_source,
+                self.switch_epoch,
+            )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.phase_for_epoch(trainer.current_epoch) != "target" or self.optimizer_phase == "target":
+            return
+        if self.switch_epoch is None:
+            self.switch_epoch = trainer.current_epoch
+        if self.zero_shot:
+            self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
+            for logger in trainer.loggers:
+                logger.log_metrics(self.zero_shot_metrics, step=trainer.global_step)
+            log.info("zero-shot on the target before fine-tuning: %s", self.zero_shot_metrics)
+        self._enter_target(pl_module)
+        trainer.strategy.setup_optimizers(trainer)
+        log.info("switched to the target domain at epoch %d: new optimizer and scheduler", trainer.current_epoch)
+
+    def _enter_target(self, pl_module: L.LightningModule) -> None:
+        for name in self.freeze:
+            module = pl_module.get_submodule(name)
+            module.requires_grad_(False)
+        pl_module.finetune = True
+        self.optimizer_phase = "target"
+
+    @torch.no_grad()
+    def _evaluate_target(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        # Every rank evaluates the whole target validation split: identical numbers, no sync needed.
+        dm = trainer.datamodule
+        was_training = pl_module.training
+        pl_module.eval()
+        metric = RankingMetrics().to(pl_module.device)
+        for batch in dm.target.view_loader("valid"):
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            metric.update(pl_module(batch), batch["target"])
+        values = {k: float(v) for k, v in metric._compute_local().items()}  # noqa: SLF001 (no cross-rank sync)
+        pl_module.train(was_training)
+        return {f"zeroshot/{dm.target_name}/{k}": v for k, v in values.items()}
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "switch_epoch": self.switch_epoch,
+            "optimizer_phase": self.optimizer_phase,
+            "best_source": self.best_source,
+            "wait": self.wait,
+            "zero_shot_metrics": self.zero_shot_metrics,
+            "freeze": self.freeze,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.switch_epoch = state_dict["switch_epoch"]
+        self.optimizer_phase = state_dict["optimizer_phase"]
+        self.best_source = state_dict["best_source"]
+        self.wait = state_dict["wait"]
+        self.zero_shot_metrics = state_dict["zero_shot_metrics"]
+        self.freeze = state_dict["freeze"]
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # Called before load_state_dict and before the strategy builds optimizers: re-create the
+        # target-phase parameter groups now, or the saved optimizer state would not fit.
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is None:
+            return
+        self.load_state_dict(state)
+        if self.optimizer_phase == "target":
+            self._enter_target(pl_module)
+
+
+class TargetEarlyStopping(EarlyStopping):
+    """Lightning's ``EarlyStopping``, counting only target-phase validations."""
+
+    def _should_skip_check(self, trainer: L.Trainer) -> bool:
+        return super()._should_skip_check(trainer) or current_phase(trainer) != "target"

@@ -1,0 +1,48 @@
+"""Writes top-K recommendations (raw item ids, texts, scores) as JSON lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+class RecommendationWriter(BasePredictionWriter):
+    """One JSON object per user: ``{"domain", "user_id", "items": [{"item_id", "text", "score"}]}``.
+
+    Args:
+        output: the JSONL file; under DDP each rank writes ``<output>.rank<N>``.
+    """
+
+    def __init__(self, output: str = "predictions/recommendations.jsonl"):
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self._file = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = (
+            self.output
+            if trainer.world_size == 1
+            else self.output.with_name(f"{self.output.name}.rank{trainer.global_rank}")
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w")
+        self._path = path
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        domain = trainer.datamodule.domains[prediction["domain"]].domain
+        users = domain.sequences.select_columns("user_id")[prediction["user"].tolist()]["user_id"]
+        items_table = domain.items
+        for user, items, scores in zip(users, prediction["items"].tolist(), prediction["scores"].tolist(), strict=True):
+            rows = items_table[[i - 1 for i in items]]
+            recs = [
+                {"item_id": iid, "text": text, "score": round(float(s), 5)}
+                for iid, text, s in zip(rows["item_id"], rows["text"], scores, strict=True)
+            ]
+            self._file.write(json.dumps({"domain": prediction["domain"], "user_id": user, "items": recs}) + "\n")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._file.close()
+        print(f"wrote recommendations to {self._path}")

@@ -1,0 +1,187 @@
+"""``DomainDataModule``: one domain's loaders, item texts and item vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, dist_info
+from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
+from rec_transfer.data.synthetic import synthetic_domain
+from rec_transfer.text import TextEncoderConfig
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic:"
+
+
+def _source_fingerprint(path: str, extra: dict) -> str:
+    """What the processed domain depends on: every input file's name, size and mtime, or the generator's settings."""
+    parts = [path, json.dumps(extra, sort_keys=True, default=str)]
+    if not path.startswith(SYNTHETIC):
+        p = Path(path)
+        files = sorted(p.iterdir()) if p.is_dir() else [p]
+        parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+class DomainDataModule(L.LightningDataModule):
+    """One domain: interactions and item texts, split leave-one-out, served as padded batches.
+
+    Args:
+        path: a domain folder (RecBole atomic files, UniSRec files, or Amazon JSON lines), or
+            ``"synthetic:<name>"`` for a SYNTHETIC domain from ``rec_transfer.data.synthetic``.
+        name: the domain's name in metric names; defaults to the folder's (or synthetic) name.
+        format: the files' format; ``auto`` detects it from the folder.
+        kcore: iterative k-core filter (``None``: none).
+        max_history: keep each user's latest interactions only.
+        text_template: item text from the item table's fields, e.g. ``"{title}. {brand}"``;
+            ``None`` joins every text field.
+        max_len: longest history the model sees.
+        batch_size: training users per batch.
+        eval_batch_size: users per validation/test/predict batch.
+        num_workers: DataLoader worker processes.
+        text_encoder: language model that turns item texts into vectors; ``None`` for ID-only models.
+        cache_dir: processed domains and text vectors are cached here, keyed by content.
+        seed: shuffling seed (the order depends only on seed and epoch).
+        synthetic: options for ``synthetic_domain`` (``num_users``, ``num_items``, ``mean_length``, ``seed``).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        format: Literal["auto", "recbole", "unisrec", "amazon"] = "auto",
+        kcore: int | None = None,
+        max_history: int | None = 50,
+        text_template: str | None = None,
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        text_encoder: TextEncoderConfig | None = None,
+        cache_dir: str = ".cache/rec_transfer",
+        seed: int = 0,
+        synthetic: dict[str, float] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        # Plain attributes, not self.hparams: under LightningCLI a nested data module's hparams
+        # are overwritten by those of the outer TransferDataModule.
+        self.path = str(path)
+        self.format, self.max_len, self.num_workers, self.seed = format, max_len, num_workers, seed
+        self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
+        if name is None:
+            name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
+        self.name = name
+        self.preprocess_config = PreprocessConfig(kcore=kcore, max_history=max_history, text_template=text_template)
+        self.text_encoder = text_encoder
+        self.cache_dir = Path(cache_dir)
+        self.domain: Domain | None = None
+        self.item_vectors: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ data preparation
+    @property
+    def _domain_dir(self) -> Path:
+        extra = {"format": self.format, "name": self.name, "synthetic": self.synthetic}
+        key = _source_fingerprint(self.path, {**extra, **asdict(self.preprocess_config)})
+        return self.cache_dir / "domains" / f"{self.name}-{key}"
+
+    def _read_raw(self):
+        if self.path.startswith(SYNTHETIC):
+            opts = dict(self.synthetic or {})
+            ints = {k: int(v) for k, v in opts.items() if k in ("num_users", "num_items", "seed")}
+            return synthetic_domain(self.path[len(SYNTHETIC) :], **{**opts, **ints})
+        from rec_transfer.data.formats import read_domain
+
+        return read_domain(self.path, format=self.format, name=self.name, cache_dir=self.cache_dir / "raw")
+
+    def prepare_data(self) -> None:
+        """Reads and preprocesses the domain once (rank 0); later runs load the cached result."""
+        if not (self._domain_dir / "meta.json").exists():
+            preprocess(self._read_raw(), self.preprocess_config).save(self._domain_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.domain is not None:
+            return
+        self.domain = Domain.load(self._domain_dir)
+        self._flat = self.domain.flat()
+        if self.text_encoder is not None:
+            # Texts are already rendered by the domain's template, so the cache key covers it.
+            vectors = self.text_encoder.item_vectors(self.domain.texts(), cache_dir=self.cache_dir)
+            # Row 0 is the padding item.
+            self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
+
+    # ------------------------------------------------------------------ what the model needs
+    @property
+    def domains(self) -> dict[str, DomainDataModule]:
+        return {self.name: self}
+
+    @property
+    def target_name(self) -> str:
+        return self.name
+
+    @property
+    def source_names(self) -> list[str]:
+        return []
+
+    @property
+    def num_items(self) -> int:
+        assert self.domain is not None, "call prepare_data() and setup() first"
+        return self.domain.num_items
+
+    # ------------------------------------------------------------------ loaders
+    def view(self, split: Split) -> SequenceView:
+        assert self.domain is not None, "call prepare_data() and setup() first"
+        return SequenceView(self.name, *self._flat, split=split, max_len=self.max_len)
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        return make_train_loader([self], self._epoch())
+
+    def eval_dataloader(self, split: Split) -> DataLoader:
+        """Users ``rank::world`` of the split, in order: an exact partition under DDP."""
+        return self.view_loader(split, shard=True)
+
+    def view_loader(self, split: Split, shard: bool = False) -> DataLoader:
+        """All users of an evaluation split in order (or this rank's share, with ``shard``)."""
+        view = self.view(split).shard(*dist_info()) if shard else self.view(split)
+        return DataLoader(
+            view,
+            batch_size=self.eval_batch_size,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("predict")
+
+
+def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader:
+    """Training batches of one or several domains, each batch from one domain, mixed across steps."""
+    first = modules[0]
+    views = [m.view("train") for m in modules]
+    sampler = DomainBatchSampler([len(v) for v in views], first.batch_size, seed=first.seed, epoch=epoch)
+    return DataLoader(
+        torch.utils.data.ConcatDataset(views),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=first.num_workers,
+    )

@@ -1,0 +1,257 @@
+"""From a raw domain to training data: filtering, chronological order, id maps, leave-one-out split.
+
+A processed ``Domain`` keeps every user's history as one Arrow list column (memory-mapped when
+loaded from the cache), so a 10M-interaction domain never lives in Python lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import string
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rec_transfer.data.errors import DataFormatError
+from rec_transfer.data.raw import RawDomain
+
+log = logging.getLogger(__name__)
+
+PAD = 0  # dense item index 0 is padding; real items are 1..num_items
+MIN_USER_INTERACTIONS = 3  # leave-one-out needs one training, one validation and one test item
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a raw domain becomes training data.
+
+    Attributes:
+        kcore: iterative k-core on users and items (``None``: no filtering).
+        max_history: keep only each user's latest ``max_history`` interactions (``None``: all).
+        text_template: item text, e.g. ``"{title}. {categories}. {brand}"`` with the item table's
+            field names; ``None`` joins every text field in header order with a space.
+        drop_duplicates: drop exact repeats of (user, item, timestamp), counted in the log.
+    """
+
+    kcore: int | None = None
+    max_history: int | None = 50
+    text_template: str | None = None
+    drop_duplicates: bool = True
+
+
+@dataclass
+class Domain:
+    """One processed domain.
+
+    Attributes:
+        name: the domain's name.
+        sequences: Arrow table with ``user_id`` (string) and ``items`` (list of int32 dense item
+            indices, chronological, 1-based), one row per user.
+        items: Arrow table with ``item_id`` and ``text``; row ``i`` is dense index ``i + 1``.
+        counts: what preprocessing kept and dropped.
+    """
+
+    name: str
+    sequences: datasets.Dataset
+    items: datasets.Dataset
+    counts: dict[str, int]
+
+    @property
+    def num_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_interactions(self) -> int:
+        return int(self.counts["interactions"])
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """Histories as CSR arrays: ``offsets`` (U + 1,) int64 and ``values`` (I,) int32 (zero-copy)."""
+        col = self.sequences.data.column("items").combine_chunks()
+        offsets = col.offsets.to_numpy().astype(np.int64)
+        values = col.values.to_numpy(zero_copy_only=False)
+        return offsets - offsets[0], values[offsets[0] : offsets[-1]]
+
+    def texts(self) -> list[str]:
+        return self.items["text"]
+
+    def item_id(self, index: int) -> str:
+        return self.items[index - 1]["item_id"]
+
+    def save(self, folder: str | Path) -> None:
+        """Writes the domain atomically (temp folder, then rename)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            self.sequences.save_to_disk(str(tmp / "sequences"))
+            self.items.save_to_disk(str(tmp / "items"))
+            (tmp / "meta.json").write_text(json.dumps({"name": self.name, "counts": self.counts}))
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Domain:
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        return cls(
+            name=meta["name"],
+            sequences=datasets.load_from_disk(str(folder / "sequences")),
+            items=datasets.load_from_disk(str(folder / "items")),
+            counts=meta["counts"],
+        )
+
+
+def render_texts(raw: RawDomain, template: str | None) -> pa.Array:
+    """The item text of every row of ``raw.items``, by template."""
+    table = raw.items.data.table
+    if template is None:
+        cols = [pc.utf8_trim_whitespace(pc.fill_null(table.column(f), "")) for f in raw.text_fields]
+        if not cols:
+            raise DataFormatError(raw.source, "the item table has no text fields")
+        joined = cols[0] if len(cols) == 1 else pc.binary_join_element_wise(*cols, " ")
+        return pc.utf8_trim_whitespace(pc.replace_substring_regex(joined, r"\s+", " "))
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    missing = sorted(fields - set(raw.text_fields))
+    if missing:
+        raise DataFormatError(
+            raw.source, f"text template {template!r} names fields {missing}; the item table has {raw.text_fields}"
+        )
+    rows = table.select(sorted(fields)).to_pylist() if fields else [{}] * len(table)
+    return pa.array([" ".join(template.format_map(r).split()) for r in rows], pa.string())
+
+
+def _kcore(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the interactions that survive iterative k-core."""
+    keep = np.ones(len(users), dtype=bool)
+    while True:
+        u_count = np.bincount(users[keep], minlength=users.max(initial=0) + 1)
+        i_count = np.bincount(items[keep], minlength=items.max(initial=0) + 1)
+        new_keep = keep & (u_count[users] >= k) & (i_count[items] >= k)
+        if new_keep.sum() == keep.sum():
+            return new_keep
+        keep = new_keep
+
+
+def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) -> Domain:
+    """Filters, orders and indexes a raw domain; see ``PreprocessConfig``.
+
+    Raises:
+        DataFormatError: items without text, a text template naming unknown fields, or a domain
+            left empty by filtering.
+    """
+    inter = raw.interactions.data.table
+    counts: dict[str, int] = {"raw_interactions": inter.num_rows, **raw.counts}
+    if inter.num_rows == 0:
+        raise DataFormatError(raw.source, "no interactions")
+
+    # Item codes follow the item table's order so dense indices are stable across runs.
+    item_table_ids = raw.items.data.table.column("item_id").combine_chunks()
+    item_index = pc.index_in(inter.column("item_id"), value_set=item_table_ids)
+    missing = pc.is_null(item_index).to_numpy(zero_copy_only=False)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        bad = inter.column("item_id")[row].as_py()
+        raise DataFormatError(
+            raw.source,
+            f"{int(missing.sum())} interactions name items without a text row, first item {bad!r} "
+            f"(interaction row {row + 1}); every item in the interactions needs a row in the item table",
+        )
+    item_code = item_index.to_numpy(zero_copy_only=False).astype(np.int64)
+    user_enc = pc.dictionary_encode(inter.column("user_id")).combine_chunks()
+    user_code = user_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    user_names = user_enc.dictionary
+    ts = inter.column("timestamp").to_numpy().astype(np.float64)
+    row_order = np.arange(len(ts))
+
+    # Chronological per user; ties keep file order (lexsort is stable, last key is primary).
+    order = np.lexsort((row_order, ts, user_code))
+    user_code, item_code, ts = user_code[order], item_code[order], ts[order]
+
+    if config.drop_duplicates:
+        same = np.zeros(len(ts), dtype=bool)
+        same[1:] = (user_code[1:] == user_code[:-1]) & (item_code[1:] == item_code[:-1]) & (ts[1:] == ts[:-1])
+        counts["dropped_duplicates"] = int(same.sum())
+        if same.any():
+            log.info("%s: dropped %d exact duplicate interactions", raw.name, same.sum())
+        user_code, item_code, ts = user_code[~same], item_code[~same], ts[~same]
+
+    if config.kcore:
+        keep = _kcore(user_code, item_code, config.kcore)
+        counts["dropped_by_kcore"] = int((~keep).sum())
+        log.info("%s: %d-core dropped %d interactions", raw.name, config.kcore, (~keep).sum())
+        user_code, item_code, ts = user_code[keep], item_code[keep], ts[keep]
+
+    if config.max_history:
+        # Position counted from each user's end: keep the latest max_history.
+        starts = np.flatnonzero(np.r_[True, user_code[1:] != user_code[:-1]])
+        lengths = np.diff(np.r_[starts, len(user_code)])
+        from_end = np.repeat(starts + lengths, lengths) - np.arange(len(user_code))
+        keep = from_end <= config.max_history
+        counts["dropped_by_history_cap"] = int((~keep).sum())
+        if (~keep).any():
+            log.info("%s: history cap %d dropped %d older interactions", raw.name, config.max_history, (~keep).sum())
+        user_code, item_code = user_code[keep], item_code[keep]
+
+    u_count = np.bincount(user_code, minlength=len(user_names))
+    short = u_count[user_code] < MIN_USER_INTERACTIONS
+    counts["dropped_short_users"] = int(((u_count > 0) & (u_count < MIN_USER_INTERACTIONS)).sum())
+    if short.any():
+        log.info(
+            "%s: dropped %d users with fewer than %d interactions (%d interactions)",
+            raw.name,
+            counts["dropped_short_users"],
+            MIN_USER_INTERACTIONS,
+            short.sum(),
+        )
+    user_code, item_code = user_code[~short], item_code[~short]
+    if len(user_code) == 0:
+        raise DataFormatError(
+            raw.source, f"domain {raw.name!r} is empty after filtering (kcore={config.kcore}, counts={counts})"
+        )
+
+    used_items = np.unique(item_code)  # sorted: keeps the item table's order
+    dense = np.zeros(len(item_table_ids), dtype=np.int32)
+    dense[used_items] = np.arange(1, len(used_items) + 1, dtype=np.int32)
+    values = dense[item_code]
+    starts = np.flatnonzero(np.r_[True, user_code[1:] != user_code[:-1]])
+    offsets = np.r_[starts, len(values)].astype(np.int32)
+    histories = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+    users = user_names.take(pa.array(user_code[starts]))
+
+    texts = render_texts(raw, config.text_template).take(pa.array(used_items))
+    empty = pc.equal(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
+    counts["items_with_empty_text"] = int(empty.sum())
+    if empty.any():
+        log.warning("%s: %d items have empty text", raw.name, empty.sum())
+    items = pa.table({"item_id": item_table_ids.take(pa.array(used_items)), "text": texts})
+    counts.update(users=len(starts), items=len(used_items), interactions=len(values))
+    log.info("%s: %d users, %d items, %d interactions", raw.name, len(starts), len(used_items), len(values))
+    return Domain(
+        name=raw.name,
+        sequences=datasets.Dataset(pa.table({"user_id": users, "items": histories})),
+        items=datasets.Dataset(items),
+        counts=counts,
+    )
+
+
+def domain_cache_key(raw: RawDomain, config: PreprocessConfig) -> str:
+    """Names a processed domain by its raw content (Arrow fingerprints) and the preprocessing."""
+    h = hashlib.sha256()
+    for part in (raw.name, raw.interactions._fingerprint, raw.items._fingerprint, json.dumps(asdict(config))):
+        h.update(str(part).encode())
+    return h.hexdigest()[:20]

@@ -1,0 +1,82 @@
+"""``TransferDataModule``: source domain(s) and one target, serving the loaders of the current phase."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from rec_transfer.callbacks.domain_transfer import current_phase
+from rec_transfer.data.datamodule import DomainDataModule, make_train_loader
+
+
+class TransferDataModule(L.LightningDataModule):
+    """Source domains for pre-training, a target for transfer.
+
+    Which loaders it serves follows the ``DomainTransfer`` callback's phase for the current epoch
+    (the Trainer must reload dataloaders every epoch). With no sources, or no ``DomainTransfer``
+    callback, it trains on the target alone.
+
+    Args:
+        target: the data-poor domain the model is transferred to.
+        sources: data-rich domains to pre-train on; batches of several sources are mixed, each
+            batch from one domain.
+        validate_target_from_start: also validate the target during the source phase (the zero-shot curve).
+        validate_sources: validate the sources during the source phase.
+    """
+
+    def __init__(
+        self,
+        target: DomainDataModule,
+        sources: list[DomainDataModule] | None = None,
+        validate_target_from_start: bool = True,
+        validate_sources: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["target", "sources"])
+        self.target = target
+        self.sources = list(sources or [])
+        names = [m.name for m in self.sources] + [target.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"domain names must be unique, got {names}")
+
+    @property
+    def target_name(self) -> str:
+        return self.target.name
+
+    @property
+    def source_names(self) -> list[str]:
+        return [m.name for m in self.sources]
+
+    @property
+    def domains(self) -> dict[str, DomainDataModule]:
+        return {m.name: m for m in [*self.sources, self.target]}
+
+    def prepare_data(self) -> None:
+        for m in self.domains.values():
+            m.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        for m in self.domains.values():
+            m.setup(stage)
+
+    def _phase(self) -> str:
+        return "source" if self.sources and current_phase(self.trainer) == "source" else "target"
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        modules = self.sources if self._phase() == "source" else [self.target]
+        return make_train_loader(modules, epoch)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        if self._phase() == "target":
+            return [self.target.val_dataloader()]
+        watched = ([self.target] if self.hparams.validate_target_from_start else []) + (
+            self.sources if self.hparams.validate_sources else []
+        )
+        return [m.val_dataloader() for m in watched]
+
+    def test_dataloader(self) -> DataLoader:
+        return self.target.test_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.target.predict_dataloader()

@@ -1,0 +1,39 @@
+"""Text-vector adaptor: parametric whitening experts mixed by a gate (as in UniSRec)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ParametricWhitening(nn.Module):
+    """``(x - b) W``: a learned centring and projection, applied to frozen text vectors."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(in_dim))
+        self.proj = nn.Linear(in_dim, out_dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.proj.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(x) - self.bias)
+
+
+class MoEAdaptor(nn.Module):
+    """Mixture of whitening experts; the gate reads the text vector itself.
+
+    Several experts let text from different domains find different projections into one shared
+    item space; the gate chooses per item.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, experts: int = 8, dropout: float = 0.2):
+        super().__init__()
+        self.experts = nn.ModuleList(ParametricWhitening(in_dim, out_dim, dropout) for _ in range(experts))
+        self.gate = nn.Linear(in_dim, experts, bias=False)
+        nn.init.zeros_(self.gate.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = torch.softmax(self.gate(x), dim=-1)  # (..., E)
+        outs = torch.stack([e(x) for e in self.experts], dim=-2)  # (..., E, D)
+        return (gates.unsqueeze(-1) * outs).sum(dim=-2)  # (..., D)

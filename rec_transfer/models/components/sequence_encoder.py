@@ -1,0 +1,41 @@
+"""Causal transformer over a user's item sequence (SASRec-style, learned positions)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SequenceEncoder(nn.Module):
+    """Maps item embeddings (B, L, D) to one state per position, each seeing only its past.
+
+    Inputs are right-padded, so with the causal mask no real position attends to padding.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+        max_len: int = 50,
+        inner: int | None = None,
+    ):
+        super().__init__()
+        self.max_len = max_len
+        self.positions = nn.Embedding(max_len, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, inner or 4 * hidden, dropout, activation="gelu", batch_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        length = items.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
+        x = items + self.positions.weight[:length]  # (B, L, D)
+        x = self.dropout(self.norm(x))
+        mask = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
+        return self.layers(x, mask=mask, is_causal=True)  # (B, L, D)

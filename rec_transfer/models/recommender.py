@@ -1,0 +1,186 @@
+"""``TransferRecommender``: the Lightning shell around item tower + sequence encoder."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rec_transfer.metrics import RankingMetrics
+from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
+
+
+class TransferRecommender(L.LightningModule):
+    """Text-based sequential recommender over one or several domains.
+
+    Every batch names its domain; the model scores all items of that domain. Domains (their item
+    counts and text vectors) come from the data module in ``setup`` and are never duplicated in
+    the config.
+
+    Args:
+        mode: ``text`` (adapted text vectors), ``text+id`` (plus an ID embedding per item), or
+            ``id`` (ID embeddings only: the SASRec baseline).
+        hidden_size: width of item vectors and of the transformer.
+        layers: transformer layers.
+        heads: attention heads.
+        dropout: dropout in the transformer and on its input.
+        adaptor_experts: whitening experts in the text adaptor.
+        adaptor_dropout: dropout on the text vectors inside the adaptor.
+        max_len: longest history the model reads (must be >= the data's ``max_len``).
+        similarity: ``dot`` product, or ``cosine`` of normalised vectors.
+        temperature: logits are divided by it.
+        lr: learning rate (source phase, or the whole run without transfer).
+        target_lr: learning rate after the switch to the target domain (``None``: ``lr``).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up, restarted with each new optimizer.
+        top_k: recommendations per user in ``predict``.
+    """
+
+    def __init__(
+        self,
+        mode: ItemMode = "text",
+        hidden_size: int = 64,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+        adaptor_experts: int = 8,
+        adaptor_dropout: float = 0.2,
+        max_len: int = 50,
+        similarity: Literal["dot", "cosine"] = "cosine",
+        temperature: float = 0.07,
+        lr: float = 1e-3,
+        target_lr: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        top_k: int = 10,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len)
+        self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
+        self.val_metrics = nn.ModuleDict()
+        self.test_metrics = nn.ModuleDict()
+        self.finetune = False  # set by the DomainTransfer callback after the switch to the target
+        self.target_domain: str | None = None
+
+    # ------------------------------------------------------------------ domains
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        self.target_domain = getattr(dm, "target_name", None)
+        for name, d in dm.domains.items():
+            self.add_domain(name, d.num_items, d.item_vectors)
+
+    def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None) -> None:
+        if self.item_tower is None:
+            text_dim = None if text_vectors is None else text_vectors.shape[1]
+            self.item_tower = ItemTower(
+                self.hparams.hidden_size,
+                self.hparams.mode,
+                text_dim,
+                self.hparams.adaptor_experts,
+                self.hparams.adaptor_dropout,
+            )
+        vectors = None if text_vectors is None else text_vectors.to(self.device)
+        self.item_tower.add_domain(name, num_items, vectors)
+        if self.item_tower.id_embeddings and name in self.item_tower.id_embeddings:
+            self.item_tower.id_embeddings[name].to(self.device)
+        for metrics in (self.val_metrics, self.test_metrics):
+            if name not in metrics:
+                metrics[name] = RankingMetrics().to(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint may hold ID tables of domains the current data module does not serve
+        # (e.g. predicting on the target after transfer): create them so the weights load.
+        prefix = "item_tower.id_embeddings."
+        for key, value in checkpoint["state_dict"].items():
+            if key.startswith(prefix) and self.item_tower is not None:
+                name = key[len(prefix) :].rsplit(".", 1)[0]
+                if name not in self.item_tower.id_embeddings:
+                    self.item_tower.id_embeddings[name] = nn.Embedding(*value.shape, padding_idx=0).to(self.device)
+
+    # ------------------------------------------------------------------ maths
+    def item_table(self, domain: str) -> torch.Tensor:
+        return self.item_tower(domain)  # (N + 1, D)
+
+    def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(T, D) states against (N + 1, D) items → (T, N + 1) logits; padding column is -inf."""
+        if self.hparams.similarity == "cosine":
+            states, table = F.normalize(states, dim=-1), F.normalize(table, dim=-1)
+        logits = states @ table.T / self.hparams.temperature
+        logits[:, 0] = float("-inf")
+        return logits
+
+    def last_states(self, batch: dict, table: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(table[batch["input"]])  # (B, L, D)
+        last = (batch["input"] > 0).sum(dim=1).clamp(min=1) - 1  # (B,) right padding
+        return states[torch.arange(len(last), device=states.device), last]  # (B, D)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Scores of every item of the batch's domain for each user's next item: (B, N + 1)."""
+        table = self.item_table(batch["domain"])
+        return self.scores(self.last_states(batch, table), table)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Cross-entropy over all items of the domain, at every real position at once."""
+        table = self.item_table(batch["domain"])
+        states = self.encoder(table[batch["input"]])  # (B, L, D)
+        mask = batch["target"] > 0  # (B, L)
+        logits = self.scores(states[mask], table)  # (T, N + 1)
+        return F.cross_entropy(logits.float(), batch["target"][mask])
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_train_epoch_start(self) -> None:
+        # Lightning does not checkpoint RNG states; reseeding from (seed, epoch, rank) makes a run
+        # resumed at an epoch boundary draw the same dropout masks as an uninterrupted one.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))
+        self.log(f"train/{batch['domain']}/loss", loss, batch_size=len(batch["user"]), add_dataloader_idx=False)
+        return loss
+
+    def _eval_domains(self, loaders) -> list[str]:
+        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+        return [dl.dataset.domain for dl in loaders]
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.val_metrics[batch["domain"]].update(self(batch), batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics, self._eval_domains(self.trainer.val_dataloaders))
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.test_metrics[batch["domain"]].update(self(batch), batch["target"])
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics, self._eval_domains(self.trainer.test_dataloaders))
+
+    def _log_metrics(self, split: str, metrics: nn.ModuleDict, domains: list[str]) -> None:
+        for name in domains:  # the same list on every rank: compute() syncs across ranks
+            values = metrics[name].compute()
+            self.log_dict({f"{split}/{name}/{k}": v for k, v in values.items()})
+            if name == self.target_domain:
+                self.log(f"hp/{split}_ndcg@10", values["ndcg@10"])
+            metrics[name].reset()
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        scores, items = self(batch).topk(self.hparams.top_k, dim=1)  # (B, K)
+        return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
+
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        lr = self.hparams.target_lr if self.finetune and self.hparams.target_lr else self.hparams.lr
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.hparams.weight_decay)
+        warmup = max(1, self.hparams.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

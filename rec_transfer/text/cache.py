@@ -1,0 +1,300 @@
+"""Disk cache of item text vectors, keyed by everything that determines them.
+
+A file ``<cache_dir>/text_vectors/<key>.safetensors`` holds one float32 tensor ``vectors`` (N, D) and metadata
+describing how it was made plus a sha256 of the tensor bytes. A cache hit reads and validates that file only: the
+language model is neither loaded nor imported. Anything unexpected in the file (parse error, truncation, wrong shape,
+metadata or checksum mismatch) logs a warning and the vectors are rebuilt. Files are written to a temp file in the
+same folder and renamed into place, so readers never see a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from rec_transfer.text.encode import collective_device, encode_texts_sharded
+from rec_transfer.text.models import load_text_model, resolve_default_pooling, resolve_model
+from rec_transfer.text.pooling import POOLING_METHODS, PoolingMethod
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = "1"
+_TENSOR_NAME = "vectors"
+TEMPLATE_FIELD = "{text}"
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """How item texts become vectors; field names match :func:`cached_item_vectors` keywords.
+
+    Attributes:
+        model_name: ``"minilm"``, ``"smollm2"``, a local model path or a hub id.
+        pooling: ``"mean"``, ``"cls"``, ``"last"``, or None for the model's default (mean for encoders, last token
+            for decoders).
+        max_length: Truncation length in tokens.
+        normalize: L2-normalise the vectors.
+        batch_size: Texts per forward pass (does not change the vectors, so not part of the cache key).
+        trust_remote_code: Allow custom model code from the hub.
+    """
+
+    model_name: str = "minilm"
+    pooling: PoolingMethod | None = None
+    max_length: int = 128
+    normalize: bool = False
+    batch_size: int = 64
+    trust_remote_code: bool = False
+
+    def item_vectors(
+        self,
+        texts: Sequence[str],
+        template: str = "",
+        cache_dir: str | Path = ".cache/rec_transfer",
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Shorthand for ``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``."""
+        return cached_item_vectors(texts, **asdict(self), template=template, cache_dir=cache_dir, progress=progress)
+
+
+class _TemplatedView(Sequence[str]):
+    """Applies the template lazily, so a large catalogue is not duplicated in memory."""
+
+    def __init__(self, texts: Sequence[str], template: str) -> None:
+        self._texts = texts
+        self._template = template
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self._template.replace(TEMPLATE_FIELD, t) for t in self._texts[i]]
+        return self._template.replace(TEMPLATE_FIELD, self._texts[i])
+
+
+def _check_template(template: str) -> None:
+    if template and TEMPLATE_FIELD not in template:
+        raise ValueError(f"template must contain {TEMPLATE_FIELD!r} where the item text goes, got {template!r}")
+
+
+def text_cache_key(
+    texts: Sequence[str],
+    *,
+    identity: str,
+    pooling: PoolingMethod,
+    max_length: int,
+    normalize: bool,
+    template: str = "",
+) -> str:
+    """Cache key of a set of item vectors.
+
+    Args:
+        texts: Raw item texts (before the template), hashed in a streaming pass, each with its byte length so that
+            ``["ab", "c"]`` and ``["a", "bc"]`` differ.
+        identity: Model identity from :func:`model_identity` / :func:`load_text_model`.
+        pooling: Resolved pooling method (not None).
+        max_length: Truncation length.
+        normalize: Whether vectors are L2-normalised.
+        template: Template applied to each text (``"{text}"`` placeholder), or ``""``.
+
+    Returns:
+        Hex sha256.
+    """
+    header = json.dumps(
+        {
+            "version": CACHE_FORMAT_VERSION,
+            "identity": identity,
+            "pooling": pooling,
+            "max_length": int(max_length),
+            "normalize": bool(normalize),
+            "template": template,
+        },
+        sort_keys=True,
+    ).encode()
+    digest = hashlib.sha256()
+    digest.update(len(header).to_bytes(8, "little"))
+    digest.update(header)
+    for text in texts:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    digest.update(len(texts).to_bytes(8, "little"))
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: str | Path, key: str) -> Path:
+    """File that holds the vectors of ``key``."""
+    return Path(cache_dir) / "text_vectors" / f"{key}.safetensors"
+
+
+def _tensor_checksum(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy()).hexdigest()
+
+
+def _load_vectors(path: Path, expected: dict[str, str]) -> torch.Tensor | None:
+    """Return the cached tensor, or None when missing or invalid (never raises on a bad file)."""
+    if not path.exists():
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensor = f.get_tensor(_TENSOR_NAME)
+    except Exception as err:  # safetensors raises its own error type, OSError or ValueError on bad files
+        log.warning("Text vector cache %s is unreadable (%s); rebuilding it", path, err)
+        return None
+    problems = [k for k, v in expected.items() if metadata.get(k) != v]
+    if tensor.dtype != torch.float32 or tensor.ndim != 2:
+        problems.append(f"tensor {tuple(tensor.shape)} {tensor.dtype}")
+    else:
+        if tensor.shape[0] != int(expected["count"]):
+            problems.append("row count")
+        if metadata.get("dim") != str(tensor.shape[1]):
+            problems.append("dim")
+        if metadata.get("checksum") != _tensor_checksum(tensor):
+            problems.append("checksum")
+    if problems:
+        log.warning("Text vector cache %s does not match (%s); rebuilding it", path, ", ".join(problems))
+        return None
+    return tensor
+
+
+def _save_vectors(path: Path, tensor: torch.Tensor, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor = tensor.contiguous()
+    metadata = {**metadata, "dim": str(tensor.shape[1]), "checksum": _tensor_checksum(tensor)}
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_file({_TENSOR_NAME: tensor}, tmp, metadata=metadata)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_ranks_hit(hit: bool) -> bool:
+    flag = torch.tensor([int(hit)], device=collective_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _encoding_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def cached_item_vectors(
+    texts: Sequence[str],
+    model_name: str = "minilm",
+    pooling: PoolingMethod | None = None,
+    max_length: int = 128,
+    normalize: bool = False,
+    template: str = "",
+    batch_size: int = 64,
+    cache_dir: str | Path = ".cache/rec_transfer",
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Item text vectors, from the disk cache when possible, else encoded and cached.
+
+    Under ``torch.distributed`` every rank must call this with the same arguments: all ranks encode their shard,
+    rank 0 writes the file, and every rank returns the full tensor.
+
+    Args:
+        texts: One text per item, in item order.
+        model_name: ``"minilm"``, ``"smollm2"``, a local model path or a hub id.
+        pooling: ``"mean"``, ``"cls"``, ``"last"``, or None for the model's default.
+        max_length: Truncation length in tokens.
+        normalize: L2-normalise the vectors.
+        template: Applied to every text before encoding; ``"{text}"`` marks where the text goes
+            (e.g. ``"This product: {text}"``). ``""`` uses texts as they are.
+        batch_size: Texts per forward pass.
+        cache_dir: Cache root; vectors go to ``<cache_dir>/text_vectors/``, converted GGUF models to
+            ``<cache_dir>/models/``.
+        trust_remote_code: Allow custom model code from the hub.
+        progress: Show a progress bar while encoding.
+
+    Returns:
+        float32 CPU tensor of shape (N, D), row i for ``texts[i]``.
+    """
+    _check_template(template)
+    if pooling is not None and pooling not in POOLING_METHODS:
+        raise ValueError(f"Unknown pooling {pooling!r}; expected one of {POOLING_METHODS}")
+    resolved = resolve_model(model_name)
+    pooling = pooling or resolve_default_pooling(resolved)
+    key = text_cache_key(
+        texts,
+        identity=resolved.identity,
+        pooling=pooling,
+        max_length=max_length,
+        normalize=normalize,
+        template=template,
+    )
+    path = cache_path(cache_dir, key)
+    expected = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "key": key,
+        "model_name": model_name,
+        "identity": resolved.identity,
+        "pooling": pooling,
+        "max_length": str(max_length),
+        "normalize": str(bool(normalize)),
+        "template": template,
+        "count": str(len(texts)),
+    }
+    vectors = _load_vectors(path, expected)
+    hit = vectors is not None
+    if _distributed():
+        # Collectives below must be entered by every rank, so all agree on hit/miss first.
+        hit = _all_ranks_hit(hit)
+    if hit:
+        log.info("Loaded %d cached text vectors from %s", len(texts), path)
+        return vectors
+
+    rank = dist.get_rank() if _distributed() else 0
+    if _distributed():
+        # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
+        if rank == 0:
+            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+        dist.barrier()
+        if rank != 0:
+            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+    else:
+        model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+    model.to(_encoding_device())
+    vectors = encode_texts_sharded(
+        _TemplatedView(texts, template) if template else texts,
+        model,
+        tokenizer,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+        normalize=normalize,
+        progress=progress,
+    )
+    if rank == 0:
+        _save_vectors(path, vectors, expected)
+        log.info("Cached %d text vectors in %s", len(texts), path)
+    if _distributed():
+        dist.barrier()
+    return vectors

@@ -1,0 +1,106 @@
+"""Preprocessing (k-core, order, cap, id maps, templates) and the leave-one-out split."""
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rec_transfer.data.batching import SequenceView, collate
+from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
+from rec_transfer.data.errors import DataFormatError
+from rec_transfer.data.raw import RawDomain
+
+
+def raw(rows, items=None, fields=("title", "brand")):
+    users, its, ts = zip(*rows, strict=True)
+    inter = pa.table({"user_id": list(users), "item_id": list(its), "timestamp": pa.array(ts, pa.float64())})
+    if items is None:
+        ids = sorted(set(its))
+        items = {"item_id": ids, **{f: [f"{f} of {i}" for i in ids] for f in fields}}
+    return RawDomain("toy", datasets.Dataset(inter), datasets.Dataset(pa.table(items)), list(fields), "toy.inter")
+
+
+def histories(d: Domain) -> dict[str, list[str]]:
+    ids = d.items["item_id"]
+    return {r["user_id"]: [ids[i - 1] for i in r["items"]] for r in d.sequences}
+
+
+def test_chronological_with_stable_ties_and_dense_ids():
+    d = preprocess(raw([("u", "c", 2), ("u", "a", 1), ("u", "b", 1), ("v", "a", 0), ("v", "b", 0), ("v", "c", 0)]))
+    assert histories(d) == {"u": ["a", "b", "c"], "v": ["a", "b", "c"]}  # ties keep file order
+    assert d.items["item_id"] == ["a", "b", "c"]
+    assert d.num_items == 3 and d.num_users == 2 and d.num_interactions == 6
+    offsets, values = d.flat()
+    assert offsets.tolist() == [0, 3, 6] and values.min() == 1  # 0 is padding
+
+
+def test_history_cap_keeps_latest():
+    rows = [("u", f"i{t}", t) for t in range(10)]
+    d = preprocess(raw(rows), PreprocessConfig(max_history=4))
+    assert histories(d)["u"] == ["i6", "i7", "i8", "i9"]
+    assert d.counts["dropped_by_history_cap"] == 6
+
+
+def test_kcore_is_iterative_and_counted():
+    # u3 and u4 have 3 interactions each, but lose x/y in the first round and must go in the second.
+    rows = [(u, i, t) for u in ("u1", "u2", "u5") for t, i in enumerate(["a", "b", "c"])]
+    rows += [("u3", "x", 0), ("u3", "a", 1), ("u3", "y", 2), ("u4", "x", 0), ("u4", "b", 1), ("u4", "c", 2)]
+    d = preprocess(raw(rows), PreprocessConfig(kcore=3, max_history=None))
+    assert set(histories(d)) == {"u1", "u2", "u5"}
+    assert d.items["item_id"] == ["a", "b", "c"]
+    assert d.counts["dropped_by_kcore"] == 6
+
+
+def test_duplicates_and_short_users_dropped_and_counted():
+    rows = [("u", "a", 0), ("u", "a", 0), ("u", "b", 1), ("u", "c", 2), ("v", "a", 0), ("v", "b", 1)]
+    d = preprocess(raw(rows))
+    assert d.counts["dropped_duplicates"] == 1
+    assert d.counts["dropped_short_users"] == 1  # v has 2 items: no train/valid/test
+    assert list(histories(d)) == ["u"]
+
+
+def test_text_template_and_default():
+    rows = [("u", "a", 0), ("u", "b", 1), ("u", "c", 2)]
+    assert preprocess(raw(rows)).texts()[0] == "title of a brand of a"
+    d = preprocess(raw(rows), PreprocessConfig(text_template="{brand}! {title}"))
+    assert d.texts()[0] == "brand of a! title of a"
+    with pytest.raises(DataFormatError, match="colour"):
+        preprocess(raw(rows), PreprocessConfig(text_template="{colour}"))
+
+
+def test_items_without_text_is_an_error():
+    rows = [("u", "a", 0), ("u", "b", 1), ("u", "zz", 2)]
+    items = {"item_id": ["a", "b"], "title": ["A", "B"], "brand": ["", ""]}
+    with pytest.raises(DataFormatError, match=r"toy.inter.*'zz'.*row 3"):
+        preprocess(raw(rows, items))
+
+
+def test_empty_after_filtering_is_an_error():
+    with pytest.raises(DataFormatError, match="empty after filtering"):
+        preprocess(raw([("u", "a", 0), ("u", "b", 1), ("u", "c", 2)]), PreprocessConfig(kcore=5))
+
+
+def test_save_load_roundtrip(tmp_path, tiny_domain):
+    tiny_domain.save(tmp_path / "d")
+    back = Domain.load(tmp_path / "d")
+    assert back.counts == tiny_domain.counts
+    np.testing.assert_array_equal(back.flat()[1], tiny_domain.flat()[1])
+
+
+def test_leave_one_out_views():
+    offsets = np.array([0, 5, 8])
+    values = np.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=np.int32)
+    test = SequenceView("d", offsets, values, "test", max_len=10)
+    valid = SequenceView("d", offsets, values, "valid", max_len=10)
+    train = SequenceView("d", offsets, values, "train", max_len=10)
+    assert test[0][2].tolist() == [1, 2, 3, 4] and test[0][3] == 5
+    assert valid[0][2].tolist() == [1, 2, 3] and valid[0][3] == 4
+    _, _, x, y = train[0]
+    assert x.tolist() == [1, 2] and y.tolist() == [2, 3]  # never sees valid/test items
+    assert len(train) == 1  # user 2 (3 items) has no training pair
+    assert test[1][2].tolist() == [6, 7] and test[1][3] == 8
+    short = SequenceView("d", offsets, values, "test", max_len=2)
+    assert short[0][2].tolist() == [3, 4]  # latest max_len items
+    batch = collate([test[0], test[1]])
+    assert batch["input"].tolist() == [[1, 2, 3, 4], [6, 7, 0, 0]]  # right padding
+    assert batch["target"].tolist() == [5, 8]

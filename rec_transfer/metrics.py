@@ -27,8 +27,8 @@ class RankingMetrics(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ks: tuple[int, ...] = (10, 50)):
-        super().__init__()
+    def __init__(self, ks: tuple[int, ...] = (10, 50), **kwargs):
+        super().__init__(**kwargs)
         self.ks = tuple(ks)
         for k in self.ks:
             self.add_state(f"recall_{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

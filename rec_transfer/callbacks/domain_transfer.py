@@ -130,11 +130,11 @@ class DomainTransfer(Callback):
         dm = trainer.datamodule
         was_training = pl_module.training
         pl_module.eval()
-        metric = RankingMetrics().to(pl_module.device)
+        metric = RankingMetrics(sync_on_compute=False).to(pl_module.device)
         for batch in dm.target.view_loader("valid"):
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
             metric.update(pl_module(batch), batch["target"])
-        values = {k: float(v) for k, v in metric._compute_local().items()}  # noqa: SLF001 (no cross-rank sync)
+        values = {k: float(v) for k, v in metric.compute().items()}
         pl_module.train(was_training)
         return {f"zeroshot/{dm.target_name}/{k}": v for k, v in values.items()}
 

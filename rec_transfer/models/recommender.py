@@ -133,11 +133,13 @@ class TransferRecommender(L.LightningModule):
         return F.cross_entropy(logits.float(), batch["target"][mask])
 
     # ------------------------------------------------------------------ Lightning hooks
-    def on_train_epoch_start(self) -> None:
-        # Lightning does not checkpoint RNG states; reseeding from (seed, epoch, rank) makes a run
-        # resumed at an epoch boundary draw the same dropout masks as an uninterrupted one.
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        torch.manual_seed(seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Lightning does not checkpoint RNG states; reseeding from (seed, epoch, rank) at each
+        # epoch's first step makes a run resumed at an epoch boundary draw the same dropout
+        # masks as an uninterrupted one.
+        if batch_idx == 0:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            torch.manual_seed(seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)

@@ -1,0 +1,127 @@
+"""DomainTransfer on its own, and whole fits: switch, zero-shot, exact resume in either phase."""
+
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from rec_transfer.callbacks import DomainTransfer, TargetEarlyStopping
+from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.models.recommender import TransferRecommender
+from rec_transfer.text import TextEncoderConfig
+
+SOURCE_EPOCHS, MAX_EPOCHS = 2, 4
+
+
+# ---------------------------------------------------------------- the callback alone
+def test_phase_follows_source_epochs():
+    cb = DomainTransfer(source_epochs=3)
+    assert [cb.phase_for_epoch(e) for e in range(5)] == ["source"] * 3 + ["target"] * 2
+
+
+def test_early_switch_when_source_validation_stalls():
+    cb = DomainTransfer(source_epochs=100, source_patience=2)
+    trainer = SimpleNamespace(
+        sanity_checking=False, current_epoch=0, callback_metrics={}, datamodule=SimpleNamespace(source_names=["a"])
+    )
+    for epoch, score in enumerate([0.1, 0.2, 0.15, 0.19]):
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {"val/a/ndcg@10": torch.tensor(score)}
+        cb.on_validation_end(trainer, None)
+    assert cb.switch_epoch == 4 and cb.phase_for_epoch(4) == "target" and cb.phase_for_epoch(3) == "source"
+
+
+def test_state_roundtrip_refreezes_before_optimizers():
+    cb = DomainTransfer(source_epochs=1, freeze=["encoder"])
+    cb.switch_epoch, cb.optimizer_phase = 1, "target"
+    checkpoint = {"callbacks": {cb.state_key: cb.state_dict()}}
+    fresh = DomainTransfer(source_epochs=1, freeze=["encoder"])
+    model = TransferRecommender(mode="id", hidden_size=16, layers=1, heads=1, max_len=5)
+    fresh.on_load_checkpoint(None, model, checkpoint)
+    assert fresh.optimizer_phase == "target" and fresh.switch_epoch == 1 and model.finetune
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_requires_dataloader_reload():
+    with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
+        DomainTransfer().setup(SimpleNamespace(reload_dataloaders_every_n_epochs=0), None, "fit")
+
+
+# ---------------------------------------------------------------- whole fits
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def make_data(cache_dir, seed=0) -> TransferDataModule:
+    def domain(name, users):
+        return DomainDataModule(
+            f"synthetic:{name}", synthetic={"num_users": users, "num_items": 30, "mean_length": 7},
+            max_len=10, batch_size=32, cache_dir=str(cache_dir), seed=seed, text_encoder=TextEncoderConfig(),
+        )  # fmt: skip
+
+    return TransferDataModule(target=domain("posters", 40), sources=[domain("books", 80), domain("toys", 60)])
+
+
+class Crash(Callback):
+    """Simulates a kill in the middle of an epoch."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("simulated crash")
+
+
+def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",)):
+    L.seed_everything(0)
+    model = TransferRecommender(mode="text", hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3)
+    callbacks = [
+        DomainTransfer(source_epochs=SOURCE_EPOCHS, freeze=list(freeze)),
+        ModelCheckpoint(dirpath=ckpt_dir, monitor="hp/val_ndcg@10", mode="max", save_last=True),
+        TargetEarlyStopping(monitor="hp/val_ndcg@10", mode="max", patience=10),
+    ]
+    if crash:
+        callbacks.append(Crash(*crash))
+    trainer = L.Trainer(
+        max_epochs=MAX_EPOCHS, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+        callbacks=callbacks, num_sanity_val_steps=0,
+    )  # fmt: skip
+    data = make_data(cache_dir)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return trainer, model, data
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cache_dir, tmp_path_factory):
+    return fit(cache_dir, tmp_path_factory.mktemp("full"))
+
+
+def test_switch_freezes_and_logs_zero_shot(uninterrupted):
+    trainer, model, _ = uninterrupted
+    transfer = next(c for c in trainer.callbacks if isinstance(c, DomainTransfer))
+    assert transfer.switch_epoch == SOURCE_EPOCHS and transfer.optimizer_phase == "target"
+    assert set(transfer.zero_shot_metrics) >= {"zeroshot/posters/ndcg@10", "zeroshot/posters/recall@10"}
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert not opt_params & {id(p) for p in model.encoder.parameters()}  # the optimizer was rebuilt
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # target_lr
+
+
+@pytest.mark.parametrize("crash", [(1, 1), (3, 1)], ids=["killed-in-source-phase", "killed-in-target-phase"])
+def test_resume_matches_uninterrupted(cache_dir, tmp_path, uninterrupted, crash):
+    _, full, _ = uninterrupted
+    ckpt_dir = tmp_path / "ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, ckpt_dir, crash=crash)
+    assert (ckpt_dir / "last.ckpt").exists()
+    trainer, resumed, _ = fit(cache_dir, ckpt_dir, ckpt_path="last")
+    assert trainer.current_epoch == MAX_EPOCHS
+    full_state, resumed_state = full.state_dict(), resumed.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, rtol=0, atol=1e-6, msg=key)

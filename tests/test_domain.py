@@ -37,8 +37,8 @@ def test_chronological_with_stable_ties_and_dense_ids():
 def test_history_cap_keeps_latest():
     rows = [("u", f"i{t}", t) for t in range(10)]
     d = preprocess(raw(rows), PreprocessConfig(max_history=4))
-    assert histories(d)["u"] == ["i6", "i7", "i8", "i9"]
-    assert d.counts["dropped_by_history_cap"] == 6
+    assert histories(d)["u"] == ["i5", "i6", "i7", "i8", "i9"]  # 4 history items + the test target
+    assert d.counts["dropped_by_history_cap"] == 5
 
 
 def test_kcore_is_iterative_and_counted():
@@ -99,6 +99,8 @@ def test_leave_one_out_views():
     assert x.tolist() == [1, 2] and y.tolist() == [2, 3]  # never sees valid/test items
     assert len(train) == 1  # user 2 (3 items) has no training pair
     assert test[1][2].tolist() == [6, 7] and test[1][3] == 8
+    windows = SequenceView("d", np.array([0, 8]), values, "train", max_len=2)
+    assert [(w[2].tolist(), w[3].tolist()) for w in windows] == [([4, 5], [5, 6]), ([2, 3], [3, 4]), ([1], [2])]
     short = SequenceView("d", offsets, values, "test", max_len=2)
     assert short[0][2].tolist() == [3, 4]  # latest max_len items
     batch = collate([test[0], test[1]])

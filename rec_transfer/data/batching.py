@@ -29,8 +29,16 @@ class SequenceView(Dataset):
     def __init__(self, domain: str, offsets: np.ndarray, values: np.ndarray, split: Split, max_len: int):
         self.domain, self.offsets, self.values, self.split, self.max_len = domain, offsets, values, split, max_len
         self.users = np.arange(len(offsets) - 1)
-        if split == "train":  # a training row needs one input and one target before the held-out two
-            self.users = self.users[np.diff(offsets) >= 4]
+        self.ends = None
+        if split == "train":
+            # Histories longer than max_len are cut into windows of max_len targets (the latest
+            # window first), so every training position is used once.
+            targets = np.maximum(np.diff(offsets) - 3, 0)  # s_2 … s_{n-2}
+            windows = -(-targets // max_len)
+            self.users = np.repeat(self.users, windows)
+            first = np.repeat(np.cumsum(windows) - windows, windows)
+            k = np.arange(len(self.users)) - first  # window number from the end
+            self.ends = offsets[self.users + 1] - 2 - k * max_len  # exclusive end of each window
 
     def __len__(self) -> int:
         return len(self.users)
@@ -39,7 +47,8 @@ class SequenceView(Dataset):
         u = int(self.users[index])
         start, end = int(self.offsets[u]), int(self.offsets[u + 1])
         if self.split == "train":
-            seq = self.values[max(start, end - 2 - self.max_len - 1) : end - 2]
+            stop = int(self.ends[index])
+            seq = self.values[max(start, stop - self.max_len - 1) : stop]
             return self.domain, u, seq[:-1], seq[1:]
         if self.split == "predict":
             return self.domain, u, self.values[max(start, end - self.max_len) : end], 0
@@ -48,6 +57,7 @@ class SequenceView(Dataset):
 
     def shard(self, rank: int, world: int) -> SequenceView:
         """Users ``rank::world``: an exact partition (no padding), for evaluation under DDP."""
+        assert self.split != "train", "training batches are sharded by DomainBatchSampler"
         view = SequenceView(self.domain, self.offsets, self.values, self.split, self.max_len)
         view.users = self.users[rank::world]
         return view

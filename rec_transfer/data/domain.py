@@ -35,7 +35,8 @@ class PreprocessConfig:
 
     Attributes:
         kcore: iterative k-core on users and items (``None``: no filtering).
-        max_history: keep only each user's latest ``max_history`` interactions (``None``: all).
+        max_history: keep each user's latest ``max_history + 1`` interactions: a history of at most
+            ``max_history`` items before the test target, as in UniSRec's processing (``None``: all).
         text_template: item text, e.g. ``"{title}. {categories}. {brand}"`` with the item table's
             field names; ``None`` joins every text field in header order with a space.
         drop_duplicates: drop exact repeats of (user, item, timestamp), counted in the log.
@@ -84,7 +85,7 @@ class Domain:
         return offsets - offsets[0], values[offsets[0] : offsets[-1]]
 
     def texts(self) -> list[str]:
-        return self.items["text"]
+        return self.items.data.column("text").to_pylist()
 
     def item_id(self, index: int) -> str:
         return self.items[index - 1]["item_id"]
@@ -201,7 +202,7 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         starts = np.flatnonzero(np.r_[True, user_code[1:] != user_code[:-1]])
         lengths = np.diff(np.r_[starts, len(user_code)])
         from_end = np.repeat(starts + lengths, lengths) - np.arange(len(user_code))
-        keep = from_end <= config.max_history
+        keep = from_end <= config.max_history + 1
         counts["dropped_by_history_cap"] = int((~keep).sum())
         if (~keep).any():
             log.info("%s: history cap %d dropped %d older interactions", raw.name, config.max_history, (~keep).sum())

@@ -1,0 +1,160 @@
+"""DomainDataModule, TransferDataModule and DomainBatchSampler on small SYNTHETIC domains (fast, no real data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rec_transfer.data.batching as batching
+import rec_transfer.data.datamodule as datamodule
+from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.data.batching import DomainBatchSampler
+from rec_transfer.data.datamodule import make_train_loader
+from rec_transfer.data.synthetic import synthetic_domain
+
+SIZE = {"num_users": 50, "num_items": 30}
+MAX_LEN = 6  # shorter than most synthetic histories, so truncation is exercised
+
+
+def make(cache: Path, name: str = "books", **kwargs) -> DomainDataModule:
+    args = {"synthetic": SIZE, "cache_dir": str(cache), "batch_size": 8, "eval_batch_size": 16, "max_len": MAX_LEN}
+    dm = DomainDataModule(f"synthetic:{name}", **{**args, **kwargs})
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def as_lists(loader) -> list[dict]:
+    return [{k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in loader]
+
+
+def histories(dm: DomainDataModule) -> list[list[int]]:
+    assert dm.domain is not None
+    offsets, values = dm.domain.flat()
+    return [values[offsets[u] : offsets[u + 1]].tolist() for u in range(len(offsets) - 1)]
+
+
+@pytest.fixture
+def books(tmp_path: Path) -> DomainDataModule:
+    return make(tmp_path)
+
+
+def test_synthetic_source_is_labelled(books: DomainDataModule) -> None:
+    assert synthetic_domain("books", **SIZE).source.startswith("synthetic")
+    assert books._read_raw().source.startswith("synthetic")
+    assert books.domain is not None and books.domain.num_users == 50
+
+
+def test_train_batches_shift_by_one_with_right_padding(books: DomainDataModule) -> None:
+    hist = histories(books)
+    seen = []
+    for batch in books.train_dataloader():
+        assert batch["domain"] == "books"
+        assert batch["input"].shape == batch["target"].shape and batch["input"].shape[1] <= MAX_LEN
+        for user, inp, tgt in zip(batch["user"].tolist(), batch["input"], batch["target"], strict=True):
+            n = int((inp != 0).sum())
+            assert n >= 1 and torch.all(inp[:n] != 0) and torch.all(inp[n:] == 0)  # padding on the right only
+            assert torch.all(tgt[:n] != 0) and torch.all(tgt[n:] == 0)
+            assert torch.equal(inp[1:n], tgt[: n - 1])  # target = input shifted by one
+            window = [*inp[:n].tolist(), int(tgt[n - 1])]
+            train = hist[user][:-2]
+            assert any(train[i : i + len(window)] == window for i in range(len(train)))  # a slice of train items
+            seen.append((user, tgt[:n].tolist()))
+    # Windows tile each user's training targets exactly once (long histories give several windows).
+    targets: dict[int, list[int]] = {}
+    for user, tgts in seen:
+        targets.setdefault(user, []).extend(tgts)
+    assert sorted(targets) == [u for u, h in enumerate(hist) if len(h) >= 4]
+    for user, tgts in targets.items():
+        assert sorted(tgts) == sorted(hist[user][1:-2])
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_eval_batches_hold_history_and_target(books: DomainDataModule, split: str) -> None:
+    hist = histories(books)
+    loader = books.val_dataloader() if split == "valid" else books.test_dataloader()
+    users = []
+    for batch in loader:
+        assert batch["domain"] == "books" and batch["target"].shape == batch["user"].shape
+        for user, inp, tgt in zip(batch["user"].tolist(), batch["input"], batch["target"].tolist(), strict=True):
+            n = int((inp != 0).sum())
+            assert torch.all(inp[n:] == 0)
+            cut = 2 if split == "valid" else 1  # valid predicts the second to last item, test the last
+            assert inp[:n].tolist() == hist[user][:-cut][-MAX_LEN:]
+            assert tgt == hist[user][-cut]
+            users.append(user)
+    assert users == list(range(len(hist)))  # every user once, in order
+
+
+def test_same_seed_and_epoch_same_batches_other_epoch_other_order(tmp_path: Path) -> None:
+    a, b = make(tmp_path / "a", seed=3), make(tmp_path / "b", seed=3)
+    first = as_lists(a.train_dataloader())
+    assert first == as_lists(b.train_dataloader())
+    assert first == as_lists(make_train_loader([b], 0))
+    other = as_lists(make_train_loader([a], 1))
+    assert [x["user"] for x in other] != [x["user"] for x in first]
+    assert sorted(u for x in other for u in x["user"]) == sorted(u for x in first for u in x["user"])
+
+
+def test_workers_give_the_same_batches(tmp_path: Path) -> None:
+    serial, parallel = make(tmp_path, num_workers=0), make(tmp_path, num_workers=2)
+    assert as_lists(parallel.train_dataloader()) == as_lists(serial.train_dataloader())
+    assert as_lists(parallel.val_dataloader()) == as_lists(serial.val_dataloader())
+
+
+def test_second_prepare_reuses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = make(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached domain should have been reused")
+
+    monkeypatch.setattr(datamodule, "preprocess", fail)
+    monkeypatch.setattr(datamodule, "synthetic_domain", fail)
+    again = make(tmp_path)
+    assert again.domain is not None and first.domain is not None
+    assert again.domain.counts == first.domain.counts
+    assert np.array_equal(again.domain.flat()[1], first.domain.flat()[1])
+    with pytest.raises(AssertionError, match="reused"):
+        make(tmp_path, max_history=20)  # a different preprocessing is a different cache entry
+
+
+def test_transfer_mixes_source_batches_one_domain_each(tmp_path: Path) -> None:
+    sources = [make(tmp_path, "books"), make(tmp_path, "toys")]
+    target = make(tmp_path, "posters")
+    transfer = TransferDataModule(target=target, sources=sources)
+    transfer.prepare_data()
+    transfer.setup()
+    assert transfer.trainer is None
+    # Without a DomainTransfer callback (here: no trainer at all) it trains on the target alone.
+    assert {b["domain"] for b in transfer.train_dataloader()} == {"posters"}
+
+    domains, users = [], {"books": [], "toys": []}
+    for batch in make_train_loader(transfer.sources, 0):
+        domains.append(batch["domain"])
+        users[batch["domain"]] += batch["user"].tolist()
+    assert set(domains) == {"books", "toys"}
+    switches = sum(x != y for x, y in zip(domains, domains[1:], strict=False))
+    assert switches > 1, f"source batches are not mixed: {domains}"
+    for m in sources:  # every training user of each source exactly once, indices local to its own domain
+        assert sorted(users[m.name]) == sorted(m.view("train").users.tolist())
+
+
+@pytest.mark.parametrize("sizes", [[10, 5], [13, 7, 1]])
+def test_batch_sampler_under_two_ranks(monkeypatch: pytest.MonkeyPatch, sizes: list[int]) -> None:
+    bounds = np.cumsum([0, *sizes])
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setattr(batching, "dist_info", lambda rank=rank: (rank, 2))
+        sampler = DomainBatchSampler(sizes, batch_size=4, seed=7, epoch=2)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        for b in batches:  # one domain per batch
+            assert len({int(np.searchsorted(bounds, i, side="right")) for i in b}) == 1
+        per_rank.append(batches)
+    n_batches = sum(-(-s // 4) for s in sizes)  # odd here, so the batch list wraps around
+    assert len(per_rank[0]) == len(per_rank[1]) == -(-n_batches // 2)
+    covered = {i for batches in per_rank for b in batches for i in b}
+    assert covered == set(range(sum(sizes)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -55,6 +56,7 @@ class RecTransferCLI(LightningCLI):
         return self.config[self.subcommand].get(key)
 
     def before_fit(self) -> None:
+        self._fit_start = time.perf_counter()
         # Lightning only warns when "last" finds nothing and then trains from scratch; a user who
         # asked to resume should hear that nothing was found.
         if self._sub("ckpt_path") == "last":
@@ -67,7 +69,12 @@ class RecTransferCLI(LightningCLI):
                 )
 
     def after_fit(self) -> None:
-        results: dict = {}
+        epoch_s = self.model.train_epoch_seconds
+        results: dict = {
+            "fit_seconds": round(time.perf_counter() - self._fit_start, 2),
+            "epochs": self.trainer.current_epoch,
+            "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
+        }
         if self._sub("test_after_fit"):
             results["transfer" if self._has_sources() else "target_only"] = self._test(self.trainer, self.model)
         if self._sub("compare_target_only") and self._has_sources():
@@ -135,7 +142,8 @@ class RecTransferCLI(LightningCLI):
         print(f"transfer {'beats' if gain > 0 else 'does NOT beat'} target-only on NDCG@10 by {gain:+.4f}\n")
 
 
-def main(args: list[str] | None = None) -> RecTransferCLI:
+def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI:
+    """The CLI object (``run=False``: parse and instantiate only, no subcommand), for tests and notebooks."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return RecTransferCLI(
         TransferRecommender,
@@ -144,7 +152,13 @@ def main(args: list[str] | None = None) -> RecTransferCLI:
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
     )
+
+
+def main(args: list[str] | None = None, run: bool = True) -> None:
+    # The console script calls sys.exit(main()): returning the CLI object would print it and exit with status 1.
+    build_cli(args, run)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,8 @@ def test_batch_sampler_under_two_ranks(monkeypatch: pytest.MonkeyPatch, sizes: l
     per_rank = []
     for rank in (0, 1):
         monkeypatch.setattr(batching, "dist_info", lambda rank=rank: (rank, 2))
-        sampler = DomainBatchSampler(sizes, batch_size=4, seed=7, epoch=2)
+        lengths = [np.random.default_rng(s).integers(1, 50, s) for s in sizes]
+        sampler = DomainBatchSampler(lengths, batch_size=4, seed=7, epoch=2, pool_batches=2)
         batches = list(sampler)
         assert len(batches) == len(sampler)
         for b in batches:  # one domain per batch
@@ -158,3 +159,13 @@ def test_batch_sampler_under_two_ranks(monkeypatch: pytest.MonkeyPatch, sizes: l
     assert len(per_rank[0]) == len(per_rank[1]) == -(-n_batches // 2)
     covered = {i for batches in per_rank for b in batches for i in b}
     assert covered == set(range(sum(sizes)))
+
+
+def test_batch_sampler_groups_similar_lengths() -> None:
+    lengths = np.random.default_rng(0).integers(1, 51, 1000)
+    padded = {}
+    for pool in (1, 50):
+        batches = list(DomainBatchSampler([lengths], batch_size=32, seed=0, pool_batches=pool))
+        assert sorted(i for b in batches for i in b) == list(range(1000))
+        padded[pool] = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded[50] < 0.7 * padded[1]  # far less padding than random batches

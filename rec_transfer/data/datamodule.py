@@ -178,7 +178,7 @@ def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader
     """Training batches of one or several domains, each batch from one domain, mixed across steps."""
     first = modules[0]
     views = [m.view("train") for m in modules]
-    sampler = DomainBatchSampler([len(v) for v in views], first.batch_size, seed=first.seed, epoch=epoch)
+    sampler = DomainBatchSampler([v.lengths() for v in views], first.batch_size, seed=first.seed, epoch=epoch)
     return DataLoader(
         torch.utils.data.ConcatDataset(views),
         batch_sampler=sampler,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 from torch.utils.data import DataLoader
 
 from rec_transfer.callbacks.domain_transfer import current_phase
-from rec_transfer.data.datamodule import DomainDataModule, make_train_loader
+from rec_transfer.data.datamodule import SYNTHETIC, DomainDataModule, make_train_loader
 
 
 class TransferDataModule(L.LightningDataModule):
@@ -22,6 +24,7 @@ class TransferDataModule(L.LightningDataModule):
             batch from one domain.
         validate_target_from_start: also validate the target during the source phase (the zero-shot curve).
         validate_sources: validate the sources during the source phase.
+        data_root: relative domain paths are resolved against this folder (one option moves all data).
     """
 
     def __init__(
@@ -30,11 +33,16 @@ class TransferDataModule(L.LightningDataModule):
         sources: list[DomainDataModule] | None = None,
         validate_target_from_start: bool = True,
         validate_sources: bool = True,
+        data_root: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["target", "sources"])
         self.target = target
         self.sources = list(sources or [])
+        if data_root is not None:
+            for m in [*self.sources, target]:
+                if not m.path.startswith(SYNTHETIC) and not Path(m.path).is_absolute():
+                    m.path = str(Path(data_root) / m.path)
         names = [m.name for m in self.sources] + [target.name]
         if len(set(names)) != len(names):
             raise ValueError(f"domain names must be unique, got {names}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Literal
 
 import lightning as L
@@ -66,6 +67,7 @@ class TransferRecommender(L.LightningModule):
         self.test_metrics = nn.ModuleDict()
         self.finetune = False  # set by the DomainTransfer callback after the switch to the target
         self.target_domain: str | None = None
+        self.train_epoch_seconds: list[float] = []
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
@@ -107,10 +109,14 @@ class TransferRecommender(L.LightningModule):
         return self.item_tower(domain)  # (N + 1, D)
 
     def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """(T, D) states against (N + 1, D) items → (T, N + 1) logits; padding column is -inf."""
-        if self.hparams.similarity == "cosine":
-            states, table = F.normalize(states, dim=-1), F.normalize(table, dim=-1)
-        logits = states @ table.T / self.hparams.temperature
+        """(T, D) states against (N + 1, D) items → (T, N + 1) float32 logits; padding column is -inf."""
+        # Always float32, also under bf16/fp16 autocast: short mantissas (8 bits in bf16) round nearby scores into ties,
+        # which the pessimistic ranking counts against the target, and top-K order would be arbitrary among them.
+        with torch.autocast(states.device.type, enabled=False):
+            states, table = states.float(), table.float()
+            if self.hparams.similarity == "cosine":
+                states, table = F.normalize(states, dim=-1), F.normalize(table, dim=-1)
+            logits = states @ table.T / self.hparams.temperature
         logits[:, 0] = float("-inf")
         return logits
 
@@ -140,6 +146,17 @@ class TransferRecommender(L.LightningModule):
         if batch_idx == 0:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
             torch.manual_seed(seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = self._last_step_end = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        self._last_step_end = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # Training time alone, up to the last step (validation runs before this hook), for speed reports.
+        self.train_epoch_seconds.append(self._last_step_end - self._epoch_start)
+        self.log("time/train_epoch_s", self.train_epoch_seconds[-1])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)

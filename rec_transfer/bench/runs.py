@@ -1,0 +1,103 @@
+"""Runs shipped configs through ``rec-transfer fit`` (one subprocess per seed) and aggregates the results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor()})"
+    return info
+
+
+def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
+    """A copy of ``config`` whose checkpoints, logs and results go to their own places for this run."""
+    cfg = yaml.safe_load(Path(config).read_text())
+    trainer = cfg.setdefault("trainer", {})
+    for cb in trainer.get("callbacks", []):
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            cb["init_args"]["dirpath"] = str(out_dir / "checkpoints" / run_name)
+    logger = trainer.get("logger")
+    if isinstance(logger, dict):
+        logger.setdefault("init_args", {})["name"] = f"bench/{run_name}"
+    cfg["results_json"] = str(out_dir / f"{run_name}.json")
+    path = out_dir / f"{run_name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_seed(config: str | Path, seed: int, run_name: str, extra_args: list[str], out_dir: Path) -> dict:
+    """``rec-transfer fit`` for one seed; returns its results JSON plus the wall time."""
+    cfg = prepare_config(config, run_name, out_dir)
+    cmd = [sys.executable, "-m", "rec_transfer.cli", "fit", "--config", str(cfg), "--seed_everything", str(seed),
+           *extra_args]  # fmt: skip
+    start = time.perf_counter()
+    log = out_dir / f"{run_name}.log"
+    with log.open("w") as f:
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise RuntimeError(f"run {run_name} failed ({code}):\n{log.read_text()[-4000:]}")
+    results = json.loads((out_dir / f"{run_name}.json").read_text())
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    return results
+
+
+def summarize(per_seed: list[dict], prefix: str) -> dict:
+    """Mean and (sample) standard deviation of every ``prefix*`` metric over seeds."""
+    keys = sorted({k for r in per_seed for k in r if k.startswith(prefix)})
+    out = {}
+    for k in keys:
+        values = [r[k] for r in per_seed if k in r]
+        out[k] = {
+            "mean": round(statistics.fmean(values), 5),
+            "std": round(statistics.stdev(values), 5) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    return out
+
+
+def bench_configs(
+    configs: dict[str, str], seeds: list[int], extra_args: list[str], result_key: str, parallel: int = 1
+) -> dict:
+    """Runs every config for every seed (``parallel`` runs at a time); per-seed results and summaries by name."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="rec_transfer_bench_") as tmp:
+        jobs = [(name, config, seed) for name, config in configs.items() for seed in seeds]
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = {
+                job: pool.submit(run_seed, job[1], job[2], f"{job[0]}-seed{job[2]}", extra_args, Path(tmp))
+                for job in jobs
+            }
+        for name, config in configs.items():
+            per_seed = []
+            for seed in seeds:
+                r = futures[(name, config, seed)].result()
+                print(f"{name} seed {seed}: {json.dumps(r.get(result_key, {}))}", flush=True)
+                timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
+                per_seed.append({"seed": seed, **timing, **r.get(result_key, {})})
+            out[name] = {"config": config, "per_seed": per_seed, "summary": summarize(per_seed, "test/")}
+            out[name]["mean_train_epoch_seconds"] = round(
+                statistics.fmean(r["mean_train_epoch_seconds"] for r in per_seed), 3
+            )
+    return out

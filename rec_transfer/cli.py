@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from rec_transfer.callbacks import TargetEarlyStopping
+from rec_transfer.callbacks import LatestCheckpoint, TargetEarlyStopping
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.models.recommender import TransferRecommender
 
@@ -104,7 +104,7 @@ class RecTransferCLI(LightningCLI):
         callbacks = []
         if ckpt is not None:
             callbacks.append(
-                ModelCheckpoint(
+                LatestCheckpoint(
                     dirpath=f"{ckpt.dirpath}-target_only", monitor=ckpt.monitor, mode=ckpt.mode, save_last=True
                 )
             )
@@ -125,6 +125,7 @@ class RecTransferCLI(LightningCLI):
             enable_progress_bar=src.progress_bar_callback is not None,
             enable_model_summary=False,
             check_val_every_n_epoch=src.check_val_every_n_epoch,
+            log_every_n_steps=src.log_every_n_steps,
         )
         trainer.fit(model, datamodule=dm)
         return self._test(trainer, model, dm)

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
-from rec_transfer.callbacks import DomainTransfer, TargetEarlyStopping
+from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
@@ -81,7 +81,7 @@ def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",)):
     model = TransferRecommender(mode="text", hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3)
     callbacks = [
         DomainTransfer(source_epochs=SOURCE_EPOCHS, freeze=list(freeze)),
-        ModelCheckpoint(dirpath=ckpt_dir, monitor="hp/val_ndcg@10", mode="max", save_last=True),
+        LatestCheckpoint(dirpath=ckpt_dir, monitor="hp/val_ndcg@10", mode="max", save_last=True),
         TargetEarlyStopping(monitor="hp/val_ndcg@10", mode="max", patience=10),
     ]
     if crash:
@@ -118,7 +118,8 @@ def test_resume_matches_uninterrupted(cache_dir, tmp_path, uninterrupted, crash)
     ckpt_dir = tmp_path / "ckpt"
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(cache_dir, ckpt_dir, crash=crash)
-    assert (ckpt_dir / "last.ckpt").exists()
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
+    assert last["epoch"] == crash[0] - 1  # the latest finished epoch, improving or not
     trainer, resumed, _ = fit(cache_dir, ckpt_dir, ckpt_path="last")
     assert trainer.current_epoch == MAX_EPOCHS
     full_state, resumed_state = full.state_dict(), resumed.state_dict()

@@ -169,7 +169,12 @@ class DomainTransfer(Callback):
 
 
 class TargetEarlyStopping(EarlyStopping):
-    """Lightning's ``EarlyStopping``, counting only target-phase validations."""
+    """Lightning's ``EarlyStopping``, counting only target-phase validations.
+
+    It also skips the end of an epoch that a resumed run replays before any metric is logged
+    (Lightning finishes the interrupted epoch's hooks first), instead of failing on a missing metric.
+    """
 
     def _should_skip_check(self, trainer: L.Trainer) -> bool:
-        return super()._should_skip_check(trainer) or current_phase(trainer) != "target"
+        replayed = not trainer.callback_metrics
+        return super()._should_skip_check(trainer) or replayed or current_phase(trainer) != "target"

@@ -155,6 +155,8 @@ class TransferRecommender(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Training time alone, up to the last step (validation runs before this hook), for speed reports.
+        if not hasattr(self, "_epoch_start"):  # a resumed run finishing an epoch that ended before the restart
+            return
         self.train_epoch_seconds.append(self._last_step_end - self._epoch_start)
         self.log("time/train_epoch_s", self.train_epoch_seconds[-1])
 

@@ -1,0 +1,270 @@
+"""The command line: every config instantiates without data; fit / validate / test / predict on tiny SYNTHETIC domains.
+
+The end-to-end run is ``configs/quickstart.yaml`` shrunk (tiny domains, 2 epochs, 1 on the sources) with every output
+(checkpoints, TensorBoard logs, results JSON, caches) redirected into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rec_transfer.cli import build_cli
+from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.data.domain import Domain
+from rec_transfer.metrics import pessimistic_rank
+from rec_transfer.models.recommender import TransferRecommender
+from rec_transfer.text import TextEncoderConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(REPO.glob("configs/*.yaml"))
+TARGET, SOURCES = "posters", ("books", "toys")
+TINY = {
+    # The target has many items for its users: some appear only as held-out (valid/test) items, never in training.
+    "posters": {"num_users": 40, "num_items": 300, "mean_length": 5},
+    "books": {"num_users": 80, "num_items": 30, "mean_length": 7},
+    "toys": {"num_users": 60, "num_items": 30, "mean_length": 7},
+}
+
+
+def _callback(config: dict, name: str) -> dict:
+    return next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith(f".{name}"))
+
+
+def tiny_quickstart(root: Path, ckpt_dir: Path) -> Path:
+    """``configs/quickstart.yaml`` shrunk to seconds, writing only under ``root``."""
+    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    config["results_json"] = str(root / "results.json")
+    config["trainer"].update(max_epochs=2, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False)
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(root / "logs")
+    _callback(config, "DomainTransfer")["init_args"]["source_epochs"] = 1
+    _callback(config, "LatestCheckpoint")["init_args"]["dirpath"] = str(ckpt_dir)
+    config["model"].update(hidden_size=16, layers=1, heads=2, max_len=10)
+    data = config["data"]["init_args"]
+    for domain in [data["target"], *data["sources"]]:
+        args = domain["init_args"]
+        name = args["path"].removeprefix("synthetic:")
+        args.update(synthetic=TINY[name], max_len=10, batch_size=32, cache_dir=str(root.parent / "cache"))
+    assert [d["init_args"]["path"] for d in data["sources"]] == [f"synthetic:{s}" for s in SOURCES]
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cli(root: Path, *args: str):
+    """Runs a subcommand with ``root`` as working directory, so nothing lands in the repository."""
+    with contextlib.chdir(root), mock.patch.object(sys, "argv", ["rec-transfer"]):  # not pytest's arguments
+        return build_cli([str(a) for a in args])
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[int]]:
+    """Every scalar tag in the TensorBoard event files under ``log_dir``, with the steps it was written at."""
+    steps: dict[str, list[int]] = {}
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    return steps
+
+
+# ---------------------------------------------------------------- every config, no data
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_instantiates_without_reading_data(config: Path, tmp_path: Path, monkeypatch) -> None:
+    def forbidden(*args, **kwargs):
+        raise AssertionError("instantiating a config must not read data")
+
+    for owner, name in [
+        (Domain, "load"),
+        (DomainDataModule, "prepare_data"),
+        (DomainDataModule, "setup"),
+        (DomainDataModule, "_read_raw"),
+        (TextEncoderConfig, "item_vectors"),
+    ]:
+        monkeypatch.setattr(owner, name, forbidden)
+    monkeypatch.chdir(tmp_path)  # relative data paths (``../shared/data``) now point at nothing
+
+    parsed = yaml.safe_load(config.read_text())
+    c = build_cli(["--config", str(config)], run=False)
+
+    assert isinstance(c.model, TransferRecommender)
+    for key, value in parsed.get("model", {}).items():
+        assert c.model.hparams[key] == value, key
+    assert isinstance(c.datamodule, TransferDataModule)
+    domains = list(c.datamodule.domains.values())
+    assert domains and all(isinstance(d, DomainDataModule) and d.domain is None for d in domains)
+    if c.model.hparams.mode != "id":
+        assert all(isinstance(d.text_encoder, TextEncoderConfig) for d in domains)
+    # The transfer swaps loaders between epochs and shards batches itself.
+    assert c.trainer.reload_dataloaders_every_n_epochs == 1
+    assert not c.trainer._accelerator_connector.use_distributed_sampler
+    wanted = [cb["class_path"].rsplit(".", 1)[1] for cb in parsed["trainer"].get("callbacks", [])]
+    have = {type(cb).__name__ for cb in c.trainer.callbacks}
+    assert set(wanted) <= have
+    assert list(tmp_path.iterdir()) == []  # nothing written either
+
+
+# ---------------------------------------------------------------- one tiny fit through the CLI
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("quickstart")
+    config = tiny_quickstart(root, root / "ckpt")
+    fitted = cli(root, "fit", "--config", config)
+    ckpt = next(cb for cb in fitted.trainer.callbacks if isinstance(cb, ModelCheckpoint))
+    return SimpleNamespace(root=root, config=config, cli=fitted, best=Path(ckpt.best_model_path), ckpt=ckpt)
+
+
+def test_fit_writes_checkpoint_logs_and_results(run) -> None:
+    last = run.root / "ckpt" / "last.ckpt"
+    assert last.is_file() and run.best.is_file() and run.best.parent == last.parent
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == run.cli.trainer.current_epoch - 1  # the latest epoch, not the best one
+    assert any(k.startswith("DomainTransfer") for k in state["callbacks"]) and state["state_dict"]
+
+    log_dir = run.root / "logs" / "quickstart"
+    assert list(log_dir.rglob("events.out.tfevents.*"))
+    scalars = read_scalars(log_dir)
+    wanted = {"train/loss", f"val/{TARGET}/ndcg@10", f"zeroshot/{TARGET}/ndcg@10", f"test/{TARGET}/ndcg@10"}
+    wanted |= {f"val/{s}/ndcg@10" for s in SOURCES} | {f"train/{s}/loss" for s in (*SOURCES, TARGET)}
+    assert wanted <= scalars.keys(), wanted - scalars.keys()
+    # Sources first, then the zero-shot evaluation, then the target.
+    last_source_step = max(step for s in SOURCES for step in scalars[f"train/{s}/loss"])
+    (zero_shot_step,) = scalars[f"zeroshot/{TARGET}/ndcg@10"]
+    assert last_source_step < zero_shot_step <= min(scalars[f"train/{TARGET}/loss"])
+
+    results = json.loads((run.root / "results.json").read_text())
+    assert {"transfer", "target_only"} <= results.keys()  # quickstart compares with training on the target alone
+    assert (run.root / "ckpt-target_only" / "last.ckpt").is_file()
+    for name in ("transfer", "target_only"):
+        test = results[name]
+        assert 0 <= test[f"test/{TARGET}/recall@10"] <= test[f"test/{TARGET}/recall@50"] <= 1
+        assert 0 < test[f"test/{TARGET}/ndcg@10"] <= 1 and test["hp/test_ndcg@10"] == test[f"test/{TARGET}/ndcg@10"]
+
+
+def test_fit_resume_from_missing_last_checkpoint_fails(run, tmp_path: Path) -> None:
+    empty = tmp_path / "no-checkpoints"
+    config = tiny_quickstart(tmp_path, empty)
+    with pytest.raises(FileNotFoundError, match="last"):
+        cli(tmp_path, "fit", "--config", config, "--ckpt_path", "last")
+    assert not empty.exists() and not (tmp_path / "logs").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_validate_and_test_reproduce_fit_metrics(run, subcommand: str) -> None:
+    c = cli(run.root, subcommand, "--config", run.config, "--ckpt_path", run.best)
+    metrics = {k: float(v) for k, v in c.trainer.callback_metrics.items()}
+    if subcommand == "validate":
+        # The checkpoint was chosen by this very number during fit.
+        assert metrics[f"val/{TARGET}/ndcg@10"] == pytest.approx(float(run.ckpt.best_model_score), abs=1e-6)
+    else:
+        results = json.loads((run.root / "results.json").read_text())["transfer"]
+        for key, value in results.items():
+            assert metrics[key] == pytest.approx(value, abs=1e-5), key
+
+
+def add_writer(output: Path) -> str:
+    writer = {"class_path": "rec_transfer.callbacks.RecommendationWriter", "init_args": {"output": str(output)}}
+    return f"--trainer.callbacks+={json.dumps(writer)}"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def full_scores(model: TransferRecommender, dm: DomainDataModule) -> tuple[list[int], torch.Tensor]:
+    """Every user's scores over the whole catalogue, as the checkpoint's model computes them."""
+    users, scores = [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in dm.predict_dataloader():
+            users += batch["user"].tolist()
+            scores.append(model(batch))
+    return users, torch.cat(scores)
+
+
+def check_recommendations(rows: list[dict], dm: DomainDataModule, top_k: int) -> None:
+    domain = dm.domain
+    assert [r["user_id"] for r in rows] == domain.sequences["user_id"]  # one line per user, in order
+    catalogue = dict(zip(domain.items["item_id"], domain.items["text"], strict=True))
+    for row in rows:
+        assert row["domain"] == dm.name and len(row["items"]) == top_k
+        ids = [item["item_id"] for item in row["items"]]
+        assert len(set(ids)) == top_k and all(catalogue[item["item_id"]] == item["text"] for item in row["items"])
+        scores = [item["score"] for item in row["items"]]
+        assert all(math.isfinite(s) for s in scores) and scores == sorted(scores, reverse=True)
+
+
+def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:
+    out = tmp_path / "recs.jsonl"
+    c = cli(run.root, "predict", "--config", run.config, "--ckpt_path", run.best, add_writer(out))
+    dm, model = c.datamodule.target, c.model
+    top_k = model.hparams.top_k
+    rows = read_jsonl(out)
+    check_recommendations(rows, dm, top_k)
+
+    # The file is the top-K of the checkpoint's full ranking.
+    users, scores = full_scores(model, dm)
+    assert users == list(range(dm.domain.num_users))
+    item_ids = dm.domain.items["item_id"]
+    for row, user_scores in zip(rows, scores, strict=True):
+        best = user_scores.topk(top_k)
+        assert [item["item_id"] for item in row["items"]] == [item_ids[i - 1] for i in best.indices.tolist()]
+        assert [item["score"] for item in row["items"]] == pytest.approx(best.values.tolist(), abs=1e-4)
+
+    # Items that occur in no training sequence (only as held-out items) are scored through their text like any other.
+    offsets, values = dm.domain.flat()
+    trained = {int(i) for u in range(len(offsets) - 1) for i in values[offsets[u] : offsets[u + 1] - 2]}
+    unseen = sorted(set(range(1, dm.num_items + 1)) - trained)
+    assert unseen, "the tiny target should hold items outside every training sequence"
+    assert torch.isfinite(scores[:, 1:]).all() and torch.isneginf(scores[:, 0]).all()
+    assert scores[:, unseen].std() > 0  # real, item-specific scores, not a constant fallback
+    recommended = {item["item_id"] for row in rows for item in row["items"]}
+    assert recommended & {item_ids[i - 1] for i in unseen}
+
+
+def test_predict_on_a_domain_never_trained_on(run, tmp_path: Path) -> None:
+    """Text items transfer zero-shot: the checkpoint ranks a catalogue whose items it has never seen."""
+    out = tmp_path / "apparel.jsonl"
+    c = cli(
+        run.root, "predict", "--config", run.config, "--ckpt_path", run.best,
+        "--data.init_args.target.init_args.path", "synthetic:apparel", add_writer(out),
+    )  # fmt: skip
+    dm = c.datamodule.target
+    assert dm.name == "apparel" and "apparel" not in run.cli.model.item_tower.num_items
+    rows = read_jsonl(out)
+    check_recommendations(rows, dm, c.model.hparams.top_k)
+    assert all(item["item_id"].startswith("apparel") for row in rows for item in row["items"])
+
+
+# ---------------------------------------------------------------- bf16 autocast
+def test_scores_stay_float32_under_bf16_autocast() -> None:
+    model = TransferRecommender(mode="id", hidden_size=4, layers=1, heads=1, max_len=5, similarity="dot", temperature=1)
+    table = torch.zeros(4, 4)
+    table[1:, 0] = torch.tensor([1.000, 1.002, 1.004])  # all round to 1.0 in bf16 (spacing 2**-7 near 1)
+    states = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.scores(states, table)
+    assert logits.dtype == torch.float32
+    assert pessimistic_rank(logits, torch.tensor([3])).item() == 1  # no bf16 ties counted against the target
+
+
+def test_bf16_mixed_fit_through_cli(tmp_path: Path) -> None:
+    config = tiny_quickstart(tmp_path, tmp_path / "ckpt")
+    c = cli(
+        tmp_path, "fit", "--config", config, "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1",
+        "--compare_target_only", "false",
+    )  # fmt: skip
+    assert c.trainer.precision == "bf16-mixed" and (tmp_path / "ckpt" / "last.ckpt").is_file()
+    results = json.loads((tmp_path / "results.json").read_text())["transfer"]
+    assert all(math.isfinite(v) for v in results.values())

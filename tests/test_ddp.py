@@ -1,0 +1,121 @@
+"""Two CPU processes on gloo (``ddp_spawn``): a transfer fit, sharded training batches, exact sharded evaluation.
+
+Every rank records what it trained on and the (synced) validation metrics of each epoch; the checkpoint of each epoch
+is then validated again in this single process, which must give the same numbers: evaluation users are split
+``rank::world`` with no padding duplicates, and the metric sums are reduced exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+import pytest
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from rec_transfer.callbacks import DomainTransfer
+from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.models.recommender import TransferRecommender
+from rec_transfer.text import TextEncoderConfig
+
+BATCH_SIZE = 16
+EVAL_BATCH_SIZE = 7  # odd user counts and small eval batches: the two ranks run different numbers of eval batches
+EPOCHS = 2  # epoch 0 on the sources, epoch 1 on the target
+
+
+class RankRecorder(Callback):
+    """Writes ``rank<N>.json``: every training batch (epoch, domain, users) and each epoch's validation metrics."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.batches: list[tuple[int, str, list[int]]] = []
+        self.val: dict[int, dict[str, float]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append((trainer.current_epoch, batch["domain"], batch["user"].tolist()))
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        # callback_metrics keep stale values of domains not validated this epoch (the sources after the switch).
+        loaders = trainer.val_dataloaders if isinstance(trainer.val_dataloaders, list) else [trainer.val_dataloaders]
+        prefixes = tuple(f"val/{dl.dataset.domain}/" for dl in loaders)
+        metrics = trainer.callback_metrics.items()
+        self.val[trainer.current_epoch] = {k: float(v) for k, v in metrics if k.startswith(prefixes)}
+
+    def on_train_end(self, trainer, pl_module):
+        out = {"world_size": trainer.world_size, "batches": self.batches, "val": self.val}
+        Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(out))
+
+
+def make_data(cache_dir: Path) -> TransferDataModule:
+    def domain(name: str, users: int) -> DomainDataModule:
+        return DomainDataModule(
+            f"synthetic:{name}", synthetic={"num_users": users, "num_items": 30, "mean_length": 7}, max_len=10,
+            batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE, cache_dir=str(cache_dir),
+            text_encoder=TextEncoderConfig(),
+        )  # fmt: skip
+
+    return TransferDataModule(target=domain("posters", 43), sources=[domain("books", 81), domain("toys", 61)])
+
+
+def trainer(devices: int, callbacks: list[Callback], **kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False, callbacks=callbacks, **kwargs,
+    )  # fmt: skip
+
+
+def model() -> TransferRecommender:
+    return TransferRecommender(mode="text", hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3)
+
+
+def test_ddp_fit_shards_batches_and_evaluates_exactly(tmp_path: Path) -> None:
+    cache, ckpt_dir, records = tmp_path / "cache", tmp_path / "ckpt", tmp_path / "records"
+    records.mkdir()
+    warm = make_data(cache)  # processed domains and text vectors cached once here, not by both workers at once
+    warm.prepare_data()
+    warm.setup("fit")
+
+    L.seed_everything(0)
+    callbacks = [
+        DomainTransfer(source_epochs=1),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, save_last=True),
+        RankRecorder(str(records)),
+    ]
+    fit = trainer(2, callbacks, max_epochs=EPOCHS, num_sanity_val_steps=0)
+    fit.fit(model(), datamodule=make_data(cache))
+    assert (ckpt_dir / "last.ckpt").is_file()
+
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world_size"] == 2 for r in ranks)
+
+    # Training: the same number of batches on both ranks each epoch, different batches, every example covered.
+    expected_domains = {0: {"books", "toys"}, 1: {"posters"}}
+    for epoch in range(EPOCHS):
+        per_rank = [[(d, users) for e, d, users in r["batches"] if e == epoch] for r in ranks]
+        assert len(per_rank[0]) == len(per_rank[1]) > 0
+        assert {d for batches in per_rank for d, _ in batches} == expected_domains[epoch]
+        # At most one batch on both ranks: the wrapped-around one that evens out an odd number of batches.
+        assert len({(d, tuple(u)) for d, u in per_rank[0]} & {(d, tuple(u)) for d, u in per_rank[1]}) <= 1
+        seen = sum(sum(len(u) for _, u in batches) for batches in per_rank)
+        needed = 0
+        for name in expected_domains[epoch]:
+            want = Counter(warm.domains[name].view("train").users.tolist())
+            got = Counter(u for batches in per_rank for d, users in batches if d == name for u in users)
+            assert not want - got, f"epoch {epoch}: {name} examples never trained on"
+            needed += want.total()
+        assert seen - needed <= BATCH_SIZE  # nothing repeated beyond that batch
+
+    # Evaluation: both ranks hold the same synced metrics, equal to one process validating the same weights.
+    assert ranks[0]["val"] == ranks[1]["val"]
+    for epoch, ddp_metrics in ranks[0]["val"].items():
+        domains = {"posters", "books", "toys"} if int(epoch) == 0 else {"posters"}  # sources in the source phase
+        assert {k.split("/")[1] for k in ddp_metrics} == domains and len(ddp_metrics) == 5 * len(domains)
+        single = trainer(1, [DomainTransfer(source_epochs=1)])
+        out = single.validate(model(), datamodule=make_data(cache), ckpt_path=ckpt_dir / f"epoch={epoch}.ckpt")[0]
+        for key, value in ddp_metrics.items():
+            assert out[key] == pytest.approx(value, abs=1e-6), (epoch, key)

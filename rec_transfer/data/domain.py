@@ -91,7 +91,7 @@ class Domain:
         return self.items[index - 1]["item_id"]
 
     def save(self, folder: str | Path) -> None:
-        """Writes the domain atomically (temp folder, then rename)."""
+        """Writes the domain atomically (temp folder, then rename); ``meta.json`` marks it complete."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -99,9 +99,14 @@ class Domain:
             self.sequences.save_to_disk(str(tmp / "sequences"))
             self.items.save_to_disk(str(tmp / "items"))
             (tmp / "meta.json").write_text(json.dumps({"name": self.name, "counts": self.counts}))
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
+            if folder.exists() and not (folder / "meta.json").exists():
+                shutil.rmtree(folder)  # a leftover without its completion marker
+            try:
+                tmp.rename(folder)
+            except OSError:
+                # Another process finished the same content-keyed folder first: keep theirs.
+                if not (folder / "meta.json").exists():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

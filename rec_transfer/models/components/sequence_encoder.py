@@ -24,6 +24,8 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.positions = nn.Embedding(max_len, hidden)
+        # Same scale as item embeddings: the default N(0, 1) would drown the items after LayerNorm.
+        nn.init.normal_(self.positions.weight, std=0.02)
         self.norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(

@@ -152,6 +152,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the model builds its own optimizer (and the transfer rebuilds it)
         args=args,
         run=run,
     )

@@ -36,7 +36,7 @@ def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
     cfg = yaml.safe_load(Path(config).read_text())
     trainer = cfg.setdefault("trainer", {})
     for cb in trainer.get("callbacks", []):
-        if cb["class_path"].endswith("ModelCheckpoint"):
+        if cb["class_path"].endswith("Checkpoint"):  # ModelCheckpoint and subclasses such as LatestCheckpoint
             cb["init_args"]["dirpath"] = str(out_dir / "checkpoints" / run_name)
     logger = trainer.get("logger")
     if isinstance(logger, dict):

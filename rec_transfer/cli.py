@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from rec_transfer.callbacks import LatestCheckpoint, TargetEarlyStopping
+from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.models.recommender import TransferRecommender
 
@@ -75,6 +75,9 @@ class RecTransferCLI(LightningCLI):
             "epochs": self.trainer.current_epoch,
             "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
         }
+        transfer = next((c for c in self.trainer.callbacks if isinstance(c, DomainTransfer)), None)
+        if transfer is not None and transfer.zero_shot_metrics:  # read before testing reloads callback state
+            results["zero_shot"] = {k: round(v, 5) for k, v in transfer.zero_shot_metrics.items()}
         if self._sub("test_after_fit"):
             results["transfer" if self._has_sources() else "target_only"] = self._test(self.trainer, self.model)
         if self._sub("compare_target_only") and self._has_sources():

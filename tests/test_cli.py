@@ -145,6 +145,7 @@ def test_fit_writes_checkpoint_logs_and_results(run) -> None:
 
     results = json.loads((run.root / "results.json").read_text())
     assert {"transfer", "target_only"} <= results.keys()  # quickstart compares with training on the target alone
+    assert 0 < results["zero_shot"][f"zeroshot/{TARGET}/ndcg@10"] <= 1  # the zero-shot point is in the results too
     assert (run.root / "ckpt-target_only" / "last.ckpt").is_file()
     for name in ("transfer", "target_only"):
         test = results[name]

@@ -180,6 +180,7 @@ def _save_vectors(path: Path, tensor: torch.Tensor, metadata: dict[str, str]) ->
         save_file({_TENSOR_NAME: tensor}, tmp, metadata=metadata)
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
+        tmp.chmod(0o644)  # mkstemp creates 0600; the cache may be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -217,8 +218,9 @@ def cached_item_vectors(
 ) -> torch.Tensor:
     """Item text vectors, from the disk cache when possible, else encoded and cached.
 
-    Under ``torch.distributed`` every rank must call this with the same arguments: all ranks encode their shard,
-    rank 0 writes the file, and every rank returns the full tensor.
+    Under ``torch.distributed`` every rank must call this with the same arguments (so from Lightning's ``setup``,
+    not the rank-0-only ``prepare_data``): all ranks encode their shard, rank 0 writes the file, and every rank
+    returns the full tensor.
 
     Args:
         texts: One text per item, in item order.

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -60,14 +61,14 @@ class _StridedView(Sequence[str]):
 
 
 def _pad(rows: list[list[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token lists into a (B, L) tensor with one flat copy instead of one tensor per row."""
-    lengths = torch.tensor([len(r) for r in rows])  # (B,)
+    """Pad token lists into a (B, L) tensor and its mask, with one flat copy instead of one per row."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))  # (B,)
     width = int(lengths.max()) if len(rows) else 0
-    positions = torch.arange(width).unsqueeze(0)  # (1, L)
-    mask = positions >= (width - lengths).unsqueeze(1) if left else positions < lengths.unsqueeze(1)  # (B, L)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    out[mask] = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
-    return out, mask.to(torch.long)
+    positions = np.arange(width)[None, :]  # (1, L)
+    mask = positions >= (width - lengths)[:, None] if left else positions < lengths[:, None]  # (B, L)
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    out[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(out), torch.from_numpy(mask.astype(np.int64))
 
 
 def iter_token_batches(
@@ -98,22 +99,28 @@ def iter_token_batches(
         order = torch.argsort(char_lengths, descending=True, stable=True).tolist()
     else:
         order = range(n)
-    extra_names = [n for n in tokenizer.model_input_names if n not in ("input_ids", "attention_mask")]
+    extra_names = [name for name in tokenizer.model_input_names if name not in ("input_ids", "attention_mask")]
     left = tokenizer.padding_side == "left"
+    pad_id = tokenizer.pad_token_id
     for start in range(0, n, chunk_size):
         chunk = order[start : start + chunk_size]
         encoded = tokenizer([texts[i] for i in chunk], truncation=True, max_length=max_length, padding=False)
-        extra_names = [n for n in extra_names if n in encoded]
+        extra_names = [name for name in extra_names if name in encoded]
+        ids = encoded["input_ids"]
+        for r, row in enumerate(ids):
+            if not row:
+                # A text with no tokens at all (empty, no special tokens added) would leave a row with nothing to
+                # attend to; encode it as the pad token instead.
+                ids[r] = [pad_id]
+                for name in extra_names:
+                    encoded[name][r] = [0]
         rows = range(len(chunk))
         if sort_by_length:
-            ids = encoded["input_ids"]
             rows = sorted(rows, key=lambda r: len(ids[r]), reverse=True)
         for b in range(0, len(rows), batch_size):
             batch_rows = rows[b : b + batch_size]
             inputs: dict[str, torch.Tensor] = {}
-            inputs["input_ids"], inputs["attention_mask"] = _pad(
-                [encoded["input_ids"][r] for r in batch_rows], tokenizer.pad_token_id, left
-            )
+            inputs["input_ids"], inputs["attention_mask"] = _pad([ids[r] for r in batch_rows], pad_id, left)
             for name in extra_names:
                 inputs[name], _ = _pad([encoded[name][r] for r in batch_rows], 0, left)
             yield TokenBatch(torch.tensor([chunk[r] for r in batch_rows], dtype=torch.long), inputs)
@@ -132,15 +139,26 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 @functools.cache
-def _forward_kwargs(model_type: type) -> dict[str, bool]:
-    if "use_cache" in inspect.signature(model_type.forward).parameters:
-        return {"use_cache": False}  # a KV cache is wasted work when encoding
-    return {}
+def _forward_params(model_type: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_type.forward).parameters)
+
+
+def with_position_ids(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add position ids derived from the attention mask when a batch is left-padded (as ``generate`` does).
+
+    Models otherwise number pad tokens too, which shifts every real token's position and changes the vectors. Call it
+    on CPU tensors: inspecting a GPU mask would stall the queue on every batch.
+    """
+    mask = inputs["attention_mask"]  # (B, L)
+    if "position_ids" in inputs or "position_ids" not in _forward_params(type(model)) or bool(mask[:, 0].all()):
+        return inputs
+    return {**inputs, "position_ids": (mask.cumsum(dim=1) - 1).clamp_min(0)}  # (B, L)
 
 
 def forward_hidden(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Run the model and return its last hidden states, shape (B, L, D)."""
-    outputs = model(**inputs, **_forward_kwargs(type(model)))
+    """Run the model on one batch (see :func:`with_position_ids`) and return its last hidden states, (B, L, D)."""
+    extra = {"use_cache": False} if "use_cache" in _forward_params(type(model)) else {}  # a KV cache is wasted work
+    outputs = model(**inputs, **extra)
     hidden = getattr(outputs, "last_hidden_state", None)
     return hidden if hidden is not None else outputs[0]
 
@@ -199,7 +217,7 @@ def encode_texts(
     ):
         pending_rows = 0
         for batch in batches:
-            inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
+            inputs = {k: v.to(device, non_blocking=True) for k, v in with_position_ids(model, batch.inputs).items()}
             hidden = forward_hidden(model, inputs)  # (B, L, D)
             vectors = pool(hidden, inputs["attention_mask"], pooling)  # (B, D)
             if normalize:

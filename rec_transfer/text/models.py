@@ -235,6 +235,7 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp creates 0700; the cache may be shared
         try:
             tmp.rename(target)  # atomic: a folder at `target` is always complete
         except OSError:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from rec_transfer.data.domain import render_texts
+from rec_transfer.data.formats import read_domain
 from rec_transfer.text import (
     TokenBatch,
     cached_item_vectors,
@@ -32,23 +34,10 @@ from rec_transfer.text.encode import forward_hidden, with_position_ids
 
 
 def read_item_texts(data: Path, limit: int | None = None) -> list[str]:
-    """Item texts from a RecBole ``<data>/<name>.item`` file: text columns joined with ". "."""
-    # TODO: switch to rec_transfer.data.formats.read_recbole once that reader lands.
-    path = data / f"{data.name}.item"
-    if not path.exists():
-        path = next(data.glob("*.item"))
-    texts: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        columns = [i for i, h in enumerate(header) if h.endswith(":token_seq")]
-        columns = columns or [i for i, h in enumerate(header) if not h.startswith("item_id:")]
-        for line in f:
-            if limit is not None and len(texts) >= limit:
-                break
-            fields = line.rstrip("\n").split("\t")
-            parts = [fields[i].strip() for i in columns if i < len(fields) and fields[i].strip()]
-            texts.append(". ".join([p.rstrip(".") for p in parts[:-1]] + parts[-1:]))
-    return texts
+    """Item texts of a domain folder (any format ``read_domain`` detects)."""
+    # The same texts a DomainDataModule encodes: the package's reader and default template.
+    texts = render_texts(read_domain(data), template=None).to_pylist()
+    return texts if limit is None else texts[:limit]
 
 
 def real_token_share(batches: Iterable[TokenBatch]) -> float:

@@ -88,7 +88,7 @@ class TransferRecommender(L.LightningModule):
             )
         vectors = None if text_vectors is None else text_vectors.to(self.device)
         self.item_tower.add_domain(name, num_items, vectors)
-        if self.item_tower.id_embeddings and name in self.item_tower.id_embeddings:
+        if name in self.item_tower.id_embeddings:
             self.item_tower.id_embeddings[name].to(self.device)
         for metrics in (self.val_metrics, self.test_metrics):
             if name not in metrics:

@@ -169,3 +169,9 @@ def test_batch_sampler_groups_similar_lengths() -> None:
         assert sorted(i for b in batches for i in b) == list(range(1000))
         padded[pool] = sum(len(b) * lengths[b].max() for b in batches)
     assert padded[50] < 0.7 * padded[1]  # far less padding than random batches
+
+
+def test_setup_without_prepare_data_says_so(tmp_path: Path) -> None:
+    dm = DomainDataModule("synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="prepare_data"):
+        dm.setup()

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, dist_info
 from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
+from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.text import TextEncoderConfig
 
@@ -100,8 +101,6 @@ class DomainDataModule(L.LightningDataModule):
             opts = dict(self.synthetic or {})
             ints = {k: int(v) for k, v in opts.items() if k in ("num_users", "num_items", "seed")}
             return synthetic_domain(self.path[len(SYNTHETIC) :], **{**opts, **ints})
-        from rec_transfer.data.formats import read_domain
-
         return read_domain(self.path, format=self.format, name=self.name, cache_dir=self.cache_dir / "raw")
 
     def prepare_data(self) -> None:
@@ -112,6 +111,11 @@ class DomainDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.domain is not None:
             return
+        if not (self._domain_dir / "meta.json").exists():
+            raise FileNotFoundError(
+                f"domain {self.name!r} is not prepared at {self._domain_dir}: call prepare_data() first "
+                "(on several nodes, cache_dir must be shared or prepare_data_per_node left on)"
+            )
         self.domain = Domain.load(self._domain_dir)
         self._flat = self.domain.flat()
         if self.text_encoder is not None:

@@ -6,13 +6,12 @@ loaded from the cache), so a 10M-interaction domain never lives in Python lists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import string
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -254,10 +253,3 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         counts=counts,
     )
 
-
-def domain_cache_key(raw: RawDomain, config: PreprocessConfig) -> str:
-    """Names a processed domain by its raw content (Arrow fingerprints) and the preprocessing."""
-    h = hashlib.sha256()
-    for part in (raw.name, raw.interactions._fingerprint, raw.items._fingerprint, json.dumps(asdict(config))):
-        h.update(str(part).encode())
-    return h.hexdigest()[:20]

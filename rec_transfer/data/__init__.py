@@ -6,6 +6,12 @@ from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.data.transfer import TransferDataModule
 
 __all__ = [
-    "DataFormatError", "Domain", "DomainDataModule", "PreprocessConfig", "RawDomain", "TransferDataModule",
-    "preprocess", "synthetic_domain",
+    "DataFormatError",
+    "Domain",
+    "DomainDataModule",
+    "PreprocessConfig",
+    "RawDomain",
+    "TransferDataModule",
+    "preprocess",
+    "synthetic_domain",
 ]

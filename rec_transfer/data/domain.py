@@ -252,4 +252,3 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         items=datasets.Dataset(items),
         counts=counts,
     )
-

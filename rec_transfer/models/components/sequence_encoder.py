@@ -32,6 +32,13 @@ class SequenceEncoder(nn.Module):
             hidden, heads, inner or 4 * hidden, dropout, activation="gelu", batch_first=True
         )
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # SASRec/UniSRec (RecBole) initialise every projection as N(0, 0.02) with zero biases;
+        # PyTorch's defaults (Xavier / Kaiming uniform) give larger weights, and on Scientific the
+        # ID-only model trained with them ended below the published SASRec.
+        for module in self.layers.modules():
+            if isinstance(module, nn.Linear | nn.MultiheadAttention):
+                for name, param in module.named_parameters(recurse=False):
+                    (nn.init.normal_(param, std=0.02) if "weight" in name else nn.init.zeros_(param))
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         length = items.shape[1]

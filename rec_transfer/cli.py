@@ -74,6 +74,7 @@ class RecTransferCLI(LightningCLI):
             "fit_seconds": round(time.perf_counter() - self._fit_start, 2),
             "epochs": self.trainer.current_epoch,
             "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
+            "val_history": self.model.val_history,
         }
         transfer = next((c for c in self.trainer.callbacks if isinstance(c, DomainTransfer)), None)
         if transfer is not None and transfer.zero_shot_metrics:  # read before testing reloads callback state

@@ -146,6 +146,14 @@ def test_fit_writes_checkpoint_logs_and_results(run) -> None:
     results = json.loads((run.root / "results.json").read_text())
     assert {"transfer", "target_only"} <= results.keys()  # quickstart compares with training on the target alone
     assert 0 < results["zero_shot"][f"zeroshot/{TARGET}/ndcg@10"] <= 1  # the zero-shot point is in the results too
+    assert 0 < results["zero_shot"][f"zeroshot_test/{TARGET}/ndcg@10"] <= 1  # on the test split as well
+    # One target validation per epoch, in time order, for time-to-quality reports.
+    history = results["val_history"]
+    assert [h["epoch"] for h in history] == list(range(run.cli.trainer.current_epoch))
+    assert all(a["seconds"] < b["seconds"] for a, b in zip(history, history[1:], strict=False))
+    assert max(h["ndcg@10"] for h in history) == pytest.approx(
+        float(run.cli.trainer.checkpoint_callback.best_model_score), abs=1e-5
+    )
     assert (run.root / "ckpt-target_only" / "last.ckpt").is_file()
     for name in ("transfer", "target_only"):
         test = results[name]

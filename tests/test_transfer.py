@@ -126,3 +126,41 @@ def test_resume_matches_uninterrupted(cache_dir, tmp_path, uninterrupted, crash)
     assert full_state.keys() == resumed_state.keys()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def finetune_from(cache_dir, pretrained, **model_args):
+    """A target-only run that starts from ``pretrained`` weights, frozen encoder, zero-shot first."""
+    L.seed_everything(1)
+    args = dict(mode="text", hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3) | model_args
+    model = TransferRecommender(**args, pretrained=str(pretrained))
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+        callbacks=[DomainTransfer(source_epochs=0, freeze=["encoder"])], num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    data = make_data(cache_dir)
+    trainer.fit(model, datamodule=TransferDataModule(target=data.target, sources=[]))
+    return trainer, model
+
+
+def test_finetune_from_pretrained_weights(cache_dir, tmp_path, uninterrupted):
+    source_trainer, pretrained, _ = uninterrupted
+    source_trainer.save_checkpoint(tmp_path / "pre.ckpt")
+    trainer, model = finetune_from(cache_dir, tmp_path / "pre.ckpt")
+    # The frozen encoder is exactly the pre-trained one; the adaptor started from it and moved on.
+    for key, value in pretrained.encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    transfer = trainer.callbacks[0]
+    assert {"zeroshot/posters/ndcg@10", "zeroshot_test/posters/ndcg@10"} <= set(transfer.zero_shot_metrics)
+    # Zero-shot here = the pre-trained model as it was saved, evaluated on the target.
+    expected = DomainTransfer()._evaluate_target(SimpleNamespace(datamodule=trainer.datamodule), pretrained)
+    assert transfer.zero_shot_metrics == pytest.approx(expected, abs=1e-6)
+
+
+def test_pretrained_must_fit_the_model(cache_dir, tmp_path, uninterrupted):
+    uninterrupted[0].save_checkpoint(tmp_path / "pre.ckpt")
+    with pytest.raises(ValueError, match="does not fit this model"):
+        finetune_from(cache_dir, tmp_path / "pre.ckpt", hidden_size=32)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        finetune_from(cache_dir, tmp_path / "missing.ckpt")

@@ -36,7 +36,8 @@ class DomainTransfer(Callback):
     The switch happens after ``source_epochs`` epochs, or earlier once the mean source validation
     NDCG@10 has not improved for ``source_patience`` validations. At the first target epoch the
     callback freezes the requested submodules, rebuilds optimizer and scheduler through the
-    strategy, and logs a zero-shot evaluation of the target (``zeroshot/<target>/...``).
+    strategy, and logs a zero-shot evaluation of the target: validation split as ``zeroshot/<target>/...``,
+    test split as ``zeroshot_test/<target>/...``.
 
     Its state (switch epoch, which phase the optimizer was built for, patience counters and the
     zero-shot result) lives in the checkpoint and is restored before optimizers are rebuilt, so a
@@ -126,17 +127,19 @@ class DomainTransfer(Callback):
 
     @torch.no_grad()
     def _evaluate_target(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        # Every rank evaluates the whole target validation split: identical numbers, no sync needed.
+        # Every rank evaluates the whole target splits: identical numbers, no sync needed.
         dm = trainer.datamodule
         was_training = pl_module.training
         pl_module.eval()
-        metric = RankingMetrics(sync_on_compute=False).to(pl_module.device)
-        for batch in dm.target.view_loader("valid"):
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            metric.update(pl_module(batch), batch["target"])
-        values = {k: float(v) for k, v in metric.compute().items()}
+        out = {}
+        for split, prefix in (("valid", "zeroshot"), ("test", "zeroshot_test")):
+            metric = RankingMetrics(sync_on_compute=False).to(pl_module.device)
+            for batch in dm.target.view_loader(split):
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                metric.update(pl_module(batch), batch["target"])
+            out |= {f"{prefix}/{dm.target_name}/{k}": float(v) for k, v in metric.compute().items()}
         pl_module.train(was_training)
-        return {f"zeroshot/{dm.target_name}/{k}": v for k, v in values.items()}
+        return out
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -28,6 +29,7 @@ class TransferRecommender(L.LightningModule):
         hidden_size: width of item vectors and of the transformer.
         layers: transformer layers.
         heads: attention heads.
+        inner_size: width of the transformer's feed-forward layer (``None``: 4 × ``hidden_size``).
         dropout: dropout in the transformer and on its input.
         adaptor_experts: whitening experts in the text adaptor.
         adaptor_dropout: dropout on the text vectors inside the adaptor.
@@ -39,6 +41,10 @@ class TransferRecommender(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
         top_k: recommendations per user in ``predict``.
+        pretrained: a checkpoint of an earlier run (e.g. pre-trained on source domains) whose
+            weights this model starts from; its optimizer and trainer state are not used (that
+            is ``--ckpt_path``, which resumes). ID tables of domains the data does not serve are
+            skipped; every other weight must match.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class TransferRecommender(L.LightningModule):
         hidden_size: int = 64,
         layers: int = 2,
         heads: int = 2,
+        inner_size: int | None = None,
         dropout: float = 0.2,
         adaptor_experts: int = 8,
         adaptor_dropout: float = 0.2,
@@ -58,16 +65,19 @@ class TransferRecommender(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         top_k: int = 10,
+        pretrained: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len)
+        self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self.finetune = False  # set by the DomainTransfer callback after the switch to the target
         self.target_domain: str | None = None
         self.train_epoch_seconds: list[float] = []
+        # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
+        self.val_history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
@@ -75,6 +85,35 @@ class TransferRecommender(L.LightningModule):
         self.target_domain = getattr(dm, "target_name", None)
         for name, d in dm.domains.items():
             self.add_domain(name, d.num_items, d.item_vectors)
+        resuming = self.trainer.ckpt_path is not None  # the checkpoint brings its own weights
+        if (
+            self.hparams.pretrained
+            and stage == "fit"
+            and not resuming
+            and not getattr(self, "_pretrained_loaded", False)
+        ):
+            self.load_pretrained(self.hparams.pretrained)
+
+    def load_pretrained(self, path: str) -> None:
+        """Copies the model weights of checkpoint ``path`` (not its optimizer or trainer state)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist")
+        state = torch.load(path, map_location=self.device, weights_only=False)["state_dict"]
+        own = self.state_dict()
+        # ID tables of domains this run does not serve (the sources') are not needed; nor metric states.
+        optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.")
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(optional)}
+        missing = [k for k in own if k not in state and not k.startswith(optional)]
+        unexpected = [k for k in state if k not in own]
+        shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"pretrained checkpoint {path!r} does not fit this model (same mode, hidden_size, layers, "
+                f"inner_size, adaptor_experts and text model?): missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"shape mismatch {shapes[:5]}"
+            )
+        self.load_state_dict(state, strict=False)
+        self._pretrained_loaded = True
 
     def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None) -> None:
         if self.item_tower is None:
@@ -188,6 +227,12 @@ class TransferRecommender(L.LightningModule):
             self.log_dict({f"{split}/{name}/{k}": v for k, v in values.items()})
             if name == self.target_domain:
                 self.log(f"hp/{split}_ndcg@10", values["ndcg@10"])
+                if split == "val" and not self.trainer.sanity_checking and hasattr(self, "_fit_start"):
+                    self.val_history.append({
+                        "epoch": self.current_epoch,
+                        "seconds": round(time.perf_counter() - self._fit_start, 3),
+                        "ndcg@10": round(float(values["ndcg@10"]), 5),
+                    })  # fmt: skip
             metrics[name].reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -195,6 +240,7 @@ class TransferRecommender(L.LightningModule):
         return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
 
     def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
         if self.logger is not None:
             self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
 

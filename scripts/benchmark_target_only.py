@@ -38,7 +38,7 @@ def main() -> None:
 
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     configs = {k: CONFIGS[k] for k in args.only}
-    results = bench_configs(configs, args.seeds, extra, result_key="target_only", parallel=args.parallel)
+    results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
     report = {
         "command": "python " + shlex.join(sys.argv),
         "git_commit": git_commit(),

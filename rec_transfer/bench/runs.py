@@ -78,9 +78,17 @@ def summarize(per_seed: list[dict], prefix: str) -> dict:
 
 
 def bench_configs(
-    configs: dict[str, str], seeds: list[int], extra_args: list[str], result_key: str, parallel: int = 1
+    configs: dict[str, str | Path],
+    seeds: list[int],
+    extra_args: list[str],
+    parallel: int = 1,
+    result_keys: tuple[str, ...] = ("transfer", "target_only"),
 ) -> dict:
-    """Runs every config for every seed (``parallel`` runs at a time); per-seed results and summaries by name."""
+    """Runs every config for every seed (``parallel`` runs at a time); per-seed results and summaries by name.
+
+    A run's test metrics are read from the first of ``result_keys`` its results hold (a transfer run
+    writes ``transfer``, a target-only run ``target_only``); zero-shot test metrics come along.
+    """
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="rec_transfer_bench_") as tmp:
         jobs = [(name, config, seed) for name, config in configs.items() for seed in seeds]
@@ -93,10 +101,13 @@ def bench_configs(
             per_seed = []
             for seed in seeds:
                 r = futures[(name, config, seed)].result()
-                print(f"{name} seed {seed}: {json.dumps(r.get(result_key, {}))}", flush=True)
+                test = next((r[k] for k in result_keys if k in r), {})
+                zero_shot = {k: v for k, v in r.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")}
+                print(f"{name} seed {seed}: {json.dumps(test | zero_shot)}", flush=True)
                 timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
-                per_seed.append({"seed": seed, **timing, **r.get(result_key, {})})
-            out[name] = {"config": config, "per_seed": per_seed, "summary": summarize(per_seed, "test/")}
+                per_seed.append({"seed": seed, **timing, **test, **zero_shot})
+            summary = summarize(per_seed, "test/") | summarize(per_seed, "zeroshot_test/")
+            out[name] = {"config": str(config), "per_seed": per_seed, "summary": summary}
             out[name]["mean_train_epoch_seconds"] = round(
                 statistics.fmean(r["mean_train_epoch_seconds"] for r in per_seed), 3
             )

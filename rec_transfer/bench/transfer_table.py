@@ -1,0 +1,134 @@
+"""The transfer benchmark: configs per model variant and target, and the Markdown table / PNG chart of results."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+# Folder of each domain under the data root (../shared/data).
+DOMAINS = {
+    "Scientific": "amazon/Scientific",
+    "Office": "amazon/Office",
+    "Games": "amazon/Games",
+    "Kitchen": "amazon/Kitchen",
+    "Food": "amazon/Food",
+    "ml-100k": "movielens/ml-100k",
+}
+
+# Each variant is a shipped config plus changes; transfer variants also report their zero-shot point.
+VARIANTS: dict[str, dict] = {
+    "sasrec": {"config": "configs/scientific_sasrec.yaml", "label": "SASRec (IDs), target only"},
+    "text_target_only": {"config": "configs/scientific_target_only.yaml", "label": "text, target only"},
+    "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + fine-tune (text)"},
+    "transfer_text+id": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "transfer + fine-tune (text+ID)",
+        "model": {"mode": "text+id"},
+    },
+    "transfer_smollm2": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "transfer + fine-tune (text, SmolLM2)",
+        "text_model": "smollm2",
+    },
+}
+
+METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
+
+PUBLISHED = {  # ../shared/docs/PUBLISHED_RESULTS.md: UniSRec (KDD 2022) and VQ-Rec (WWW 2023), same split
+    "Scientific": {
+        "SASRec (UniSRec paper)": {"ndcg@10": 0.0553, "recall@10": 0.1080, "ndcg@50": 0.0760, "recall@50": 0.2042},
+        "SASRec_T (VQ-Rec paper)": {"ndcg@10": 0.0561, "recall@10": 0.0994, "ndcg@50": 0.0815, "recall@50": 0.2162},
+        "UniSRec text+ID fine-tune": {"ndcg@10": 0.0634, "recall@10": 0.1235, "ndcg@50": 0.0904, "recall@50": 0.2473},
+        "VQ-Rec (re-released ckpt)": {"ndcg@10": 0.0645, "recall@10": 0.1238, "ndcg@50": 0.0901, "recall@50": 0.2409},
+        "VQ-Rec zero-shot": {"ndcg@10": 0.0361, "recall@10": 0.0640, "ndcg@50": 0.0421, "recall@50": 0.0909},
+    },
+}  # fmt: skip
+
+
+def default_sources(target: str) -> list[str]:
+    return [d for d in DOMAINS if d != target]
+
+
+def variant_config(variant: str, target: str, sources: list[str], source_epochs: int | None = None) -> dict:
+    """The config of ``variant`` with ``target`` (and, for transfer, ``sources``) swapped in."""
+    spec = VARIANTS[variant]
+    if target not in DOMAINS or any(s not in DOMAINS for s in sources):
+        raise ValueError(f"unknown domain in target {target!r} / sources {sources}; known: {sorted(DOMAINS)}")
+    if target in sources:
+        raise ValueError(f"target {target!r} cannot also be a source")
+    cfg = yaml.safe_load(Path(spec["config"]).read_text())
+    cfg["model"].update(spec.get("model", {}))
+    data = cfg["data"]["init_args"]
+    template = data["target"]
+    template["init_args"]["path"] = DOMAINS[target]
+    if "sources" in data:
+        if not sources:
+            raise ValueError(f"variant {variant!r} transfers: give at least one source domain")
+        data["sources"] = []
+        for name in sources:
+            source = copy.deepcopy(template)
+            source["init_args"]["path"] = DOMAINS[name]
+            data["sources"].append(source)
+        if source_epochs is not None:
+            for cb in cfg["trainer"]["callbacks"]:
+                if cb["class_path"].endswith("DomainTransfer"):
+                    cb["init_args"]["source_epochs"] = source_epochs
+    if "text_model" in spec:
+        for domain in [data["target"], *data.get("sources", [])]:
+            domain["init_args"]["text_encoder"]["model_name"] = spec["text_model"]
+    return cfg
+
+
+def rows(results: dict) -> list[tuple[str, dict]]:
+    """(label, summary) per table row: each variant, then each transfer variant's zero-shot point."""
+    out = []
+    for name, res in results.items():
+        label = VARIANTS.get(name, {}).get("label", name)
+        out.append((label, {m.split("/")[-1]: s for m, s in res["summary"].items() if m.startswith("test/")}))
+        zero = {m.split("/")[-1]: s for m, s in res["summary"].items() if m.startswith("zeroshot_test/")}
+        if zero:
+            out.append((f"{label}: zero-shot (before fine-tuning)", zero))
+    return out
+
+
+def markdown_table(results: dict, target: str, seeds: list[int]) -> str:
+    head = f"| model ({target}, {len(seeds)} seeds: mean ± std) | " + " | ".join(METRICS) + " | s / train epoch |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+    epoch_s = {VARIANTS.get(n, {}).get("label", n): r.get("mean_train_epoch_seconds") for n, r in results.items()}
+    for label, summary in rows(results):
+        cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "—" for m in METRICS]
+        secs = epoch_s.get(label)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {secs if secs is not None else ''} |")
+    for label, values in PUBLISHED.get(target, {}).items():
+        cells = [f"{values[m]:.4f}" if m in values else "—" for m in METRICS]
+        lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, target: str, path: Path) -> None:
+    """Bar chart of test NDCG@10 and Recall@10 (mean, std as error bars), published numbers as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    table = rows(results)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 2.5), sharey=True)
+    for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
+        labels = [label for label, s in table if metric in s]
+        means = [s[metric]["mean"] for _, s in table if metric in s]
+        stds = [s[metric]["std"] for _, s in table if metric in s]
+        ax.barh(labels, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+        for i, (name, values) in enumerate(PUBLISHED.get(target, {}).items()):
+            if metric in values:
+                ax.axvline(values[metric], linestyle="--", color=f"C{i + 1}", label=name)
+        ax.set_xlabel(f"test {metric}")
+        ax.invert_yaxis()
+        if PUBLISHED.get(target):
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{target}: full ranking, leave-one-out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

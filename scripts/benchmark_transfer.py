@@ -1,0 +1,87 @@
+"""Does transfer help? Target-only baselines, zero-shot, and transfer + fine-tune on one target, over seeds.
+
+Writes benchmarks/results/<target>.json (git commit, command, machine, per-seed values, wall times),
+<target>.md (the table) and <target>.png (a chart) and prints the table.
+
+Examples:
+    python scripts/benchmark_transfer.py --target Scientific --seeds 0 1 2
+    python scripts/benchmark_transfer.py --target Office --variants sasrec text_target_only transfer_text
+    python scripts/benchmark_transfer.py --target Scientific --sources Office ml-100k --source-epochs 4 \\
+        -- --trainer.accelerator gpu --trainer.precision bf16-mixed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from rec_transfer.bench.runs import bench_configs, git_commit, machine
+from rec_transfer.bench.transfer_table import (
+    DOMAINS,
+    PUBLISHED,
+    VARIANTS,
+    default_sources,
+    markdown_table,
+    plot,
+    variant_config,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=sorted(DOMAINS), default="Scientific")
+    parser.add_argument("--sources", choices=sorted(DOMAINS), nargs="+", help="default: every other domain")
+    parser.add_argument("--variants", choices=list(VARIANTS), nargs="+", default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--source-epochs", type=int, default=None, help="override the transfer config's")
+    parser.add_argument("--data-root", default=None, help="folder holding amazon/ and movielens/ (default: configs')")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (e.g. several on one GPU)")
+    parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
+    args = parser.parse_args()
+
+    sources = args.sources or default_sources(args.target)
+    extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rec_transfer_variants_") as tmp:
+        configs = {}
+        for variant in args.variants:
+            path = Path(tmp) / f"{variant}.yaml"
+            path.write_text(yaml.safe_dump(variant_config(variant, args.target, sources, args.source_epochs)))
+            configs[variant] = path
+        results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
+    for variant, res in results.items():
+        res["config"] = VARIANTS[variant]["config"]  # the temporary file is gone; name the shipped one
+    report = {
+        "command": "python " + shlex.join(sys.argv),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "target": args.target,
+        "sources": sources,
+        "seeds": args.seeds,
+        "ties": "pessimistic: items scored equal to the target rank above it",
+        "zero_shot": "the source-trained model tested on the target before any target training",
+        "results": results,
+        "published": PUBLISHED.get(args.target, {}),
+    }
+    stem = out_dir / args.target
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(results, args.target, args.seeds)
+    stem.with_suffix(".md").write_text(
+        f"Command: `{report['command']}`  \nCommit: `{report['git_commit']}`; machine: {report['machine']['device']}; "
+        f"sources: {', '.join(sources)}\n\n{table}"
+    )
+    plot(results, args.target, stem.with_suffix(".png"))
+    print("\n" + table)
+    print(f"wrote {stem}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()

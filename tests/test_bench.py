@@ -81,3 +81,116 @@ def test_plot_writes_a_png(tmp_path):
 
     plot(fake_results(), "Scientific", tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("strategy", ["scratch", "adaptor_only", "text+id"])
+def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path, monkeypatch):
+    from rec_transfer.bench.transfer_table import finetune_config
+    from rec_transfer.callbacks import DomainTransfer
+    from rec_transfer.cli import build_cli
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    cfg = finetune_config("Office", strategy, tmp_path / "pre.ckpt")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    c = build_cli(["--config", str(tmp_path / "c.yaml"), "--trainer.logger", "false"], run=False)
+    transfer = [cb for cb in c.trainer.callbacks if isinstance(cb, DomainTransfer)]
+    assert c.datamodule.target.path.endswith("amazon/Office") and not c.datamodule.sources
+    if strategy == "scratch":
+        assert c.model.hparams.pretrained is None and not transfer
+    else:
+        assert c.model.hparams.pretrained == str(tmp_path / "pre.ckpt")
+        frozen = ["encoder"] if strategy == "adaptor_only" else []
+        assert transfer[0].source_epochs == 0 and transfer[0].freeze == frozen
+    assert c.model.hparams.mode == ("text+id" if strategy == "text+id" else "text")
+
+
+# ---------------------------------------------------------------- scripts/benchmark_vs_recbole.py: the report
+
+
+def _load_vs_recbole():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_vs_recbole.py"
+    spec = importlib.util.spec_from_file_location("benchmark_vs_recbole", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ours(ndcgs: list[float], seconds_per_epoch: float = 1.0, domain: str = "D") -> dict:
+    history = [
+        {"epoch": i, "seconds": round((i + 1) * seconds_per_epoch, 3), "ndcg@10": v} for i, v in enumerate(ndcgs)
+    ]
+    return {
+        "val_history": history,
+        "mean_train_epoch_seconds": seconds_per_epoch * 0.9,
+        "fit_seconds": len(ndcgs) * seconds_per_epoch,
+        "target_only": {f"test/{domain}/ndcg@10": 0.05, f"test/{domain}/recall@10": 0.10},
+    }
+
+
+def _recbole(ndcgs: list[float], seconds_per_epoch: float = 10.0, stopped_early: bool = True) -> dict:
+    history = [{"epoch": i, "seconds": (i + 1) * seconds_per_epoch, "ndcg@10": v} for i, v in enumerate(ndcgs)]
+    best = max(reversed(history), key=lambda h: h["ndcg@10"])  # RecBole keeps the latest of equal scores
+    return {
+        "val_history": history,
+        "train_epoch_seconds": [seconds_per_epoch * 0.8] * len(ndcgs),
+        "best_val_ndcg@10": best["ndcg@10"],
+        "best_epoch": best["epoch"],
+        "seconds_to_best": best["seconds"],
+        "test": {"ndcg@10": 0.04, "recall@10": 0.09},
+        "epochs_run": len(ndcgs),
+        "stopped_early": stopped_early,
+    }
+
+
+def test_vs_recbole_speedup_is_recbole_time_to_best_over_ours_time_to_reach_it():
+    bench = _load_vs_recbole()
+    # RecBole peaks at 0.05 in epoch 2 (30 s); ours first reaches 0.05 in epoch 1 (2 s) and peaks later.
+    r = bench.compare(_ours([0.03, 0.05, 0.06, 0.055]), _recbole([0.02, 0.04, 0.05, 0.049]), "D", 2, 300)
+    assert r["ours_seconds_to_recbole_best"] == 2.0 and r["ours_epoch_to_recbole_best"] == 1
+    assert r["speedup_to_recbole_best"] == 15.0  # 30 s / 2 s
+    assert r["ours"]["seconds_to_best"] == 3.0 and r["ours"]["best_val_ndcg@10"] == 0.06
+    assert r["recbole"]["seconds_to_best"] == 30.0 and r["recbole"]["best_epoch"] == 2
+    assert r["ours"]["seconds_per_train_epoch"] == 0.9 and r["recbole"]["seconds_per_train_epoch"] == 8.0
+    assert r["train_epoch_speedup"] == round(8.0 / 0.9, 3)
+    assert r["test_ndcg_ours_minus_recbole"] == 0.01
+    assert r["ours"]["test_recall@10"] == 0.10 and r["recbole"]["test_recall@10"] == 0.09
+    assert r["recbole_converged"] and r["caveat"] is None
+    assert "15.0x" in bench.format_table({"D": r})
+
+
+def test_vs_recbole_never_reaching_recbole_best_gives_no_speedup():
+    bench = _load_vs_recbole()
+    r = bench.compare(_ours([0.01, 0.02, 0.015, 0.012]), _recbole([0.02, 0.05, 0.04]), "D", 2, 300)
+    assert r["ours_seconds_to_recbole_best"] is None and r["ours_epoch_to_recbole_best"] is None
+    assert r["speedup_to_recbole_best"] is None
+    assert "never reached" in r["caveat"]
+    assert "—" in bench.format_table({"D": r})  # printable without numbers
+
+
+def test_vs_recbole_unconverged_recbole_best_is_a_lower_bound():
+    bench = _load_vs_recbole()
+    r = bench.compare(_ours([0.03, 0.05, 0.04, 0.04]), _recbole([0.02, 0.04], stopped_early=False), "D", 2, 300)
+    assert r["recbole_converged"] is False
+    assert "lower bound" in r["caveat"] and "had not finished" in r["caveat"]
+    assert r["speedup_to_recbole_best"] == 10.0  # 20 s / 2 s, still reported, with the caveat
+    assert r["ours_converged"]  # two validations without improvement after the best: our early stopping fired
+
+
+def test_vs_recbole_our_run_at_its_epoch_cap_is_flagged():
+    bench = _load_vs_recbole()
+    r = bench.compare(_ours([0.03, 0.04, 0.05]), _recbole([0.02, 0.04]), "D", 10, 3)
+    assert r["ours_converged"] is False and "Ours hit its epoch cap" in r["caveat"]
+    assert r["recbole_converged"] and "lower bound" not in r["caveat"]
+
+
+def test_vs_recbole_our_config_sets_patience_epochs_and_keeps_every_interaction(tmp_path):
+    bench = _load_vs_recbole()
+    cfg = yaml.safe_load(bench.our_config(7, 3, tmp_path / "c.yaml").read_text())
+    assert cfg["trainer"]["max_epochs"] == 7
+    stop = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("EarlyStopping")]
+    assert [cb["init_args"]["patience"] for cb in stop] == [3]
+    assert cfg["data"]["init_args"]["target"]["init_args"]["max_history"] is None
+    assert bench.resolve_dataset("ml-100k") == ("movielens/ml-100k", "ml-100k")
+    assert bench.resolve_dataset("amazon/Office") == ("amazon/Office", "Office")

@@ -81,6 +81,31 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
     return cfg
 
 
+# Ways to fine-tune pre-trained weights on the target (scripts/study_negative_transfer.py).
+STRATEGIES = {
+    "scratch": {"pretrained": False},
+    "full": {},
+    "full_lr1e-4": {"model": {"lr": 1e-4}},
+    "adaptor_only": {"freeze": ["encoder"]},
+    "text+id": {"model": {"mode": "text+id"}},
+}
+
+
+def finetune_config(target: str, strategy: str, pretrained: Path) -> dict:
+    """The text target-only config, started from ``pretrained`` weights as ``strategy`` says."""
+    spec = STRATEGIES[strategy]
+    cfg = variant_config("text_target_only", target, [])
+    cfg["model"].update(spec.get("model", {}))
+    if spec.get("pretrained", True):
+        cfg["model"]["pretrained"] = str(pretrained)
+        # No sources: DomainTransfer switches at epoch 0, i.e. it freezes what is asked and evaluates
+        # the pre-trained weights zero-shot on the target before the first step.
+        transfer = {"class_path": "rec_transfer.callbacks.DomainTransfer",
+                    "init_args": {"source_epochs": 0, "freeze": spec.get("freeze", [])}}  # fmt: skip
+        cfg["trainer"]["callbacks"].insert(0, transfer)
+    return cfg
+
+
 def rows(results: dict) -> list[tuple[str, dict]]:
     """(label, summary) per table row: each variant, then each transfer variant's zero-shot point."""
     out = []

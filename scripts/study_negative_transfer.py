@@ -1,0 +1,92 @@
+"""Why does transfer (not) help? Pre-train once on the sources, then fine-tune on the target in several ways.
+
+Fine-tuning strategies, all from the same pre-trained weights (``--model.pretrained``) and compared
+with the same model trained from scratch on the target:
+  full          every weight trained, fresh optimizer at the source learning rate
+  full_lr1e-4   every weight trained at a 10x lower learning rate (less forgetting)
+  adaptor_only  the sequence encoder frozen, only the text adaptor trained (UniSRec's recipe)
+  text+id       full fine-tuning plus a new ID embedding per target item (zero-initialised)
+
+Writes benchmarks/results/negative_transfer_<target>.json and prints a table.
+
+Example:
+    python scripts/study_negative_transfer.py --target Scientific --sources Office Food ml-100k --source-epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from rec_transfer.bench.runs import git_commit, machine, run_seed
+from rec_transfer.bench.transfer_table import DOMAINS, STRATEGIES, default_sources, finetune_config, variant_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=sorted(DOMAINS), default="Scientific")
+    parser.add_argument("--sources", choices=sorted(DOMAINS), nargs="+", help="default: every other domain")
+    parser.add_argument("--source-epochs", type=int, default=8)
+    parser.add_argument("--strategies", choices=list(STRATEGIES), nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/negative_transfer_<target>.json")
+    parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
+    args = parser.parse_args()
+
+    sources = args.sources or default_sources(args.target)
+    out = Path(args.output or f"benchmarks/results/negative_transfer_{args.target}.json")
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="rec_transfer_study_") as tmp:
+        tmp = Path(tmp)
+        # 1. Pre-train on the sources only: the transfer config stopped at the switch.
+        cfg = variant_config("transfer_text", args.target, sources, args.source_epochs)
+        cfg["trainer"]["max_epochs"] = args.source_epochs
+        for cb in cfg["trainer"]["callbacks"]:  # exactly source_epochs on the sources: no early switch
+            if cb["class_path"].endswith("DomainTransfer"):
+                cb["init_args"]["source_patience"] = None
+        (tmp / "pretrain_base.yaml").write_text(yaml.safe_dump(cfg))
+        pre = run_seed(tmp / "pretrain_base.yaml", args.seed, "pretrain", args.extra, tmp)
+        pretrained = tmp / "checkpoints" / "pretrain" / "last.ckpt"
+        results["pretrain"] = {k: pre[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")}
+        print(f"pre-trained on {', '.join(sources)} for {pre['epochs']} epochs in {pre['fit_seconds']} s", flush=True)
+        # 2. Fine-tune the same weights in each way.
+        for strategy in args.strategies:
+            path = tmp / f"{strategy}_base.yaml"
+            path.write_text(yaml.safe_dump(finetune_config(args.target, strategy, pretrained)))
+            r = run_seed(path, args.seed, strategy, args.extra, tmp)
+            results[strategy] = {
+                "test": r["target_only"],
+                "zero_shot": {k: v for k, v in r.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")},
+                **{k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")},
+            }
+            print(f"{strategy}: {json.dumps(results[strategy]['test'])}", flush=True)
+    report = {
+        "command": "python " + shlex.join(sys.argv),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "target": args.target,
+        "sources": sources,
+        "source_epochs": args.source_epochs,
+        "seed": args.seed,
+        "results": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    t = args.target
+    print(f"\n{'strategy':<14}{'NDCG@10':>9}{'R@10':>8}{'NDCG@50':>9}{'R@50':>8}{'epochs':>8}  zero-shot NDCG@10")
+    for strategy in args.strategies:
+        r = results[strategy]
+        m = [r["test"][f"test/{t}/{k}"] for k in ("ndcg@10", "recall@10", "ndcg@50", "recall@50")]
+        zero = r["zero_shot"].get(f"zeroshot_test/{t}/ndcg@10", "")
+        print(f"{strategy:<14}{m[0]:>9.4f}{m[1]:>8.4f}{m[2]:>9.4f}{m[3]:>8.4f}{r['epochs']:>8}  {zero}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

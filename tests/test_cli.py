@@ -182,6 +182,15 @@ def test_validate_and_test_reproduce_fit_metrics(run, subcommand: str) -> None:
             assert metrics[key] == pytest.approx(value, abs=1e-5), key
 
 
+def test_transfer_checkpoint_tests_on_a_target_only_config(run) -> None:
+    # What a user does to evaluate source-trained weights on a target: a config without sources.
+    c = cli(run.root, "test", "--config", run.config, "--data.init_args.sources", "[]", "--ckpt_path", run.best)
+    assert not c.datamodule.sources
+    results = json.loads((run.root / "results.json").read_text())["transfer"]
+    metrics = c.trainer.callback_metrics
+    assert float(metrics[f"test/{TARGET}/ndcg@10"]) == pytest.approx(results[f"test/{TARGET}/ndcg@10"], abs=1e-5)
+
+
 def add_writer(output: Path) -> str:
     writer = {"class_path": "rec_transfer.callbacks.RecommendationWriter", "init_args": {"output": str(output)}}
     return f"--trainer.callbacks+={json.dumps(writer)}"

@@ -31,6 +31,9 @@ class SequenceEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(
             hidden, heads, inner or 4 * hidden, dropout, activation="gelu", batch_first=True
         )
+        # SASRec's feed-forward block (RecBole, UniSRec) has no dropout between its two layers, only on
+        # the block's output (``dropout2``) and on the attention weights; PyTorch adds one inside.
+        layer.dropout = nn.Identity()
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         # SASRec/UniSRec (RecBole) initialise every projection as N(0, 0.02) with zero biases;
         # PyTorch's defaults (Xavier / Kaiming uniform) give larger weights, and on Scientific the

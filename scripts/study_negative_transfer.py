@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--source-epochs", type=int, default=8)
     parser.add_argument("--strategies", choices=list(STRATEGIES), nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrained", default=None, help="skip pre-training: fine-tune this checkpoint's weights")
     parser.add_argument("--output", default=None, help="default: benchmarks/results/negative_transfer_<target>.json")
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
@@ -45,16 +46,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rec_transfer_study_") as tmp:
         tmp = Path(tmp)
         # 1. Pre-train on the sources only: the transfer config stopped at the switch.
-        cfg = variant_config("transfer_text", args.target, sources, args.source_epochs)
-        cfg["trainer"]["max_epochs"] = args.source_epochs
-        for cb in cfg["trainer"]["callbacks"]:  # exactly source_epochs on the sources: no early switch
-            if cb["class_path"].endswith("DomainTransfer"):
-                cb["init_args"]["source_patience"] = None
-        (tmp / "pretrain_base.yaml").write_text(yaml.safe_dump(cfg))
-        pre = run_seed(tmp / "pretrain_base.yaml", args.seed, "pretrain", args.extra, tmp)
-        pretrained = tmp / "checkpoints" / "pretrain" / "last.ckpt"
-        results["pretrain"] = {k: pre[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")}
-        print(f"pre-trained on {', '.join(sources)} for {pre['epochs']} epochs in {pre['fit_seconds']} s", flush=True)
+        if args.pretrained:
+            pretrained = Path(args.pretrained)
+            results["pretrain"] = {"checkpoint": str(pretrained)}
+        else:
+            cfg = variant_config("transfer_text", args.target, sources, args.source_epochs)
+            cfg["trainer"]["max_epochs"] = args.source_epochs
+            for cb in cfg["trainer"]["callbacks"]:  # exactly source_epochs on the sources: no early switch
+                if cb["class_path"].endswith("DomainTransfer"):
+                    cb["init_args"]["source_patience"] = None
+            (tmp / "pretrain_base.yaml").write_text(yaml.safe_dump(cfg))
+            pre = run_seed(tmp / "pretrain_base.yaml", args.seed, "pretrain", args.extra, tmp)
+            pretrained = tmp / "checkpoints" / "pretrain" / "last.ckpt"
+            keys = ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")
+            # Its test = the best source-phase checkpoint (by target validation) on the target: zero-shot.
+            results["pretrain"] = {k: pre[k] for k in keys} | {"zero_shot_test": pre.get("transfer")}
+            print(f"pre-trained on {', '.join(sources)}: {pre['epochs']} epochs, {pre['fit_seconds']} s", flush=True)
+        write_report(args, sources, results, out)
         # 2. Fine-tune the same weights in each way.
         for strategy in args.strategies:
             path = tmp / f"{strategy}_base.yaml"
@@ -66,6 +74,18 @@ def main() -> None:
                 **{k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")},
             }
             print(f"{strategy}: {json.dumps(results[strategy]['test'])}", flush=True)
+            write_report(args, sources, results, out)  # after every run: a long study keeps what it finished
+    t = args.target
+    print(f"\n{'strategy':<14}{'NDCG@10':>9}{'R@10':>8}{'NDCG@50':>9}{'R@50':>8}{'epochs':>8}  zero-shot NDCG@10")
+    for strategy in args.strategies:
+        r = results[strategy]
+        m = [r["test"][f"test/{t}/{k}"] for k in ("ndcg@10", "recall@10", "ndcg@50", "recall@50")]
+        zero = r["zero_shot"].get(f"zeroshot_test/{t}/ndcg@10", "")
+        print(f"{strategy:<14}{m[0]:>9.4f}{m[1]:>8.4f}{m[2]:>9.4f}{m[3]:>8.4f}{r['epochs']:>8}  {zero}")
+    print(f"wrote {out}")
+
+
+def write_report(args: argparse.Namespace, sources: list[str], results: dict, out: Path) -> None:
     report = {
         "command": "python " + shlex.join(sys.argv),
         "git_commit": git_commit(),
@@ -78,14 +98,6 @@ def main() -> None:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    t = args.target
-    print(f"\n{'strategy':<14}{'NDCG@10':>9}{'R@10':>8}{'NDCG@50':>9}{'R@50':>8}{'epochs':>8}  zero-shot NDCG@10")
-    for strategy in args.strategies:
-        r = results[strategy]
-        m = [r["test"][f"test/{t}/{k}"] for k in ("ndcg@10", "recall@10", "ndcg@50", "recall@50")]
-        zero = r["zero_shot"].get(f"zeroshot_test/{t}/ndcg@10", "")
-        print(f"{strategy:<14}{m[0]:>9.4f}{m[1]:>8.4f}{m[2]:>9.4f}{m[3]:>8.4f}{r['epochs']:>8}  {zero}")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

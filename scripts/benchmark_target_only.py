@@ -15,14 +15,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from rec_transfer.bench import transfer_table
 from rec_transfer.bench.runs import bench_configs, git_commit, machine
 
-PUBLISHED = {  # UniSRec (KDD 2022) Table 2 and VQ-Rec (WWW 2023) Table 2, same split
-    "sasrec": {"test/Scientific/ndcg@10": 0.0553, "test/Scientific/recall@10": 0.1080,
-               "test/Scientific/ndcg@50": 0.0760, "test/Scientific/recall@50": 0.2042},
-    "text_target_only": {"test/Scientific/ndcg@10": 0.0561, "test/Scientific/recall@10": 0.0994,
-                         "test/Scientific/ndcg@50": 0.0815, "test/Scientific/recall@50": 0.2162},
-}  # fmt: skip
+PAPERS = transfer_table.PUBLISHED["Scientific"]  # UniSRec (KDD 2022) and VQ-Rec (WWW 2023), same split
+PUBLISHED = {
+    name: {f"test/Scientific/{metric}": value for metric, value in PAPERS[paper].items()}
+    for name, paper in (("sasrec", "SASRec (UniSRec paper)"), ("text_target_only", "SASRec_T (VQ-Rec paper)"))
+}
 CONFIGS = {"sasrec": "configs/scientific_sasrec.yaml", "text_target_only": "configs/scientific_target_only.yaml"}
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from rec_transfer.bench.runs import git_commit, machine, run_seed
+from rec_transfer.bench.runs import git_commit, machine, run_seed, zero_shot_test
 from rec_transfer.bench.transfer_table import DOMAINS, STRATEGIES, default_sources, finetune_config, variant_config
 
 
@@ -70,7 +70,7 @@ def main() -> None:
             r = run_seed(path, args.seed, strategy, args.extra, tmp)
             results[strategy] = {
                 "test": r["target_only"],
-                "zero_shot": {k: v for k, v in r.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")},
+                "zero_shot": zero_shot_test(r),
                 **{k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")},
             }
             print(f"{strategy}: {json.dumps(results[strategy]['test'])}", flush=True)

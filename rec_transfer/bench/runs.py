@@ -63,6 +63,11 @@ def run_seed(config: str | Path, seed: int, run_name: str, extra_args: list[str]
     return results
 
 
+def zero_shot_test(results: dict) -> dict[str, float]:
+    """The zero-shot metrics on the target's test split from a run's results JSON (empty without transfer)."""
+    return {k: v for k, v in results.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")}
+
+
 def summarize(per_seed: list[dict], prefix: str) -> dict:
     """Mean and (sample) standard deviation of every ``prefix*`` metric over seeds."""
     keys = sorted({k for r in per_seed for k in r if k.startswith(prefix)})
@@ -102,7 +107,7 @@ def bench_configs(
             for seed in seeds:
                 r = futures[(name, config, seed)].result()
                 test = next((r[k] for k in result_keys if k in r), {})
-                zero_shot = {k: v for k, v in r.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")}
+                zero_shot = zero_shot_test(r)
                 print(f"{name} seed {seed}: {json.dumps(test | zero_shot)}", flush=True)
                 timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
                 per_seed.append({"seed": seed, **timing, **test, **zero_shot})

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 from rec_transfer.bench import transfer_table
-from rec_transfer.bench.runs import bench_configs, git_commit, machine
+from rec_transfer.bench.runs import bench_configs, provenance
 
 PAPERS = transfer_table.PUBLISHED["Scientific"]  # UniSRec (KDD 2022) and VQ-Rec (WWW 2023), same split
 PUBLISHED = {
@@ -40,9 +38,7 @@ def main() -> None:
     configs = {k: CONFIGS[k] for k in args.only}
     results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
     report = {
-        "command": "python " + shlex.join(sys.argv),
-        "git_commit": git_commit(),
-        "machine": machine(),
+        **provenance(),
         "ties": "pessimistic: items scored equal to the target rank above it",
         "results": results,
         "published": PUBLISHED,

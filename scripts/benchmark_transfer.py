@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from rec_transfer.bench.runs import bench_configs, git_commit, machine
+from rec_transfer.bench.runs import bench_configs, provenance
 from rec_transfer.bench.transfer_table import (
     DOMAINS,
     PUBLISHED,
@@ -60,9 +58,7 @@ def main() -> None:
     for variant, res in results.items():
         res["config"] = VARIANTS[variant]["config"]  # the temporary file is gone; name the shipped one
     report = {
-        "command": "python " + shlex.join(sys.argv),
-        "git_commit": git_commit(),
-        "machine": machine(),
+        **provenance(),
         "target": args.target,
         "sources": sources,
         "seeds": args.seeds,

@@ -19,14 +19,13 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
-from rec_transfer.bench.runs import git_commit, machine, run_seed
+from rec_transfer.bench.runs import provenance, run_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "scientific_sasrec.yaml"
@@ -265,9 +264,7 @@ def main() -> None:
 
 def write_report(args: argparse.Namespace, data_root: Path, results: dict, raw: dict) -> None:
     report = {
-        "command": "python " + shlex.join(sys.argv),
-        "git_commit": git_commit(),
-        "machine": machine(),
+        **provenance(),
         "threads": args.threads,
         "settings": {
             "datasets": {resolve_dataset(n)[1]: resolve_dataset(n)[0] for n in args.datasets},

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from rec_transfer.bench.runs import git_commit, machine, run_seed, zero_shot_test
+from rec_transfer.bench.runs import provenance, run_seed, zero_shot_test
 from rec_transfer.bench.transfer_table import DOMAINS, STRATEGIES, default_sources, finetune_config, variant_config
 
 
@@ -87,9 +85,7 @@ def main() -> None:
 
 def write_report(args: argparse.Namespace, sources: list[str], results: dict, out: Path) -> None:
     report = {
-        "command": "python " + shlex.join(sys.argv),
-        "git_commit": git_commit(),
-        "machine": machine(),
+        **provenance(),
         "target": args.target,
         "sources": sources,
         "source_epochs": args.source_epochs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,11 @@ def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor()})"
     return info
+
+
+def provenance() -> dict:
+    """What every benchmark report starts with: the command line, the git commit and the machine."""
+    return {"command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "machine": machine()}
 
 
 def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:

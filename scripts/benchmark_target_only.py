@@ -1,7 +1,8 @@
 """Scientific, target only: SASRec (IDs) and the text model from scratch, over seeds, against the papers.
 
 Writes benchmarks/results/scientific_target_only.json (git commit, command, machine, per-seed metrics,
-mean/std, seconds per training epoch) and prints a table.
+mean/std, seconds per training epoch) and prints a table. With ``--only``, the other models' results
+already in the file are kept, each with the command and commit that measured it.
 
 Example:
     python scripts/benchmark_target_only.py --seeds 0 1 2 [--data-root ../shared/data]
@@ -37,16 +38,26 @@ def main() -> None:
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     configs = {k: CONFIGS[k] for k in args.only}
     results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
+    for res in results.values():
+        res["provenance"] = provenance()
+    output = Path(args.output)
+    kept = json.loads(output.read_text()) if output.exists() else {}
+    for name, res in kept.get("results", {}).items():  # models not rerun this time
+        if name not in results:
+            res.setdefault("provenance", {k: kept.get(k) for k in ("command", "git_commit", "machine")})
+            results[name] = res
     report = {
         **provenance(),
+        "note": "each model's results carry the command and commit that measured them (provenance)",
         "ties": "pessimistic: items scored equal to the target rank above it",
-        "results": results,
+        "results": {name: results[name] for name in sorted(results)},
         "published": PUBLISHED,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
     print(f"\n{'model':<18}{'metric':<26}{'ours (mean ± std)':>22}{'published':>11}")
-    for name, res in results.items():
+    for name in configs:
+        res = results[name]
         for metric, s in res["summary"].items():
             pub = PUBLISHED[name].get(metric)
             print(f"{name:<18}{metric:<26}{s['mean']:>14.4f} ± {s['std']:.4f}{pub if pub else '':>11}")

@@ -6,6 +6,7 @@ with the same model trained from scratch on the target:
   full_lr1e-4   every weight trained at a 10x lower learning rate (less forgetting)
   adaptor_only  the sequence encoder frozen, only the text adaptor trained (UniSRec's recipe)
   text+id       full fine-tuning plus a new ID embedding per target item (zero-initialised)
+  adaptor+id    the encoder frozen; adaptor and new target ID embeddings trained (UniSRec's transductive recipe)
 
 Writes benchmarks/results/negative_transfer_<target>.json and prints a table.
 

@@ -171,6 +171,17 @@ def test_batch_sampler_groups_similar_lengths() -> None:
     assert padded[50] < 0.7 * padded[1]  # far less padding than random batches
 
 
+def test_length_pool_reaches_the_train_loader(tmp_path: Path) -> None:
+    def padding(dm: DomainDataModule) -> int:
+        return sum(int((b["target"] == 0).sum()) for b in make_train_loader([dm], epoch=0))
+
+    sorted_dm, random_dm = make(tmp_path, batch_size=4), make(tmp_path, batch_size=4, length_pool=1)
+    assert make_train_loader([random_dm], epoch=0).batch_sampler.pool_batches == 1
+    assert padding(random_dm) > padding(sorted_dm)
+    with pytest.raises(ValueError, match="length_pool"):
+        DomainDataModule("synthetic:books", length_pool=0)
+
+
 def test_setup_without_prepare_data_says_so(tmp_path: Path) -> None:
     dm = DomainDataModule("synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="prepare_data"):

@@ -88,6 +88,7 @@ STRATEGIES = {
     "full_lr1e-4": {"model": {"lr": 1e-4}},
     "adaptor_only": {"freeze": ["encoder"]},
     "text+id": {"model": {"mode": "text+id"}},
+    "adaptor+id": {"model": {"mode": "text+id"}, "freeze": ["encoder"]},
 }
 
 

@@ -48,6 +48,10 @@ class DomainDataModule(L.LightningDataModule):
             ``None`` joins every text field.
         max_len: longest history the model sees.
         batch_size: training users per batch.
+        length_pool: training rows are sorted by length inside shuffled pools of this many
+            batches, so a batch holds histories of similar length and little padding; ``1`` gives
+            plain random batches (each padded to its longest row, slower, every batch a sample of
+            the whole domain).
         eval_batch_size: users per validation/test/predict batch.
         num_workers: DataLoader worker processes.
         text_encoder: language model that turns item texts into vectors; ``None`` for ID-only models.
@@ -66,6 +70,7 @@ class DomainDataModule(L.LightningDataModule):
         text_template: str | None = None,
         max_len: int = 50,
         batch_size: int = 256,
+        length_pool: int = 50,
         eval_batch_size: int = 512,
         num_workers: int = 0,
         text_encoder: TextEncoderConfig | None = None,
@@ -80,6 +85,9 @@ class DomainDataModule(L.LightningDataModule):
         self.path = str(path)
         self.format, self.max_len, self.num_workers, self.seed = format, max_len, num_workers, seed
         self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
+        if length_pool < 1:
+            raise ValueError(f"length_pool must be >= 1, got {length_pool}")
+        self.length_pool = length_pool
         if name is None:
             name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
         self.name = name
@@ -182,7 +190,9 @@ def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader
     """Training batches of one or several domains, each batch from one domain, mixed across steps."""
     first = modules[0]
     views = [m.view("train") for m in modules]
-    sampler = DomainBatchSampler([v.lengths() for v in views], first.batch_size, seed=first.seed, epoch=epoch)
+    sampler = DomainBatchSampler(
+        [v.lengths() for v in views], first.batch_size, seed=first.seed, epoch=epoch, pool_batches=first.length_pool
+    )
     return DataLoader(
         torch.utils.data.ConcatDataset(views),
         batch_sampler=sampler,

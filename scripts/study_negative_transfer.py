@@ -8,7 +8,8 @@ with the same model trained from scratch on the target:
   text+id       full fine-tuning plus a new ID embedding per target item (zero-initialised)
   adaptor+id    the encoder frozen; adaptor and new target ID embeddings trained (UniSRec's transductive recipe)
 
-Writes benchmarks/results/negative_transfer_<target>.json and prints a table.
+Writes benchmarks/results/negative_transfer_<target>.json (``_seed<N>`` added for seeds other than 0) and
+prints a table.
 
 Example:
     python scripts/study_negative_transfer.py --target Scientific --sources Office Food ml-100k --source-epochs 4
@@ -35,12 +36,15 @@ def main() -> None:
     parser.add_argument("--strategies", choices=list(STRATEGIES), nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrained", default=None, help="skip pre-training: fine-tune this checkpoint's weights")
-    parser.add_argument("--output", default=None, help="default: benchmarks/results/negative_transfer_<target>.json")
+    parser.add_argument(
+        "--output", default=None, help="default: benchmarks/results/negative_transfer_<target>[_seed<seed>].json"
+    )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
 
     sources = args.sources or default_sources(args.target)
-    out = Path(args.output or f"benchmarks/results/negative_transfer_{args.target}.json")
+    suffix = f"_seed{args.seed}" if args.seed else ""  # another seed never overwrites seed 0's report
+    out = Path(args.output or f"benchmarks/results/negative_transfer_{args.target}{suffix}.json")
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="rec_transfer_study_") as tmp:
         tmp = Path(tmp)

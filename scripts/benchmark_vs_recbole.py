@@ -10,6 +10,9 @@ The two runs never overlap. RecBole's venv (default .venv-recbole) is created on
 
 Example:
     python scripts/benchmark_vs_recbole.py [--datasets Scientific ml-100k] [--threads 2] [--skip-install]
+    # ours with another batch size against the RecBole runs of an earlier report (same machine, threads, patience)
+    python scripts/benchmark_vs_recbole.py --datasets Scientific --batch-size 512 \
+        --recbole-from benchmarks/results/speed_vs_recbole.json --output benchmarks/results/speed_vs_recbole_b512.json
 """
 
 from __future__ import annotations
@@ -207,15 +210,15 @@ def our_config(max_epochs: int, patience: int, path: Path) -> Path:
     return path
 
 
-def our_args(data_root: Path, folder: str, max_epochs: int) -> list[str]:
+def our_args(data_root: Path, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE) -> list[str]:
     return ["--data.init_args.data_root", str(data_root), "--data.init_args.target.init_args.path", folder,
-            "--data.init_args.target.init_args.batch_size", str(BATCH_SIZE), *MODEL_ARGS,
+            "--data.init_args.target.init_args.batch_size", str(batch_size), *MODEL_ARGS,
             "--trainer.max_epochs", str(max_epochs), "--trainer.enable_progress_bar", "false"]  # fmt: skip
 
 
 def run_ours(data_root: Path, folder: str, domain: str, args: argparse.Namespace, work: Path) -> dict:
     config = our_config(args.max_epochs, args.patience, work / "sasrec_base.yaml")
-    extra = our_args(data_root, folder, args.max_epochs)
+    extra = our_args(data_root, folder, args.max_epochs, args.batch_size)
     print(f"\n== ours (rec-transfer SASRec) on {folder}: {config} {shlex.join(extra)}", flush=True)
     # run_seed's subprocess inherits our environment: OMP_NUM_THREADS (set in main) fixes torch's thread count.
     results = run_seed(config, args.seed, f"ours-{domain}-seed{args.seed}", extra, work)
@@ -234,13 +237,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recbole-venv", default=".venv-recbole")
     parser.add_argument("--skip-install", action="store_true", help="reuse --recbole-venv as it is")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"ours (RecBole's is {BATCH_SIZE})")
+    parser.add_argument(
+        "--recbole-from", default=None, help="reuse the RecBole runs of an earlier report (same threads, patience)"
+    )
     parser.add_argument("--output", default="benchmarks/results/speed_vs_recbole.json")
     args = parser.parse_args()
 
     os.environ.update(thread_env(args.threads))  # for our subprocesses (run_seed passes our environment on)
     torch.set_num_threads(args.threads)  # so that machine() reports it
     data_root = Path(args.data_root).resolve()
-    python = ensure_recbole_venv(Path(args.recbole_venv), args.skip_install)
+    earlier = reused_recbole(args) if args.recbole_from else None
+    python = None if earlier else ensure_recbole_venv(Path(args.recbole_venv), args.skip_install)
 
     results, raw = {}, {}
     with tempfile.TemporaryDirectory(prefix="speed_vs_recbole_") as tmp:
@@ -249,7 +257,10 @@ def main() -> None:
             work = Path(tmp) / domain
             work.mkdir()
             # One after the other, never at once: each gets the same threads to itself.
-            recbole = run_recbole(python, data_root, folder, args, work / "recbole.json")
+            if earlier:
+                recbole = earlier["raw"][domain]["recbole"]
+            else:
+                recbole = run_recbole(python, data_root, folder, args, work / "recbole.json")
             ours = run_ours(data_root, folder, domain, args, work)
             results[domain] = compare(ours, recbole, domain, args.patience, args.max_epochs)
             raw[domain] = {
@@ -257,12 +268,29 @@ def main() -> None:
                 "recbole": recbole,
             }
             print(format_table({domain: results[domain]}), flush=True)
-            write_report(args, data_root, results, raw)  # after every dataset: a long run keeps what it finished
+            write_report(args, data_root, results, raw, earlier)  # after every dataset: a long run keeps its results
     print("\n== summary" + format_table(results))
     print(f"\nwrote {args.output}")
 
 
-def write_report(args: argparse.Namespace, data_root: Path, results: dict, raw: dict) -> None:
+def reused_recbole(args: argparse.Namespace) -> dict:
+    """An earlier report whose RecBole runs stand in for new ones; only if measured the same way."""
+    earlier = json.loads(Path(args.recbole_from).read_text())
+    settings = earlier["settings"]
+    if earlier.get("threads") != args.threads or settings["patience"] != args.patience:
+        raise SystemExit(
+            f"--recbole-from {args.recbole_from}: measured with {earlier.get('threads')} threads and patience "
+            f"{settings['patience']}, not {args.threads} and {args.patience}"
+        )
+    missing = [n for n in args.datasets if resolve_dataset(n)[1] not in earlier.get("raw", {})]
+    if missing:
+        raise SystemExit(f"--recbole-from {args.recbole_from} has no RecBole run for {missing}")
+    return earlier
+
+
+def write_report(
+    args: argparse.Namespace, data_root: Path, results: dict, raw: dict, earlier: dict | None = None
+) -> None:
     report = {
         **provenance(),
         "threads": args.threads,
@@ -273,12 +301,15 @@ def write_report(args: argparse.Namespace, data_root: Path, results: dict, raw: 
             "recbole_max_epochs": args.recbole_max_epochs,
             "patience": args.patience,
             "seed": args.seed,
-            "batch_size": BATCH_SIZE,
+            "batch_size": {"ours": args.batch_size, "recbole": BATCH_SIZE},
+            "recbole_from": {"report": args.recbole_from, **{k: earlier[k] for k in ("command", "git_commit")}}
+            if earlier
+            else None,
             "model": "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
             "Adam(W) lr 1e-3, no weight decay",
             "ours": {
                 "config": str(CONFIG.relative_to(ROOT)),
-                "args": our_args(data_root, "<dataset>", args.max_epochs),
+                "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size),
             },
             "recbole": {"runner": str(RECBOLE_RUNNER.relative_to(ROOT)), "requirements": RECBOLE_REQUIREMENTS},
             "notes": [

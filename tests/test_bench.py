@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,21 @@ def test_vs_recbole_our_config_sets_patience_epochs_and_keeps_every_interaction(
     assert cfg["data"]["init_args"]["target"]["init_args"]["max_history"] is None
     assert bench.resolve_dataset("ml-100k") == ("movielens/ml-100k", "ml-100k")
     assert bench.resolve_dataset("amazon/Office") == ("amazon/Office", "Office")
+
+
+def test_vs_recbole_reuses_an_earlier_recbole_run_only_if_measured_the_same_way(tmp_path):
+    import argparse
+
+    bench = _load_vs_recbole()
+    earlier = {"command": "c", "git_commit": "g", "threads": 2, "settings": {"patience": 10},
+               "raw": {"Scientific": {"recbole": _recbole([0.02, 0.04])}}}  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(earlier))
+
+    def args(**kw):
+        base = {"recbole_from": str(tmp_path / "r.json"), "threads": 2, "patience": 10, "datasets": ["Scientific"]}
+        return argparse.Namespace(**{**base, **kw})
+
+    assert bench.reused_recbole(args())["raw"]["Scientific"]["recbole"]["best_val_ndcg@10"] == 0.04
+    for bad in ({"threads": 1}, {"patience": 5}, {"datasets": ["ml-100k"]}):
+        with pytest.raises(SystemExit):
+            bench.reused_recbole(args(**bad))

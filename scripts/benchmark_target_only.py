@@ -38,8 +38,9 @@ def main() -> None:
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     configs = {k: CONFIGS[k] for k in args.only}
     results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
+    measured = provenance()  # of this run: the report's header and every model rerun now
     for res in results.values():
-        res["provenance"] = provenance()
+        res["provenance"] = measured
     output = Path(args.output)
     kept = json.loads(output.read_text()) if output.exists() else {}
     for name, res in kept.get("results", {}).items():  # models not rerun this time
@@ -47,7 +48,7 @@ def main() -> None:
             res.setdefault("provenance", {k: kept.get(k) for k in ("command", "git_commit", "machine")})
             results[name] = res
     report = {
-        **provenance(),
+        **measured,
         "note": "each model's results carry the command and commit that measured them (provenance)",
         "ties": "pessimistic: items scored equal to the target rank above it",
         "results": {name: results[name] for name in sorted(results)},

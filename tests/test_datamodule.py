@@ -39,7 +39,43 @@ def histories(dm: DomainDataModule) -> list[list[int]]:
 
 @pytest.fixture
 def books(tmp_path: Path) -> DomainDataModule:
-    return make(tmp_path)
+    """One history per row (``pack`` off), so the layout of each row can be read directly."""
+    return make(tmp_path, pack=False)
+
+
+def unpack(batch: dict) -> list[tuple[int, list[int], list[int] | int]]:
+    """(user, input, target) of each history in a packed batch, read back through ``segments``."""
+    rows = []
+    for i, user in enumerate(batch["user"].tolist()):
+        where = batch["segments"] == i + 1
+        inp = batch["input"][where].tolist()
+        assert batch["positions"][where].tolist() == list(range(len(inp)))  # positions restart per history
+        if batch["target"].ndim == 2:
+            rows.append((user, [x for x in inp if x], batch["target"][where].tolist()))
+        else:
+            assert int(where.flatten().nonzero()[-1]) == int(batch["last"][i])  # last token of the history
+            rows.append((user, [x for x in inp if x], int(batch["target"][i])))
+    return rows
+
+
+def test_packed_batches_hold_the_same_histories(tmp_path: Path) -> None:
+    plain, packed = make(tmp_path, pack=False), make(tmp_path, pack=True)
+
+    def unpadded(batch: dict) -> list:
+        out = []
+        for user, inp, tgt in zip(batch["user"].tolist(), batch["input"], batch["target"], strict=True):
+            n = max(1, int((inp != 0).sum()))
+            tgt = tgt[:n].tolist() if tgt.ndim else int(tgt)
+            out.append((user, [x for x in inp[:n].tolist() if x], tgt))
+        return out
+
+    for get in ("train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader"):
+        pairs = list(zip(getattr(plain, get)(), getattr(packed, get)(), strict=True))
+        for a, b in pairs:
+            assert unpack(b) == unpadded(a)
+        if get == "train_dataloader":  # short windows (a history's oldest) share rows; eval histories fill theirs
+            assert sum(len(b["input"]) for _, b in pairs) < sum(len(a["input"]) for a, _ in pairs)
+        assert all(b["input"].shape[1] <= MAX_LEN for _, b in pairs)
 
 
 def test_synthetic_source_is_labelled(books: DomainDataModule) -> None:
@@ -171,12 +207,25 @@ def test_batch_sampler_groups_similar_lengths() -> None:
     assert padded[50] < 0.7 * padded[1]  # far less padding than random batches
 
 
+def test_pack_rows_places_every_sequence_without_overlap() -> None:
+    lengths = np.random.default_rng(0).integers(1, 51, 500)
+    row, offset = batching.pack_rows(lengths, 50)
+    used = np.zeros((row.max() + 1, 50), dtype=int)
+    for r, o, n in zip(row, offset, lengths, strict=True):
+        used[r, o : o + n] += 1
+    assert used.max() == 1 and used.sum() == lengths.sum()  # every token once, none outside its row
+    assert row.max() + 1 <= np.ceil(lengths.sum() / 50) * 1.1  # first-fit decreasing: few rows beyond the bound
+    with pytest.raises(ValueError, match="does not fit"):
+        batching.pack_rows(np.array([3, 51]), 50)
+
+
 def test_length_pool_reaches_the_train_loader(tmp_path: Path) -> None:
     def padding(dm: DomainDataModule) -> int:
         return sum(int((b["target"] == 0).sum()) for b in make_train_loader([dm], epoch=0))
 
-    sorted_dm, random_dm = make(tmp_path, batch_size=4), make(tmp_path, batch_size=4, length_pool=1)
-    assert make_train_loader([random_dm], epoch=0).batch_sampler.pool_batches == 1
+    sorted_dm = make(tmp_path, batch_size=4, length_pool=50, pack=False)
+    random_dm = make(tmp_path, batch_size=4, pack=False)
+    assert make_train_loader([random_dm], epoch=0).batch_sampler.pool_batches == 1  # the default
     assert padding(random_dm) > padding(sorted_dm)
     with pytest.raises(ValueError, match="length_pool"):
         DomainDataModule("synthetic:books", length_pool=0)

@@ -48,10 +48,37 @@ def _model(mode="id", **kw):
     return model
 
 
-def _batches(tiny_domain, split, size=64):
+def _batches(tiny_domain, split, size=64, pack_to=None):
     offsets, values = tiny_domain.flat()
     view = SequenceView("books", offsets, values, split, max_len=10)
-    return [collate([view[i] for i in range(s, min(s + size, len(view)))]) for s in range(0, len(view), size)]
+    rows = [[view[i] for i in range(s, min(s + size, len(view)))] for s in range(0, len(view), size)]
+    return [collate(r, pack_to=pack_to) for r in rows]
+
+
+def test_packed_rows_give_the_same_scores_and_loss(tiny_domain):
+    """Packing several histories into one row changes the work, not the result."""
+    torch.manual_seed(0)
+    model = _model(similarity="dot", temperature=1.0).eval()
+    model.add_domain("books", tiny_domain.num_items, None)
+    for split in ("valid", "predict"):
+        for plain, packed in zip(_batches(tiny_domain, split), _batches(tiny_domain, split, pack_to=10), strict=True):
+            assert len(packed["input"]) < len(plain["input"])  # several histories per row
+            torch.testing.assert_close(model(packed), model(plain))
+    for plain, packed in zip(_batches(tiny_domain, "train"), _batches(tiny_domain, "train", pack_to=10), strict=True):
+        torch.testing.assert_close(model.loss(packed), model.loss(plain))
+
+
+def test_packed_attention_stays_inside_each_history():
+    torch.manual_seed(0)
+    enc = SequenceEncoder(hidden=16, layers=1, heads=2, dropout=0.0, max_len=4).eval()
+    x = torch.randn(1, 6, 16)
+    positions, segments = torch.tensor([[0, 1, 2, 0, 1, 0]]), torch.tensor([[1, 1, 1, 2, 2, 0]])
+    y = enc(x, positions, segments)
+    x2 = x.clone()
+    x2[:, :3] = torch.randn(1, 3, 16)  # change the first history only
+    y2 = enc(x2, positions, segments)
+    torch.testing.assert_close(y[:, 3:], y2[:, 3:])
+    torch.testing.assert_close(y[:, 3:5], enc(x[:, 3:5]))  # the second history alone, unpacked
 
 
 def test_scores_and_loss_shapes(tiny_domain):

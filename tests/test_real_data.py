@@ -63,8 +63,9 @@ def rows_of(loader) -> dict[int, tuple[list[int], list[int] | int]]:
 def scientific(tmp_path_factory: pytest.TempPathFactory) -> DomainDataModule:
     path = domain_dir("amazon", "Scientific")
     # The default cap (50 history items + target) keeps the file as UniSRec processed it: the paper's split.
+    # pack=False: one history per row, so rows_of can read each user's row (packing has its own tests).
     dm = DomainDataModule(
-        str(path), text_encoder=None, cache_dir=str(tmp_path_factory.mktemp("cache")), max_len=MAX_LEN
+        str(path), text_encoder=None, cache_dir=str(tmp_path_factory.mktemp("cache")), max_len=MAX_LEN, pack=False
     )
     dm.prepare_data()
     dm.setup()
@@ -117,7 +118,7 @@ def test_ml100k_multi_field_text_and_chronological_split(tmp_path: Path) -> None
     raw = read_domain(path, cache_dir=tmp_path / "raw")
     assert raw.text_fields == ["movie_title", "release_year", "class"]
 
-    dm = DomainDataModule(str(path), text_encoder=None, cache_dir=str(tmp_path / "a"), max_history=None)
+    dm = DomainDataModule(str(path), text_encoder=None, cache_dir=str(tmp_path / "a"), max_history=None, pack=False)
     dm.prepare_data()
     dm.setup()
     assert dm.domain is not None

@@ -2,6 +2,13 @@
 
 Sequences are right-padded with 0. With a causal mask no real position ever attends to padding,
 so no key-padding mask is needed and no attention row is ever fully masked.
+
+``collate(rows, pack_to=L)`` packs several short histories into each row of length ``L``: most
+histories are far shorter than ``max_len``, and padding every one of them to the batch's longest
+made the transformer spend ~90 % of its work on padding (Scientific: 366k padded tokens per epoch
+for 34k real positions). A packed batch carries each token's position inside its own history
+(``positions``) and which history it belongs to (``segments``, 0 for padding), so the encoder
+masks attention to the token's own history: the result is the same as without packing.
 """
 
 from __future__ import annotations
@@ -77,16 +84,65 @@ def _pad(rows: Sequence[np.ndarray], length: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def collate(rows: list[tuple]) -> dict:
-    """Pads ``SequenceView`` items of one domain into a batch; train targets are (B, L), others (B,)."""
+def pack_rows(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """First-fit decreasing bin packing: (row, offset) of each sequence in rows of ``capacity`` tokens.
+
+    Written by hand: a dozen lines of numpy, where a bin-packing dependency would be a heavy one.
+    """
+    lengths = np.asarray(lengths)
+    if len(lengths) and lengths.max() > capacity:
+        raise ValueError(f"a sequence of length {lengths.max()} does not fit in rows of {capacity}")
+    row, offset = np.empty(len(lengths), np.int64), np.empty(len(lengths), np.int64)
+    free = np.empty(len(lengths), np.int64)  # free tokens of each opened row
+    opened = 0
+    for i in np.argsort(-lengths, kind="stable"):
+        fits = np.flatnonzero(free[:opened] >= lengths[i])
+        r = fits[0] if len(fits) else opened
+        if r == opened:
+            free[r], opened = capacity, opened + 1
+        row[i], offset[i] = r, capacity - free[r]
+        free[r] -= lengths[i]
+    return row, offset
+
+
+def collate(rows: list[tuple], pack_to: int | None = None) -> dict:
+    """Pads ``SequenceView`` items of one domain into a batch; train targets are (B, L), others (B,).
+
+    With ``pack_to`` the histories are packed into rows of at most that many tokens (see the module
+    docstring); the batch then also holds ``positions`` and ``segments`` (R, L) and, for evaluation,
+    ``last``: the flat index (into R × L) of each user's last input token.
+    """
     domain = rows[0][0]
     assert all(r[0] == domain for r in rows), "a batch must hold one domain"
-    length = max(1, max(len(r[2]) for r in rows))
-    batch = {"domain": domain, "user": torch.tensor([r[1] for r in rows]), "input": _pad([r[2] for r in rows], length)}
-    if isinstance(rows[0][3], np.ndarray):
-        batch["target"] = _pad([r[3] for r in rows], length)  # (B, L), 0 where padded
-    else:
+    batch = {"domain": domain, "user": torch.tensor([r[1] for r in rows])}
+    train = isinstance(rows[0][3], np.ndarray)
+    if not train:
         batch["target"] = torch.tensor([r[3] for r in rows])  # (B,)
+    if pack_to is None:
+        length = max(1, max(len(r[2]) for r in rows))
+        batch["input"] = _pad([r[2] for r in rows], length)
+        if train:
+            batch["target"] = _pad([r[3] for r in rows], length)  # (B, L), 0 where padded
+        return batch
+    # An empty history still takes one (padding-item) token, as unpacked: its state is read there.
+    lengths = np.array([max(1, len(r[2])) for r in rows])
+    row, offset = pack_rows(lengths, pack_to)
+    shape = (int(row.max()) + 1, int((offset + lengths).max()))
+    inputs, positions, segments = (np.zeros(shape, np.int64) for _ in range(3))
+    targets = np.zeros(shape, np.int64) if train else None
+    for i, r in enumerate(rows):
+        span = slice(offset[i], offset[i] + len(r[2]))
+        inputs[row[i], span] = r[2]
+        positions[row[i], offset[i] : offset[i] + lengths[i]] = np.arange(lengths[i])
+        segments[row[i], offset[i] : offset[i] + lengths[i]] = i + 1
+        if train:
+            targets[row[i], span] = r[3]
+    batch.update(input=torch.from_numpy(inputs), positions=torch.from_numpy(positions))
+    batch["segments"] = torch.from_numpy(segments)
+    if train:
+        batch["target"] = torch.from_numpy(targets)  # (R, L), 0 where padded
+    else:
+        batch["last"] = torch.from_numpy(row * shape[1] + offset + lengths - 1)  # (B,)
     return batch
 
 

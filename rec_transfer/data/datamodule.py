@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -48,10 +50,13 @@ class DomainDataModule(L.LightningDataModule):
             ``None`` joins every text field.
         max_len: longest history the model sees.
         batch_size: training users per batch.
-        length_pool: training rows are sorted by length inside shuffled pools of this many
-            batches, so a batch holds histories of similar length and little padding; ``1`` gives
-            plain random batches (each padded to its longest row, slower, every batch a sample of
-            the whole domain).
+        length_pool: ``1`` (default): plain random training batches, each a sample of the whole
+            domain. ``N > 1``: rows are sorted by length inside shuffled pools of ``N`` batches, so
+            a batch holds histories of similar length (less padding when ``pack`` is off; on
+            Scientific it cost SASRec 0.002 NDCG@10).
+        pack: pack several short histories into each row of ``max_len`` tokens, with attention
+            kept inside each history (the same result as unpacked rows, with a fraction of the
+            padding: 3-5x faster epochs on Amazon data). Off: each row is one padded history.
         eval_batch_size: users per validation/test/predict batch.
         num_workers: DataLoader worker processes.
         text_encoder: language model that turns item texts into vectors; ``None`` for ID-only models.
@@ -70,7 +75,8 @@ class DomainDataModule(L.LightningDataModule):
         text_template: str | None = None,
         max_len: int = 50,
         batch_size: int = 256,
-        length_pool: int = 50,
+        length_pool: int = 1,
+        pack: bool = True,
         eval_batch_size: int = 512,
         num_workers: int = 0,
         text_encoder: TextEncoderConfig | None = None,
@@ -87,7 +93,7 @@ class DomainDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
         if length_pool < 1:
             raise ValueError(f"length_pool must be >= 1, got {length_pool}")
-        self.length_pool = length_pool
+        self.length_pool, self.pack = length_pool, pack
         if name is None:
             name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
         self.name = name
@@ -158,6 +164,10 @@ class DomainDataModule(L.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    @property
+    def collate_fn(self) -> Callable[[list[tuple]], dict]:
+        return partial(collate, pack_to=self.max_len if self.pack else None)
+
     def train_dataloader(self) -> DataLoader:
         return make_train_loader([self], self._epoch())
 
@@ -171,7 +181,7 @@ class DomainDataModule(L.LightningDataModule):
         return DataLoader(
             view,
             batch_size=self.eval_batch_size,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -196,6 +206,6 @@ def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader
     return DataLoader(
         torch.utils.data.ConcatDataset(views),
         batch_sampler=sampler,
-        collate_fn=collate,
+        collate_fn=partial(collate, pack_to=max(m.max_len for m in modules) if first.pack else None),
         num_workers=first.num_workers,
     )

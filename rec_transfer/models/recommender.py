@@ -147,20 +147,31 @@ class TransferRecommender(L.LightningModule):
     def item_table(self, domain: str) -> torch.Tensor:
         return self.item_tower(domain)  # (N + 1, D)
 
-    def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """(T, D) states against (N + 1, D) items → (T, N + 1) float32 logits; padding column is -inf."""
+    def logits(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(T, D) states against (M, D) item vectors → (T, M) float32 similarities / temperature."""
         # Always float32, also under bf16/fp16 autocast: short mantissas (8 bits in bf16) round nearby scores into ties,
         # which the pessimistic ranking counts against the target, and top-K order would be arbitrary among them.
         with torch.autocast(states.device.type, enabled=False):
-            states, table = states.float(), table.float()
+            states, items = states.float(), items.float()
             if self.hparams.similarity == "cosine":
-                states, table = F.normalize(states, dim=-1), F.normalize(table, dim=-1)
-            logits = states @ table.T / self.hparams.temperature
+                states, items = F.normalize(states, dim=-1), F.normalize(items, dim=-1)
+            # The temperature scales the T states, not the T × M logits: same result, far less work.
+            return (states / self.hparams.temperature) @ items.T
+
+    def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(T, D) states against (N + 1, D) items → (T, N + 1) float32 logits; padding column is -inf."""
+        logits = self.logits(states, table)
         logits[:, 0] = float("-inf")
         return logits
 
+    def encode(self, batch: dict, table: torch.Tensor) -> torch.Tensor:
+        """States at every token of the batch's rows: (R, L, D); rows may be packed (see ``collate``)."""
+        return self.encoder(table[batch["input"]], batch.get("positions"), batch.get("segments"))
+
     def last_states(self, batch: dict, table: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(table[batch["input"]])  # (B, L, D)
+        states = self.encode(batch, table)
+        if "last" in batch:  # packed rows: the collate function says where each user's history ends
+            return states.flatten(0, 1)[batch["last"]]  # (B, D)
         last = (batch["input"] > 0).sum(dim=1).clamp(min=1) - 1  # (B,) right padding
         return states[torch.arange(len(last), device=states.device), last]  # (B, D)
 
@@ -172,10 +183,12 @@ class TransferRecommender(L.LightningModule):
     def loss(self, batch: dict) -> torch.Tensor:
         """Cross-entropy over all items of the domain, at every real position at once."""
         table = self.item_table(batch["domain"])
-        states = self.encoder(table[batch["input"]])  # (B, L, D)
-        mask = batch["target"] > 0  # (B, L)
-        logits = self.scores(states[mask], table)  # (T, N + 1)
-        return F.cross_entropy(logits.float(), batch["target"][mask])
+        states = self.encode(batch, table)  # (R, L, D)
+        mask = batch["target"] > 0  # (R, L)
+        # Against items 1..N only: the padding row is never a target, and leaving it out spares a
+        # -inf column written into (and copied back out of) the (T, N) logits' gradient.
+        logits = self.logits(states[mask], table[1:])  # (T, N)
+        return F.cross_entropy(logits, batch["target"][mask] - 1)
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:

@@ -22,7 +22,7 @@ class SequenceEncoder(nn.Module):
         inner: int | None = None,
     ):
         super().__init__()
-        self.max_len = max_len
+        self.max_len, self.heads = max_len, heads
         self.positions = nn.Embedding(max_len, hidden)
         # Same scale as item embeddings: the default N(0, 1) would drown the items after LayerNorm.
         nn.init.normal_(self.positions.weight, std=0.02)
@@ -43,11 +43,26 @@ class SequenceEncoder(nn.Module):
                 for name, param in module.named_parameters(recurse=False):
                     (nn.init.normal_(param, std=0.02) if "weight" in name else nn.init.zeros_(param))
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, items: torch.Tensor, positions: torch.Tensor | None = None, segments: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, D) → (B, L, D). For packed rows (several histories per row) pass each token's
+        ``positions`` in its own history and its history's id in ``segments`` (both (B, L)): a
+        token then attends only to earlier tokens of the same history."""
         length = items.shape[1]
-        if length > self.max_len:
+        if length > self.max_len and positions is None:
             raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
-        x = items + self.positions.weight[:length]  # (B, L, D)
+        if positions is None:
+            x = items + self.positions.weight[:length]  # (B, L, D)
+        else:
+            if int(positions.max()) >= self.max_len:
+                raise ValueError(f"a history is longer than max_len {self.max_len}")
+            x = items + self.positions(positions)
         x = self.dropout(self.norm(x))
-        mask = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
-        return self.layers(x, mask=mask, is_causal=True)  # (B, L, D)
+        if segments is None:
+            mask = nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
+            return self.layers(x, mask=mask, is_causal=True)  # (B, L, D)
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        allowed = (segments[:, :, None] == segments[:, None, :]) & causal  # (B, L, L)
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
+        return self.layers(x, mask=mask.repeat_interleave(self.heads, dim=0), is_causal=False)  # (B, L, D)

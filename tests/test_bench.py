@@ -170,6 +170,19 @@ def test_vs_recbole_never_reaching_recbole_best_gives_no_speedup():
     assert "—" in bench.format_table({"D": r})  # printable without numbers
 
 
+def test_vs_recbole_across_seeds_averages_and_refuses_a_mean_with_a_missing_seed():
+    bench = _load_vs_recbole()
+    rb = _recbole([0.02, 0.04, 0.05, 0.049])
+    fast, slow = _ours([0.03, 0.05, 0.06, 0.055]), _ours([0.03, 0.04, 0.05, 0.055])
+    summary = bench.across_seeds({"0": bench.compare(fast, rb, "D", 2, 300), "1": bench.compare(slow, rb, "D", 2, 300)})
+    one, two = (bench.compare(o, rb, "D", 2, 300)["speedup_to_recbole_best"] for o in (fast, slow))
+    assert one > two
+    assert summary["seeds"] == 2
+    assert summary["speedup_to_recbole_best"] == {"mean": round((one + two) / 2, 5), "min": two, "max": one}
+    never = bench.compare(_ours([0.01, 0.02, 0.015]), rb, "D", 2, 300)
+    assert bench.across_seeds({"0": bench.compare(fast, rb, "D", 2, 300), "1": never})["speedup_to_recbole_best"] is None
+
+
 def test_vs_recbole_unconverged_recbole_best_is_a_lower_bound():
     bench = _load_vs_recbole()
     r = bench.compare(_ours([0.03, 0.05, 0.04, 0.04]), _recbole([0.02, 0.04], stopped_early=False), "D", 2, 300)

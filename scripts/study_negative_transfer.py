@@ -13,12 +13,16 @@ prints a table.
 
 Example:
     python scripts/study_negative_transfer.py --target Scientific --sources Office Food ml-100k --source-epochs 4
+    # another fine-tuning seed from the same pre-trained weights
+    python scripts/study_negative_transfer.py ... --save-pretrained pre.ckpt   # then:
+    python scripts/study_negative_transfer.py ... --pretrained pre.ckpt --strategies adaptor_only --seed 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--strategies", choices=list(STRATEGIES), nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrained", default=None, help="skip pre-training: fine-tune this checkpoint's weights")
+    parser.add_argument("--save-pretrained", default=None, help="copy the pre-trained checkpoint here (for --pretrained)")
     parser.add_argument(
         "--output", default=None, help="default: benchmarks/results/negative_transfer_<target>[_seed<seed>].json"
     )
@@ -61,6 +66,9 @@ def main() -> None:
             (tmp / "pretrain_base.yaml").write_text(yaml.safe_dump(cfg))
             pre = run_seed(tmp / "pretrain_base.yaml", args.seed, "pretrain", args.extra, tmp)
             pretrained = tmp / "checkpoints" / "pretrain" / "last.ckpt"
+            if args.save_pretrained:  # the temporary folder goes at the end; later seeds can fine-tune this copy
+                Path(args.save_pretrained).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(pretrained, args.save_pretrained)
             keys = ("fit_seconds", "epochs", "mean_train_epoch_seconds", "val_history")
             # Its test = the best source-phase checkpoint (by target validation) on the target: zero-shot.
             results["pretrain"] = {k: pre[k] for k in keys} | {"zero_shot_test": pre.get("transfer")}

@@ -291,7 +291,8 @@ def main() -> None:
                 print(format_table({f"{domain}, ours seed {seed}": per_seed[str(seed)]}), flush=True)
             results[domain] = {"seeds": per_seed, "across_seeds": across_seeds(per_seed)}
             write_report(args, data_root, results, raw, earlier)  # after every dataset: a long run keeps its results
-    print("\n== summary" + format_table({f"{d}, ours seed {s}": c for d, r in results.items() for s, c in r["seeds"].items()}))
+    every_seed = {f"{d}, ours seed {s}": c for d, r in results.items() for s, c in r["seeds"].items()}
+    print("\n== summary" + format_table(every_seed))
     for domain, r in results.items():
         print(f"{domain}, across our seeds: {json.dumps(r['across_seeds'])}")
     print(f"\nwrote {args.output}")

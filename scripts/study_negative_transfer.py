@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--strategies", choices=list(STRATEGIES), nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrained", default=None, help="skip pre-training: fine-tune this checkpoint's weights")
-    parser.add_argument("--save-pretrained", default=None, help="copy the pre-trained checkpoint here (for --pretrained)")
+    parser.add_argument(
+        "--save-pretrained", default=None, help="copy the pre-trained checkpoint here, for --pretrained"
+    )
     parser.add_argument(
         "--output", default=None, help="default: benchmarks/results/negative_transfer_<target>[_seed<seed>].json"
     )

@@ -156,10 +156,10 @@ class DomainBatchSampler(Sampler[list[int]]):
     """Shuffled batches, each from one domain, over the concatenation of several domains.
 
     Written by hand because no library sampler keeps each batch inside one domain while mixing
-    domains across steps. Rows of similar length are batched together (sorted inside shuffled
-    pools of ``pool_batches`` batches), which cuts padding several-fold on real data where most
-    histories are short. Under DDP every rank gets the same number of batches (the batch list is
-    wrapped around), so no rank waits on a missing step. The order depends only on
+    domains across steps. ``pool_batches=1`` gives plain random batches; with more, rows of similar
+    length are batched together (sorted inside shuffled pools of ``pool_batches`` batches), which
+    cuts padding when rows are not packed (see ``collate``). Under DDP every rank gets the same
+    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The order depends only on
     ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
     """
 
@@ -170,7 +170,7 @@ class DomainBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         epoch: int = 0,
         shuffle: bool = True,
-        pool_batches: int = 50,
+        pool_batches: int = 1,
     ):
         self.lengths, self.batch_size, self.seed, self.epoch = [np.asarray(x) for x in lengths], batch_size, seed, epoch
         self.shuffle, self.pool_batches = shuffle, pool_batches

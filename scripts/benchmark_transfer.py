@@ -41,6 +41,12 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="folder holding amazon/ and movielens/ (default: configs')")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (e.g. several on one GPU)")
     parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="runs' logs, checkpoints and results (default: lightning_logs/bench_runs/<target>); "
+        "rerunning the same command reuses the runs that finished",
+    )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
 
@@ -54,13 +60,16 @@ def main() -> None:
             path = Path(tmp) / f"{variant}.yaml"
             path.write_text(yaml.safe_dump(variant_config(variant, args.target, sources, args.source_epochs)))
             configs[variant] = path
-        results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
+        work_dir = args.work_dir or f"lightning_logs/bench_runs/{args.target}"
+        print(f"runs go to {work_dir} (finished ones there are reused)", flush=True)
+        results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=work_dir)
     for variant, res in results.items():
         res["config"] = VARIANTS[variant]["config"]  # the temporary file is gone; name the shipped one
     report = {
         **provenance(),
         "target": args.target,
         "sources": sources,
+        "source_epochs": args.source_epochs,
         "seeds": args.seeds,
         "ties": "pessimistic: items scored equal to the target rank above it",
         "zero_shot": "the source-trained model tested on the target before any target training",

@@ -23,6 +23,20 @@ def test_prepared_runs_never_share_checkpoints_or_logs(config, tmp_path):
     assert len(seen) == 2
 
 
+def test_finished_runs_are_reused_and_unfinished_ones_rerun(tmp_path):
+    from rec_transfer.bench.runs import run_seed
+
+    finished = {"target_only": {"test/x/ndcg@10": 0.5}, "wall_seconds": 12.0}
+    (tmp_path / "a-seed0.json").write_text(json.dumps(finished))
+    # The config does not exist: a run that was not reused would fail to start.
+    assert run_seed(tmp_path / "missing.yaml", 0, "a-seed0", [], tmp_path, reuse=True) == finished
+    (tmp_path / "b-seed0.json").write_text(json.dumps({"target_only": {}}))  # no wall time: it did not finish
+    with pytest.raises(FileNotFoundError):
+        run_seed(tmp_path / "missing.yaml", 0, "b-seed0", [], tmp_path, reuse=True)
+    with pytest.raises(FileNotFoundError):
+        run_seed(tmp_path / "missing.yaml", 0, "a-seed0", [], tmp_path, reuse=False)
+
+
 def test_summarize_mean_and_sample_std():
     out = summarize([{"test/x": 1.0, "other": 5}, {"test/x": 3.0}], "test/")
     assert out == {"test/x": {"mean": 2.0, "std": 1.41421, "values": [1.0, 3.0]}}
@@ -43,6 +57,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
             assert [s["init_args"]["path"].split("/")[-1] for s in data["sources"]] == sources
             (transfer,) = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
             assert transfer["init_args"]["source_epochs"] == 3
+            assert transfer["init_args"]["freeze"] == ["encoder"]  # the recipe that transferred best
         else:
             assert not data.get("sources")
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,8 +54,21 @@ def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
     return path
 
 
-def run_seed(config: str | Path, seed: int, run_name: str, extra_args: list[str], out_dir: Path) -> dict:
-    """``rec-transfer fit`` for one seed; returns its results JSON plus the wall time."""
+def run_seed(
+    config: str | Path, seed: int, run_name: str, extra_args: list[str], out_dir: Path, reuse: bool = False
+) -> dict:
+    """``rec-transfer fit`` for one seed; returns its results JSON plus the wall time.
+
+    With ``reuse``, a run whose results JSON is already in ``out_dir`` (a finished run of an interrupted
+    benchmark) is read back instead of trained again.
+    """
+    results_path = out_dir / f"{run_name}.json"
+    if reuse and results_path.exists():
+        results = json.loads(results_path.read_text())
+        if "wall_seconds" in results:  # written below once the run finished
+            print(f"{run_name}: reusing the finished run in {results_path}", flush=True)
+            return results
+    shutil.rmtree(out_dir / "checkpoints" / run_name, ignore_errors=True)  # a crashed attempt's, if any
     cfg = prepare_config(config, run_name, out_dir)
     cmd = [sys.executable, "-m", "rec_transfer.cli", "fit", "--config", str(cfg), "--seed_everything", str(seed),
            *extra_args]  # fmt: skip
@@ -64,8 +78,9 @@ def run_seed(config: str | Path, seed: int, run_name: str, extra_args: list[str]
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     if code != 0:
         raise RuntimeError(f"run {run_name} failed ({code}):\n{log.read_text()[-4000:]}")
-    results = json.loads((out_dir / f"{run_name}.json").read_text())
+    results = json.loads(results_path.read_text())
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results_path.write_text(json.dumps(results, indent=2))  # marks the run finished, for reuse
     return results
 
 
@@ -94,18 +109,24 @@ def bench_configs(
     extra_args: list[str],
     parallel: int = 1,
     result_keys: tuple[str, ...] = ("transfer", "target_only"),
+    work_dir: str | Path | None = None,
 ) -> dict:
     """Runs every config for every seed (``parallel`` runs at a time); per-seed results and summaries by name.
 
     A run's test metrics are read from the first of ``result_keys`` its results hold (a transfer run
     writes ``transfer``, a target-only run ``target_only``); zero-shot test metrics come along.
+    Runs keep their logs, checkpoints and results in ``work_dir`` (default: a temporary folder); rerun
+    with the same ``work_dir`` after a crash and finished runs are reused, not trained again.
     """
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="rec_transfer_bench_") as tmp:
+        work = Path(work_dir) if work_dir is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        reuse = work_dir is not None
         jobs = [(name, config, seed) for name, config in configs.items() for seed in seeds]
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             futures = {
-                job: pool.submit(run_seed, job[1], job[2], f"{job[0]}-seed{job[2]}", extra_args, Path(tmp))
+                job: pool.submit(run_seed, job[1], job[2], f"{job[0]}-seed{job[2]}", extra_args, work, reuse)
                 for job in jobs
             }
         for name, config in configs.items():

@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
 
+    measured = provenance()  # at the start: the commit whose code the runs import
     sources = args.sources or default_sources(args.target)
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     out_dir = Path(args.output_dir)
@@ -66,7 +67,8 @@ def main() -> None:
     for variant, res in results.items():
         res["config"] = VARIANTS[variant]["config"]  # the temporary file is gone; name the shipped one
     report = {
-        **provenance(),
+        **measured,
+        "note": "per_seed git_commit: the code each run imported (a rerun reuses runs that finished earlier)",
         "target": args.target,
         "sources": sources,
         "source_epochs": args.source_epochs,

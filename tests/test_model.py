@@ -107,3 +107,29 @@ def test_tiny_model_overfits_tiny_domain(tiny_domain):
             opt.step()
         first = first or loss.item()
     assert loss.item() < 0.3 * first
+
+
+def test_evaluation_builds_the_item_table_once_and_never_scores_with_stale_weights(tiny_domain):
+    torch.manual_seed(0)
+    model = _model(mode="text", similarity="dot", temperature=1.0)
+    model.add_domain("books", tiny_domain.num_items, torch.randn(tiny_domain.num_items + 1, 16))
+    calls = []
+    model.item_tower.register_forward_hook(lambda *_: calls.append(1))
+    batches = _batches(tiny_domain, "valid", size=8)
+    assert len(batches) > 1
+    model.eval()
+    with torch.no_grad():
+        cached = torch.cat([model(b) for b in batches])
+    assert len(calls) == 1  # one table for the whole pass
+    with torch.enable_grad():  # with gradients on, every call builds its own table
+        torch.testing.assert_close(cached, torch.cat([model(b) for b in batches]).detach())
+    model.train()  # a training step changes the adaptor; the next evaluation must see it
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.loss(_batches(tiny_domain, "train")[0]).backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = torch.cat([model(b) for b in batches])
+    with torch.enable_grad():
+        torch.testing.assert_close(after, torch.cat([model(b) for b in batches]).detach())
+    assert not torch.allclose(after, cached)

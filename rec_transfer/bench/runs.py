@@ -72,6 +72,7 @@ def run_seed(
     cfg = prepare_config(config, run_name, out_dir)
     cmd = [sys.executable, "-m", "rec_transfer.cli", "fit", "--config", str(cfg), "--seed_everything", str(seed),
            *extra_args]  # fmt: skip
+    commit = git_commit()  # the code this run imports: at its start, not whenever the report is written
     start = time.perf_counter()
     log = out_dir / f"{run_name}.log"
     with log.open("w") as f:
@@ -80,6 +81,7 @@ def run_seed(
         raise RuntimeError(f"run {run_name} failed ({code}):\n{log.read_text()[-4000:]}")
     results = json.loads(results_path.read_text())
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results["git_commit"] = commit
     results_path.write_text(json.dumps(results, indent=2))  # marks the run finished, for reuse
     return results
 
@@ -137,6 +139,7 @@ def bench_configs(
                 zero_shot = zero_shot_test(r)
                 print(f"{name} seed {seed}: {json.dumps(test | zero_shot)}", flush=True)
                 timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
+                timing["git_commit"] = r.get("git_commit", "unknown")
                 per_seed.append({"seed": seed, **timing, **test, **zero_shot})
             summary = summarize(per_seed, "test/") | summarize(per_seed, "zeroshot_test/")
             out[name] = {"config": str(config), "per_seed": per_seed, "summary": summary}

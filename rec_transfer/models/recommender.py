@@ -78,6 +78,8 @@ class TransferRecommender(L.LightningModule):
         self.train_epoch_seconds: list[float] = []
         # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
         self.val_history: list[dict[str, float]] = []
+        # Item tables built once per evaluation pass (see item_table); never saved, dropped on any change of mode.
+        self._eval_tables: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
@@ -145,7 +147,22 @@ class TransferRecommender(L.LightningModule):
 
     # ------------------------------------------------------------------ maths
     def item_table(self, domain: str) -> torch.Tensor:
-        return self.item_tower(domain)  # (N + 1, D)
+        """(N + 1, D) item vectors of ``domain``.
+
+        In evaluation (eval mode, no gradients) the weights cannot change between batches, so the table
+        is built once and reused by every batch of the pass: with the text adaptor over all items, that
+        was most of the cost of a validation. ``train()``/``eval()`` and every evaluation epoch's start
+        drop it, so weights changed by training or loading are never scored with a stale table.
+        """
+        if self.training or torch.is_grad_enabled():
+            return self.item_tower(domain)
+        if domain not in self._eval_tables:
+            self._eval_tables[domain] = self.item_tower(domain)
+        return self._eval_tables[domain]
+
+    def train(self, mode: bool = True):
+        self._eval_tables = {}
+        return super().train(mode)
 
     def logits(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(T, D) states against (M, D) item vectors → (T, M) float32 similarities / temperature."""
@@ -224,6 +241,15 @@ class TransferRecommender(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.val_metrics[batch["domain"]].update(self(batch), batch["target"])
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_tables = {}
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_tables = {}
+
+    def on_predict_epoch_start(self) -> None:
+        self._eval_tables = {}
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics, self._eval_domains(self.trainer.val_dataloaders))

@@ -17,19 +17,20 @@ DOMAINS = {
     "ml-100k": "movielens/ml-100k",
 }
 
-# Each variant is a shipped config plus changes; transfer variants also report their zero-shot point.
+# Each variant is a shipped config plus changes; transfer variants also report their zero-shot point. Transfer
+# fine-tunes as configs/scientific_transfer.yaml says: the sequence encoder frozen, the adaptor (and IDs) trained.
 VARIANTS: dict[str, dict] = {
     "sasrec": {"config": "configs/scientific_sasrec.yaml", "label": "SASRec (IDs), target only"},
     "text_target_only": {"config": "configs/scientific_target_only.yaml", "label": "text, target only"},
-    "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + fine-tune (text)"},
+    "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + adaptor fine-tune (text)"},
     "transfer_text+id": {
         "config": "configs/scientific_transfer.yaml",
-        "label": "transfer + fine-tune (text+ID)",
+        "label": "transfer + adaptor/ID fine-tune (text+ID)",
         "model": {"mode": "text+id"},
     },
     "transfer_smollm2": {
         "config": "configs/scientific_transfer.yaml",
-        "label": "transfer + fine-tune (text, SmolLM2)",
+        "label": "transfer + adaptor fine-tune (text, SmolLM2)",
         "text_model": "smollm2",
     },
 }

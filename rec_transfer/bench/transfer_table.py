@@ -142,7 +142,7 @@ def plot(results: dict, target: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = rows(results)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 2.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 3.5), sharey=True)
     for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
         labels = [label for label, s in table if metric in s]
         means = [s[metric]["mean"] for _, s in table if metric in s]
@@ -153,8 +153,8 @@ def plot(results: dict, target: str, path: Path) -> None:
                 ax.axvline(values[metric], linestyle="--", color=f"C{i + 1}", label=name)
         ax.set_xlabel(f"test {metric}")
         ax.invert_yaxis()
-        if PUBLISHED.get(target):
-            ax.legend(fontsize=7, loc="lower right")
+        if PUBLISHED.get(target):  # below the axes: inside, it hides the bars
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.suptitle(f"{target}: full ranking, leave-one-out")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

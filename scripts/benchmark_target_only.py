@@ -32,12 +32,17 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(CONFIGS), nargs="+", default=sorted(CONFIGS))
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (e.g. several on one GPU)")
     parser.add_argument("--output", default="benchmarks/results/scientific_target_only.json")
+    parser.add_argument(
+        "--work-dir",
+        default="lightning_logs/bench_runs/target_only",
+        help="runs' logs, checkpoints and results; rerunning the same command reuses the runs that finished",
+    )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
 
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     configs = {k: CONFIGS[k] for k in args.only}
-    results = bench_configs(configs, args.seeds, extra, parallel=args.parallel)
+    results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=args.work_dir)
     measured = provenance()  # of this run: the report's header and every model rerun now
     for res in results.values():
         res["provenance"] = measured

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -23,18 +24,36 @@ def test_prepared_runs_never_share_checkpoints_or_logs(config, tmp_path):
     assert len(seen) == 2
 
 
-def test_finished_runs_are_reused_and_unfinished_ones_rerun(tmp_path):
-    from rec_transfer.bench.runs import run_seed
+def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(tmp_path, monkeypatch):
+    from rec_transfer.bench import runs
+    from rec_transfer.bench.runs import git_commit, run_seed
 
-    finished = {"target_only": {"test/x/ndcg@10": 0.5}, "wall_seconds": 12.0}
+    commit = git_commit()
+    monkeypatch.setattr(runs, "git_commit", lambda: commit)
+    started = []  # stands in for ``rec-transfer fit``: records the start and fails
+    monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: started.append(cmd) or SimpleNamespace(returncode=1))
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {mode: id}\n")
+    key = {"commit": commit, "config": config.read_text(), "seed": 0, "args": ["--x", "1"]}
+    finished = {"target_only": {"test/x/ndcg@10": 0.5}, "wall_seconds": 12.0, "run_key": key}
     (tmp_path / "a-seed0.json").write_text(json.dumps(finished))
-    # The config does not exist: a run that was not reused would fail to start.
-    assert run_seed(tmp_path / "missing.yaml", 0, "a-seed0", [], tmp_path, reuse=True) == finished
-    (tmp_path / "b-seed0.json").write_text(json.dumps({"target_only": {}}))  # no wall time: it did not finish
-    with pytest.raises(FileNotFoundError):
-        run_seed(tmp_path / "missing.yaml", 0, "b-seed0", [], tmp_path, reuse=True)
-    with pytest.raises(FileNotFoundError):
-        run_seed(tmp_path / "missing.yaml", 0, "a-seed0", [], tmp_path, reuse=False)
+    # Reused: read back without starting a run.
+    assert run_seed(config, 0, "a-seed0", ["--x", "1"], tmp_path, reuse=True) == finished
+    assert not started
+
+    def starts_a_run(**changes):  # not reused: it starts ``rec-transfer fit`` (which "fails" here)
+        args = {"config": config, "seed": 0, "run_name": "a-seed0", "extra_args": ["--x", "1"], "reuse": True}
+        with pytest.raises(RuntimeError, match="failed"):
+            run_seed(out_dir=tmp_path, **(args | changes))
+
+    starts_a_run(seed=1)
+    starts_a_run(extra_args=["--x", "2"])
+    starts_a_run(reuse=False)
+    (tmp_path / "a-seed0.json").write_text(json.dumps(finished | {"run_key": key | {"commit": "other"}}))
+    with pytest.raises(RuntimeError, match="failed"):
+        run_seed(config, 0, "a-seed0", ["--x", "1"], tmp_path, reuse=True)
+    assert len(started) == 4
 
 
 def test_summarize_mean_and_sample_std():

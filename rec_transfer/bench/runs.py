@@ -60,19 +60,22 @@ def run_seed(
     """``rec-transfer fit`` for one seed; returns its results JSON plus the wall time.
 
     With ``reuse``, a run whose results JSON is already in ``out_dir`` (a finished run of an interrupted
-    benchmark) is read back instead of trained again.
+    benchmark) is read back instead of trained again, if it ran the same config, seed and arguments at
+    the same git commit; otherwise it is trained again.
     """
     results_path = out_dir / f"{run_name}.json"
+    commit = git_commit()  # the code this run imports: at its start, not whenever the report is written
+    key = {"commit": commit, "config": Path(config).read_text(), "seed": seed, "args": list(extra_args)}
     if reuse and results_path.exists():
         results = json.loads(results_path.read_text())
-        if "wall_seconds" in results:  # written below once the run finished
+        if results.get("run_key") == key:  # written below once the run finished
             print(f"{run_name}: reusing the finished run in {results_path}", flush=True)
             return results
+        print(f"{run_name}: the results in {results_path} are of another run or commit; training again", flush=True)
     shutil.rmtree(out_dir / "checkpoints" / run_name, ignore_errors=True)  # a crashed attempt's, if any
     cfg = prepare_config(config, run_name, out_dir)
     cmd = [sys.executable, "-m", "rec_transfer.cli", "fit", "--config", str(cfg), "--seed_everything", str(seed),
            *extra_args]  # fmt: skip
-    commit = git_commit()  # the code this run imports: at its start, not whenever the report is written
     start = time.perf_counter()
     log = out_dir / f"{run_name}.log"
     with log.open("w") as f:
@@ -82,7 +85,8 @@ def run_seed(
     results = json.loads(results_path.read_text())
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     results["git_commit"] = commit
-    results_path.write_text(json.dumps(results, indent=2))  # marks the run finished, for reuse
+    results["run_key"] = key  # marks the run finished, for reuse
+    results_path.write_text(json.dumps(results, indent=2))
     return results
 
 

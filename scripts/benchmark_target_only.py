@@ -40,10 +40,10 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
 
+    measured = provenance()  # at the start, the commit the runs import: the report's header and every model rerun now
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     configs = {k: CONFIGS[k] for k in args.only}
     results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=args.work_dir)
-    measured = provenance()  # of this run: the report's header and every model rerun now
     for res in results.values():
         res["provenance"] = measured
     output = Path(args.output)

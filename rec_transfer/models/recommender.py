@@ -78,7 +78,7 @@ class TransferRecommender(L.LightningModule):
         self.train_epoch_seconds: list[float] = []
         # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
         self.val_history: list[dict[str, float]] = []
-        # Item tables built once per evaluation pass (see item_table); never saved, dropped on any change of mode.
+        # Item tables built once per evaluation pass (see item_table); never saved, dropped by train()/eval().
         self._eval_tables: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ domains
@@ -151,9 +151,9 @@ class TransferRecommender(L.LightningModule):
 
         In evaluation (eval mode, no gradients) the weights cannot change between batches, so the table
         is built once and reused by every batch of the pass: rebuilding the text adaptor's output for
-        every batch took about 40 % of a validation on Scientific. ``train()``/``eval()`` and every
-        evaluation epoch's start drop it, so weights changed by training or loading are never scored
-        with a stale table.
+        every batch took about 40 % of a validation on Scientific. ``train()``/``eval()`` drop it (Lightning
+        calls ``eval()`` as every validation, test and predict loop starts, after any checkpoint is loaded),
+        so weights changed by training or loading are never scored with a stale table.
         """
         if self.training or torch.is_grad_enabled():
             return self.item_tower(domain)
@@ -242,15 +242,6 @@ class TransferRecommender(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.val_metrics[batch["domain"]].update(self(batch), batch["target"])
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_tables = {}
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_tables = {}
-
-    def on_predict_epoch_start(self) -> None:
-        self._eval_tables = {}
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics, self._eval_domains(self.trainer.val_dataloaders))

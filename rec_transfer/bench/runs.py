@@ -122,7 +122,8 @@ def bench_configs(
     A run's test metrics are read from the first of ``result_keys`` its results hold (a transfer run
     writes ``transfer``, a target-only run ``target_only``); zero-shot test metrics come along.
     Runs keep their logs, checkpoints and results in ``work_dir`` (default: a temporary folder); rerun
-    with the same ``work_dir`` after a crash and finished runs are reused, not trained again.
+    with the same ``work_dir`` after a crash and the runs that finished at the same commit, with the same
+    config, seed and arguments, are reused, not trained again (``run_seed``).
     """
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="rec_transfer_bench_") as tmp:

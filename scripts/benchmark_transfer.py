@@ -1,7 +1,9 @@
 """Does transfer help? Target-only baselines, zero-shot, and transfer + fine-tune on one target, over seeds.
 
 Writes benchmarks/results/<target>.json (git commit, command, machine, per-seed values, wall times),
-<target>.md (the table) and <target>.png (a chart) and prints the table.
+<target>.md (the table) and <target>.png (a chart) and prints the table. Variants already in
+<target>.json and not run this time stay in the table, each with the command and commit that
+measured it, if that report has the same sources, source epochs and seeds (checked first).
 
 Examples:
     python scripts/benchmark_transfer.py --target Scientific --seeds 0 1 2
@@ -25,6 +27,8 @@ from rec_transfer.bench.transfer_table import (
     PUBLISHED,
     VARIANTS,
     default_sources,
+    earlier_results,
+    in_table_order,
     markdown_table,
     plot,
     variant_config,
@@ -55,6 +59,11 @@ def main() -> None:
     extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / args.target
+    try:
+        kept = earlier_results(stem.with_suffix(".json"), args.variants, sources, args.source_epochs, args.seeds)
+    except ValueError as e:
+        parser.error(str(e))
     with tempfile.TemporaryDirectory(prefix="rec_transfer_variants_") as tmp:
         configs = {}
         for variant in args.variants:
@@ -66,9 +75,12 @@ def main() -> None:
         results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=work_dir)
     for variant, res in results.items():
         res["config"] = VARIANTS[variant]["config"]  # the temporary file is gone; name the shipped one
+        res["provenance"] = measured
+    results = in_table_order(results | kept)
     report = {
         **measured,
-        "note": "per_seed git_commit: the code each run imported (a rerun reuses runs that finished earlier)",
+        "note": "each variant's provenance: the command that measured it; per_seed git_commit: the code each "
+        "run imported (a rerun reuses runs that finished earlier)",
         "target": args.target,
         "sources": sources,
         "source_epochs": args.source_epochs,
@@ -78,13 +90,17 @@ def main() -> None:
         "results": results,
         "published": PUBLISHED.get(args.target, {}),
     }
-    stem = out_dir / args.target
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     table = markdown_table(results, args.target, args.seeds)
-    stem.with_suffix(".md").write_text(
-        f"Command: `{report['command']}`  \nCommit: `{report['git_commit']}`; machine: {report['machine']['device']}; "
-        f"sources: {', '.join(sources)}\n\n{table}"
+    measured_by = {}  # command and commit -> variants they measured
+    for variant, res in results.items():
+        p = res["provenance"]
+        measured_by.setdefault((p["command"], p["git_commit"], p["machine"]["device"]), []).append(variant)
+    header = "".join(
+        f"Command: `{cmd}`  \nCommit: `{commit}`; machine: {device}; rows: {', '.join(variants)}\n\n"
+        for (cmd, commit, device), variants in measured_by.items()
     )
+    stem.with_suffix(".md").write_text(f"{header}Sources: {', '.join(sources)}\n\n{table}")
     plot(results, args.target, stem.with_suffix(".png"))
     print("\n" + table)
     print(f"wrote {stem}.json, .md, .png")

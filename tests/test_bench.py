@@ -72,11 +72,15 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
         cfg = variant_config(variant, "Office", sources, source_epochs=3)
         data = cfg["data"]["init_args"]
         assert data["target"]["init_args"]["path"] == "amazon/Office"
-        if variant.startswith("transfer"):
+        if variant.startswith(("transfer", "zero_shot")):
             assert [s["init_args"]["path"].split("/")[-1] for s in data["sources"]] == sources
             (transfer,) = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
             assert transfer["init_args"]["source_epochs"] == 3
             assert transfer["init_args"]["freeze"] == ["encoder"]  # the recipe that transferred best
+            if variant.startswith("zero_shot"):  # stops at the switch, never earlier
+                assert cfg["trainer"]["max_epochs"] == 3 and transfer["init_args"]["source_patience"] is None
+            else:
+                assert cfg["trainer"]["max_epochs"] > 3 and transfer["init_args"]["source_patience"] is not None
         else:
             assert not data.get("sources")
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
@@ -84,6 +88,30 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])
+
+
+def test_earlier_results_kept_only_for_the_same_settings(tmp_path):
+    from rec_transfer.bench.transfer_table import earlier_results, in_table_order
+
+    path = tmp_path / "Scientific.json"
+    assert earlier_results(path, ["sasrec"], ["Office"], 4, [0, 1]) == {}  # no earlier report
+    report = {"command": "python old", "git_commit": "abc", "machine": {"device": "cpu"}, "sources": ["Office"],
+              "source_epochs": 4, "seeds": [0, 1], "results": {"sasrec": {}, "transfer_text": {}}}  # fmt: skip
+    path.write_text(json.dumps(report))
+    kept = earlier_results(path, ["sasrec", "zero_shot_text"], ["Office"], 4, [0, 1])
+    assert list(kept) == ["transfer_text"]  # the variant run now replaces its earlier row
+    assert kept["transfer_text"]["provenance"] == {
+        "command": "python old",
+        "git_commit": "abc",
+        "machine": {"device": "cpu"},
+    }
+    for changed in ((["Food"], 4, [0, 1]), (["Office"], 2, [0, 1]), (["Office"], 4, [0])):
+        with pytest.raises(ValueError, match="write this run elsewhere"):
+            earlier_results(path, ["sasrec"], *changed)
+    # Rerunning every earlier variant needs nothing from the old report, whatever its settings.
+    assert earlier_results(path, ["sasrec", "transfer_text"], ["Food"], 1, [0]) == {}
+    assert list(in_table_order({"zero_shot_text": 1, "sasrec": 2, "transfer_text": 3})) == [
+        "sasrec", "transfer_text", "zero_shot_text"]  # fmt: skip
 
 
 def fake_results():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import yaml
@@ -23,6 +24,13 @@ VARIANTS: dict[str, dict] = {
     "sasrec": {"config": "configs/scientific_sasrec.yaml", "label": "SASRec (IDs), target only"},
     "text_target_only": {"config": "configs/scientific_target_only.yaml", "label": "text, target only"},
     "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + adaptor fine-tune (text)"},
+    # Sources only: the run stops at the switch and tests the source epoch with the best target validation
+    # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
+    "zero_shot_text": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "zero-shot (sources only, text): best source epoch by target validation",
+        "sources_only": True,
+    },
     "transfer_text+id": {
         "config": "configs/scientific_transfer.yaml",
         "label": "transfer + adaptor/ID fine-tune (text+ID)",
@@ -72,10 +80,14 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
             source = copy.deepcopy(template)
             source["init_args"]["path"] = DOMAINS[name]
             data["sources"].append(source)
-        if source_epochs is not None:
-            for cb in cfg["trainer"]["callbacks"]:
-                if cb["class_path"].endswith("DomainTransfer"):
-                    cb["init_args"]["source_epochs"] = source_epochs
+        for cb in cfg["trainer"]["callbacks"]:
+            if not cb["class_path"].endswith("DomainTransfer"):
+                continue
+            if source_epochs is not None:
+                cb["init_args"]["source_epochs"] = source_epochs
+            if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step
+                cb["init_args"]["source_patience"] = None
+                cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]
     if "text_model" in spec:
         for domain in [data["target"], *data.get("sources", [])]:
             domain["init_args"]["text_encoder"]["model_name"] = spec["text_model"]
@@ -106,6 +118,34 @@ def finetune_config(target: str, strategy: str, pretrained: Path) -> dict:
                     "init_args": {"source_epochs": 0, "freeze": spec.get("freeze", [])}}  # fmt: skip
         cfg["trainer"]["callbacks"].insert(0, transfer)
     return cfg
+
+
+def earlier_results(
+    path: Path, running: list[str], sources: list[str], source_epochs: int | None, seeds: list[int]
+) -> dict:
+    """The variants of the earlier report at ``path`` that are not ``running`` now, to keep in the new table.
+
+    Only rows of the same sources, source epochs and seeds are kept (others would not compare in one
+    table): checked before any run starts, so a mismatch costs nothing. Each kept variant carries the
+    command and commit that measured it (``provenance``).
+    """
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    kept = {k: v for k, v in earlier.get("results", {}).items() if k not in running}
+    settings = (earlier.get("sources"), earlier.get("source_epochs"), earlier.get("seeds"))
+    if kept and settings != (sources, source_epochs, seeds):
+        raise ValueError(
+            f"{path} holds {sorted(kept)} measured with sources, source epochs, seeds {settings}, not "
+            f"{(sources, source_epochs, seeds)}: write this run elsewhere (--output-dir) or rerun those variants too"
+        )
+    for res in kept.values():  # reports written before per-variant provenance: the report's own
+        res.setdefault("provenance", {k: earlier.get(k) for k in ("command", "git_commit", "machine")})
+    return kept
+
+
+def in_table_order(results: dict) -> dict:
+    return {k: results[k] for k in [*VARIANTS, *results] if k in results}
 
 
 def rows(results: dict) -> list[tuple[str, dict]]:

@@ -56,6 +56,14 @@ def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(t
     assert len(started) == 4
 
 
+def test_best_validation_is_the_first_best_epoch():
+    from rec_transfer.bench.runs import best_validation
+
+    history = [{"epoch": 0, "ndcg@10": 0.1}, {"epoch": 1, "ndcg@10": 0.3}, {"epoch": 2, "ndcg@10": 0.3}]
+    assert best_validation(history) == {"best_val_ndcg@10": 0.3, "best_epoch": 1}
+    assert best_validation([]) == {}
+
+
 def test_summarize_mean_and_sample_std():
     out = summarize([{"test/x": 1.0, "other": 5}, {"test/x": 3.0}], "test/")
     assert out == {"test/x": {"mean": 2.0, "std": 1.41421, "values": [1.0, 3.0]}}

@@ -95,6 +95,14 @@ def zero_shot_test(results: dict) -> dict[str, float]:
     return {k: v for k, v in results.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")}
 
 
+def best_validation(history: list[dict]) -> dict:
+    """The best target validation NDCG@10 of a run and its epoch (the first of equal ones, as checkpoints keep)."""
+    if not history:
+        return {}
+    best = max(history, key=lambda h: h["ndcg@10"])  # max keeps the first of equal values
+    return {"best_val_ndcg@10": best["ndcg@10"], "best_epoch": best["epoch"]}
+
+
 def summarize(per_seed: list[dict], prefix: str) -> dict:
     """Mean and (sample) standard deviation of every ``prefix*`` metric over seeds."""
     keys = sorted({k for r in per_seed for k in r if k.startswith(prefix)})
@@ -145,6 +153,7 @@ def bench_configs(
                 print(f"{name} seed {seed}: {json.dumps(test | zero_shot)}", flush=True)
                 timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
                 timing["git_commit"] = r.get("git_commit", "unknown")
+                timing |= best_validation(r.get("val_history", []))
                 per_seed.append({"seed": seed, **timing, **test, **zero_shot})
             summary = summarize(per_seed, "test/") | summarize(per_seed, "zeroshot_test/")
             out[name] = {"config": str(config), "per_seed": per_seed, "summary": summary}

@@ -76,9 +76,9 @@ class Crash(Callback):
             raise RuntimeError("simulated crash")
 
 
-def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",)):
+def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",), mode="text"):
     L.seed_everything(0)
-    model = TransferRecommender(mode="text", hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3)
+    model = TransferRecommender(mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3)
     callbacks = [
         DomainTransfer(source_epochs=SOURCE_EPOCHS, freeze=list(freeze)),
         LatestCheckpoint(dirpath=ckpt_dir, monitor="hp/val_ndcg@10", mode="max", save_last=True),
@@ -110,6 +110,15 @@ def test_switch_freezes_and_logs_zero_shot(uninterrupted):
     opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert not opt_params & {id(p) for p in model.encoder.parameters()}  # the optimizer was rebuilt
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # target_lr
+
+
+def test_id_pretraining_leaves_the_target_text_only_when_its_ids_are_frozen(cache_dir, tmp_path):
+    # IDs learn on the sources; frozen at their zero start, the target's item table is the adapted text alone.
+    _, model, _ = fit(cache_dir, tmp_path, freeze=("encoder", "item_tower.id_embeddings"), mode="text+id")
+    ids = model.item_tower.id_embeddings
+    assert all(ids[source].weight.abs().sum() > 0 for source in ("books", "toys"))
+    assert torch.count_nonzero(ids["posters"].weight) == 0
+    assert all(p.requires_grad for p in model.item_tower.adaptor.parameters())  # what the target trains
 
 
 @pytest.mark.parametrize("crash", [(1, 1), (3, 1)], ids=["killed-in-source-phase", "killed-in-target-phase"])

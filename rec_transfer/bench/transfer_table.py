@@ -36,6 +36,14 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer + adaptor/ID fine-tune (text+ID)",
         "model": {"mode": "text+id"},
     },
+    # IDs on the sources only: they soak up item-specific signal there; on the target the ID table stays at zero
+    # (frozen), so only the text adaptor trains, as in transfer_text.
+    "transfer_idpretrain": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
+        "model": {"mode": "text+id"},
+        "freeze": ["encoder", "item_tower.id_embeddings"],
+    },
     "transfer_smollm2": {
         "config": "configs/scientific_transfer.yaml",
         "label": "transfer + adaptor fine-tune (text, SmolLM2)",
@@ -85,6 +93,8 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
                 continue
             if source_epochs is not None:
                 cb["init_args"]["source_epochs"] = source_epochs
+            if "freeze" in spec:
+                cb["init_args"]["freeze"] = spec["freeze"]
             if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step
                 cb["init_args"]["source_patience"] = None
                 cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]

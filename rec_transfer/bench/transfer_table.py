@@ -26,6 +26,11 @@ VARIANTS: dict[str, dict] = {
     "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + adaptor fine-tune (text)"},
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
+    "transfer_text_full": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "transfer + full fine-tune (text)",
+        "freeze": [],
+    },
     "zero_shot_text": {
         "config": "configs/scientific_transfer.yaml",
         "label": "zero-shot (sources only, text): best source epoch by target validation",

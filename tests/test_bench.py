@@ -84,7 +84,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
             assert [s["init_args"]["path"].split("/")[-1] for s in data["sources"]] == sources
             (transfer,) = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
             assert transfer["init_args"]["source_epochs"] == 3
-            # The recipe that transferred best: the encoder frozen on the target (and, for ID pre-training, the IDs).
+            # The shipped recipe freezes the encoder on the target (ID pre-training: the IDs too); _full freezes none.
             assert transfer["init_args"]["freeze"] == VARIANTS[variant].get("freeze", ["encoder"])
             assert ("encoder" in transfer["init_args"]["freeze"]) == (variant != "transfer_text_full")
             if variant.startswith("zero_shot"):  # stops at the switch, never earlier

@@ -24,13 +24,13 @@ VARIANTS: dict[str, dict] = {
     "sasrec": {"config": "configs/scientific_sasrec.yaml", "label": "SASRec (IDs), target only"},
     "text_target_only": {"config": "configs/scientific_target_only.yaml", "label": "text, target only"},
     "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + adaptor fine-tune (text)"},
-    # Sources only: the run stops at the switch and tests the source epoch with the best target validation
-    # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
     "transfer_text_full": {
         "config": "configs/scientific_transfer.yaml",
         "label": "transfer + full fine-tune (text)",
         "freeze": [],
     },
+    # Sources only: the run stops at the switch and tests the source epoch with the best target validation
+    # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
     "zero_shot_text": {
         "config": "configs/scientific_transfer.yaml",
         "label": "zero-shot (sources only, text): best source epoch by target validation",

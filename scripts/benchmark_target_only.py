@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from rec_transfer.bench import transfer_table
-from rec_transfer.bench.runs import bench_configs, provenance
+from rec_transfer.bench.runs import bench_configs, not_rerun, provenance
 
 PAPERS = transfer_table.PUBLISHED["Scientific"]  # UniSRec (KDD 2022) and VQ-Rec (WWW 2023), same split
 PUBLISHED = {
@@ -47,11 +47,8 @@ def main() -> None:
     for res in results.values():
         res["provenance"] = measured
     output = Path(args.output)
-    kept = json.loads(output.read_text()) if output.exists() else {}
-    for name, res in kept.get("results", {}).items():  # models not rerun this time
-        if name not in results:
-            res.setdefault("provenance", {k: kept.get(k) for k in ("command", "git_commit", "machine")})
-            results[name] = res
+    if output.exists():  # models not rerun this time keep their earlier results
+        results |= not_rerun(json.loads(output.read_text()), results)
     report = {
         **measured,
         "note": "each model's results carry the command and commit that measured them (provenance)",

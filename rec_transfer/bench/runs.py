@@ -38,6 +38,18 @@ def provenance() -> dict:
     return {"command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "machine": machine()}
 
 
+def not_rerun(report: dict, rerun) -> dict:
+    """The results of an earlier benchmark ``report`` whose names are not in ``rerun``, to keep in the new one.
+
+    Each carries the command, commit and machine that measured it (``provenance``); results of reports
+    older than per-result provenance get the report's own.
+    """
+    kept = {name: res for name, res in report.get("results", {}).items() if name not in rerun}
+    for res in kept.values():
+        res.setdefault("provenance", {k: report.get(k) for k in ("command", "git_commit", "machine")})
+    return kept
+
+
 def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
     """A copy of ``config`` whose checkpoints, logs and results go to their own places for this run."""
     cfg = yaml.safe_load(Path(config).read_text())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from rec_transfer.bench.runs import not_rerun
+
 # Folder of each domain under the data root (../shared/data).
 DOMAINS = {
     "Scientific": "amazon/Scientific",
@@ -147,15 +149,13 @@ def earlier_results(
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
-    kept = {k: v for k, v in earlier.get("results", {}).items() if k not in running}
+    kept = not_rerun(earlier, running)
     settings = (earlier.get("sources"), earlier.get("source_epochs"), earlier.get("seeds"))
     if kept and settings != (sources, source_epochs, seeds):
         raise ValueError(
             f"{path} holds {sorted(kept)} measured with sources, source epochs, seeds {settings}, not "
             f"{(sources, source_epochs, seeds)}: write this run elsewhere (--output-dir) or rerun those variants too"
         )
-    for res in kept.values():  # reports written before per-variant provenance: the report's own
-        res.setdefault("provenance", {k: earlier.get(k) for k in ("command", "git_commit", "machine")})
     return kept
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub, also in spawned workers
@@ -273,6 +275,31 @@ def test_cache_hit_does_not_load_model(tiny_bert, tmp_path, monkeypatch):
     config = TextEncoderConfig(model_name=str(tiny_bert))
     assert torch.equal(config.item_vectors(SENTENCES, cache_dir=tmp_path, progress=False), first)
     assert [p.suffix for p in _vector_files(tmp_path)] == [".safetensors"]  # no temp files left behind
+
+
+def test_concurrent_misses_encode_once(tiny_bert, tmp_path, monkeypatch, caplog):
+    """Two callers (processes in real use; threads here) that miss the same entry together: one encodes it."""
+    loads: list[str] = []
+    real = cache_module.load_text_model
+
+    def slow_load(name, *args, **kwargs):
+        loads.append(name)
+        time.sleep(1.0)  # the other caller checks the cache meanwhile, and misses
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "load_text_model", slow_load)
+    together = threading.Barrier(2)
+
+    def call() -> torch.Tensor:
+        together.wait()
+        return cached_item_vectors(SENTENCES, model_name=str(tiny_bert), cache_dir=tmp_path, progress=False)
+
+    with caplog.at_level(logging.WARNING), ThreadPoolExecutor(2) as pool:
+        first, second = [f.result() for f in [pool.submit(call), pool.submit(call)]]
+    assert len(loads) == 1
+    assert f"Another process is encoding these {len(SENTENCES)} texts" in caplog.text  # the one that waits says so
+    assert torch.equal(first, second)
+    assert [p.suffix for p in _vector_files(tmp_path)] == [".safetensors"]
 
 
 def test_cache_misses_on_any_change(tiny_bert, tiny_llama, tmp_path, count_loads):

@@ -10,6 +10,7 @@ same folder and renamed into place, so readers never see a partial file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -220,7 +222,9 @@ def cached_item_vectors(
 
     Under ``torch.distributed`` every rank must call this with the same arguments (so from Lightning's ``setup``,
     not the rank-0-only ``prepare_data``): all ranks encode their shard, rank 0 writes the file, and every rank
-    returns the full tensor.
+    returns the full tensor. Outside ``torch.distributed``, processes that miss the same file at once encode it
+    once: the first holds a lock (``<cache_dir>/locks/<key>.lock``) while it encodes; the others wait, then read
+    its file.
 
     Args:
         texts: One text per item, in item order.
@@ -273,6 +277,60 @@ def cached_item_vectors(
         log.info("Loaded %d cached text vectors from %s", len(texts), path)
         return vectors
 
+    encode = functools.partial(
+        _encode_and_save,
+        texts,
+        path,
+        expected,
+        model_name=model_name,
+        pooling=pooling,
+        max_length=max_length,
+        normalize=normalize,
+        template=template,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        trust_remote_code=trust_remote_code,
+        progress=progress,
+    )
+    if _distributed():
+        return encode()
+    # Independent processes sharing a cache (seeds run side by side, a grid of fits) would each encode the same
+    # catalogue: the first one encodes under a lock, the others wait for it and read its file.
+    # An OS lock (flock): a process that dies holding it releases it, so no stale lock can block later runs.
+    lock_path = Path(cache_dir) / "locks" / f"{key}.lock"  # beside, not among, the vector files
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        log.warning("Another process is encoding these %d texts (%s holds the lock); waiting", len(texts), lock_path)
+        lock.acquire()
+    try:
+        vectors = _load_vectors(path, expected)
+        if vectors is not None:
+            log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
+            return vectors
+        return encode()
+    finally:
+        lock.release()
+
+
+def _encode_and_save(
+    texts: Sequence[str],
+    path: Path,
+    expected: dict[str, str],
+    *,
+    model_name: str,
+    pooling: PoolingMethod,
+    max_length: int,
+    normalize: bool,
+    template: str,
+    batch_size: int,
+    cache_dir: str | Path,
+    trust_remote_code: bool,
+    progress: bool,
+) -> torch.Tensor:
+    """Encode on every rank (sharded under ``torch.distributed``), write the file from rank 0, return the vectors."""
     rank = dist.get_rank() if _distributed() else 0
     if _distributed():
         # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.

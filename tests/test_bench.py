@@ -94,7 +94,8 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
         else:
             assert not data.get("sources")
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
-    assert {d["init_args"]["text_encoder"]["model_name"] for d in [smol["target"], *smol["sources"]]} == {"smollm2"}
+    encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
+    assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])

@@ -302,6 +302,37 @@ def test_concurrent_misses_encode_once(tiny_bert, tmp_path, monkeypatch, caplog)
     assert [p.suffix for p in _vector_files(tmp_path)] == [".safetensors"]
 
 
+def test_center_subtracts_the_catalogue_mean_from_the_same_cache_file(tiny_bert, tmp_path, count_loads):
+    plain = TextEncoderConfig(model_name=str(tiny_bert)).item_vectors(SENTENCES, cache_dir=tmp_path, progress=False)
+    config = TextEncoderConfig(model_name=str(tiny_bert), center=True)
+    centred = config.item_vectors(SENTENCES, cache_dir=tmp_path, progress=False)
+    assert len(count_loads) == 1 and len(_vector_files(tmp_path)) == 1  # centring is not a new cache entry
+    torch.testing.assert_close(centred, plain - plain.mean(dim=0))
+    assert centred.mean(dim=0).abs().max() < 1e-5 and not torch.allclose(centred, plain)
+
+
+def test_mean_cosine_and_the_warning_for_vectors_that_share_one_direction(monkeypatch, caplog):
+    torch.manual_seed(0)
+    shared = 10 * torch.randn(1, 16) + torch.randn(40, 16)  # one large common direction, as in decoder LLM states
+    normed = torch.nn.functional.normalize(shared, dim=-1)
+    pairs = normed @ normed.T
+    brute = (pairs.sum() - pairs.diagonal().sum()) / (40 * 39)
+    assert cache_module.mean_cosine(shared) == pytest.approx(float(brute), abs=1e-5) and brute > 0.9
+    assert abs(cache_module.mean_cosine(torch.randn(400, 16))) < 0.05
+    assert cache_module.mean_cosine(shared[:1]) == 0.0
+
+    monkeypatch.setattr(cache_module, "cached_item_vectors", lambda texts, **kwargs: shared)
+    with caplog.at_level(logging.WARNING):
+        TextEncoderConfig(model_name="llm").item_vectors(["t"] * 40)
+    assert "set text_encoder.center: true" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        TextEncoderConfig(model_name="llm", center=True).item_vectors(["t"] * 40)
+        monkeypatch.setattr(cache_module, "cached_item_vectors", lambda texts, **kwargs: torch.randn(400, 16))
+        TextEncoderConfig(model_name="llm").item_vectors(["t"] * 400)
+    assert "center" not in caplog.text
+
+
 def test_cache_misses_on_any_change(tiny_bert, tiny_llama, tmp_path, count_loads):
     bert_name = str(tiny_bert)
     base = cached_item_vectors(SENTENCES, model_name=bert_name, cache_dir=tmp_path, progress=False)

@@ -39,7 +39,7 @@ TEMPLATE_FIELD = "{text}"
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """How item texts become vectors; field names match :func:`cached_item_vectors` keywords.
+    """How item texts become vectors; field names match :func:`cached_item_vectors` keywords, but for ``center``.
 
     Attributes:
         model_name: ``"minilm"``, ``"smollm2"``, a local model path or a hub id.
@@ -49,6 +49,9 @@ class TextEncoderConfig:
         normalize: L2-normalise the vectors.
         batch_size: Texts per forward pass (does not change the vectors, so not part of the cache key).
         trust_remote_code: Allow custom model code from the hub.
+        center: Subtract the mean vector of the catalogue (one domain's items) after loading; cheap, so not cached.
+            Decoder LLM states share one large direction (SmolLM2: mean cosine 0.86 between items, against 0.3 for
+            MiniLM) that drowns the differences between items until the adaptor has learnt it away.
     """
 
     model_name: str = "minilm"
@@ -57,6 +60,7 @@ class TextEncoderConfig:
     normalize: bool = False
     batch_size: int = 64
     trust_remote_code: bool = False
+    center: bool = False
 
     def item_vectors(
         self,
@@ -65,8 +69,34 @@ class TextEncoderConfig:
         cache_dir: str | Path = ".cache/rec_transfer",
         progress: bool = True,
     ) -> torch.Tensor:
-        """Shorthand for ``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``."""
-        return cached_item_vectors(texts, **asdict(self), template=template, cache_dir=cache_dir, progress=progress)
+        """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``."""
+        options = asdict(self)
+        center = options.pop("center")
+        vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
+        if center:
+            return vectors - vectors.mean(dim=0, keepdim=True)
+        similarity = mean_cosine(vectors)
+        if similarity > ANISOTROPY_WARNING:
+            log.warning(
+                "Text vectors of %s share one direction (mean cosine %.2f between items); they train slowly "
+                "unless centred: set text_encoder.center: true",
+                self.model_name,
+                similarity,
+            )
+        return vectors
+
+
+ANISOTROPY_WARNING = 0.7  # mean cosine between items above which `center` is advised (MiniLM ~0.3, SmolLM2 ~0.86)
+
+
+def mean_cosine(vectors: torch.Tensor, sample: int = 2000) -> float:
+    """Mean cosine similarity between distinct rows, over the first ``sample`` rows; 0 for fewer than 2."""
+    rows = torch.nn.functional.normalize(vectors[:sample].float(), dim=-1)  # (K, D)
+    k = len(rows)
+    if k < 2:
+        return 0.0
+    total = rows.sum(dim=0)  # sum over pairs i != j of cos(i, j) = |sum|^2 - K
+    return float((total @ total - k) / (k * (k - 1)))
 
 
 class _TemplatedView(Sequence[str]):

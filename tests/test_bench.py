@@ -96,6 +96,9 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
     encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
     assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
+    centred = variant_config("transfer_text_center", "Office", sources)["data"]["init_args"]
+    encoders = [d["init_args"]["text_encoder"] for d in [centred["target"], *centred["sources"]]]
+    assert all(e == {"model_name": "minilm", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])

@@ -31,6 +31,12 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer + full fine-tune (text)",
         "freeze": [],
     },
+    # Each domain's MiniLM vectors centred on their own mean: removes the offset between domains' text vectors.
+    "transfer_text_center": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "transfer + adaptor fine-tune (text, centred per domain)",
+        "text_encoder": {"center": True},
+    },
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
     "zero_shot_text": {

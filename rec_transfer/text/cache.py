@@ -10,13 +10,12 @@ same folder and renamed into place, so readers never see a partial file.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -307,84 +306,56 @@ def cached_item_vectors(
         log.info("Loaded %d cached text vectors from %s", len(texts), path)
         return vectors
 
-    encode = functools.partial(
-        _encode_and_save,
-        texts,
-        path,
-        expected,
-        model_name=model_name,
-        pooling=pooling,
-        max_length=max_length,
-        normalize=normalize,
-        template=template,
-        batch_size=batch_size,
-        cache_dir=cache_dir,
-        trust_remote_code=trust_remote_code,
-        progress=progress,
-    )
-    if _distributed():
-        return encode()
-    # Independent processes sharing a cache (seeds run side by side, a grid of fits) would each encode the same
-    # catalogue: the first one encodes under a lock, the others wait for it and read its file.
-    # An OS lock (flock): a process that dies holding it releases it, so no stale lock can block later runs.
-    lock_path = Path(cache_dir) / "locks" / f"{key}.lock"  # beside, not among, the vector files
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if not _distributed():  # ranks of one job already coordinate through collectives
+            stack.enter_context(_encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts)))
+            vectors = _load_vectors(path, expected)
+            if vectors is not None:
+                log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
+                return vectors
+        rank = dist.get_rank() if _distributed() else 0
+        if _distributed():
+            # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
+            if rank == 0:
+                model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+            dist.barrier()
+            if rank != 0:
+                model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+        else:
+            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+        model.to(_encoding_device())
+        vectors = encode_texts_sharded(
+            _TemplatedView(texts, template) if template else texts,
+            model,
+            tokenizer,
+            pooling=pooling,
+            max_length=max_length,
+            batch_size=batch_size,
+            normalize=normalize,
+            progress=progress,
+        )
+        if rank == 0:
+            _save_vectors(path, vectors, expected)
+            log.info("Cached %d text vectors in %s", len(texts), path)
+        if _distributed():
+            dist.barrier()
+        return vectors
+
+
+@contextlib.contextmanager
+def _encoding_lock(lock_path: Path, count: int) -> Iterator[None]:
+    """Held while one process encodes a catalogue, so that others started alongside wait and read its file instead.
+
+    An OS lock (flock): a process that dies holding it releases it, so no stale lock can block later runs.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)  # beside, not among, the vector files
     lock = FileLock(lock_path)
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        log.warning("Another process is encoding these %d texts (%s holds the lock); waiting", len(texts), lock_path)
+        log.warning("Another process is encoding these %d texts (%s holds the lock); waiting", count, lock_path)
         lock.acquire()
     try:
-        vectors = _load_vectors(path, expected)
-        if vectors is not None:
-            log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
-            return vectors
-        return encode()
+        yield
     finally:
         lock.release()
-
-
-def _encode_and_save(
-    texts: Sequence[str],
-    path: Path,
-    expected: dict[str, str],
-    *,
-    model_name: str,
-    pooling: PoolingMethod,
-    max_length: int,
-    normalize: bool,
-    template: str,
-    batch_size: int,
-    cache_dir: str | Path,
-    trust_remote_code: bool,
-    progress: bool,
-) -> torch.Tensor:
-    """Encode on every rank (sharded under ``torch.distributed``), write the file from rank 0, return the vectors."""
-    rank = dist.get_rank() if _distributed() else 0
-    if _distributed():
-        # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
-        if rank == 0:
-            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
-        dist.barrier()
-        if rank != 0:
-            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
-    else:
-        model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
-    model.to(_encoding_device())
-    vectors = encode_texts_sharded(
-        _TemplatedView(texts, template) if template else texts,
-        model,
-        tokenizer,
-        pooling=pooling,
-        max_length=max_length,
-        batch_size=batch_size,
-        normalize=normalize,
-        progress=progress,
-    )
-    if rank == 0:
-        _save_vectors(path, vectors, expected)
-        log.info("Cached %d text vectors in %s", len(texts), path)
-    if _distributed():
-        dist.barrier()
-    return vectors

@@ -297,9 +297,10 @@ def cached_item_vectors(
         "template": template,
         "count": str(len(texts)),
     }
+    distributed = _distributed()
     vectors = _load_vectors(path, expected)
     hit = vectors is not None
-    if _distributed():
+    if distributed:
         # Collectives below must be entered by every rank, so all agree on hit/miss first.
         hit = _all_ranks_hit(hit)
     if hit:
@@ -307,21 +308,19 @@ def cached_item_vectors(
         return vectors
 
     with contextlib.ExitStack() as stack:
-        if not _distributed():  # ranks of one job already coordinate through collectives
+        if not distributed:  # ranks of one job already coordinate through collectives
             stack.enter_context(_encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts)))
             vectors = _load_vectors(path, expected)
             if vectors is not None:
                 log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
                 return vectors
-        rank = dist.get_rank() if _distributed() else 0
-        if _distributed():
-            # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
-            if rank == 0:
-                model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+        rank = dist.get_rank() if distributed else 0
+        # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
+        if rank == 0:
+            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+        if distributed:
             dist.barrier()
-            if rank != 0:
-                model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
-        else:
+        if rank != 0:
             model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
         model.to(_encoding_device())
         vectors = encode_texts_sharded(
@@ -337,7 +336,7 @@ def cached_item_vectors(
         if rank == 0:
             _save_vectors(path, vectors, expected)
             log.info("Cached %d text vectors in %s", len(texts), path)
-        if _distributed():
+        if distributed:
             dist.barrier()
         return vectors
 

@@ -86,7 +86,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
             assert transfer["init_args"]["source_epochs"] == 3
             # The shipped recipe freezes the encoder on the target (ID pre-training: the IDs too); _full freezes none.
             assert transfer["init_args"]["freeze"] == VARIANTS[variant].get("freeze", ["encoder"])
-            assert ("encoder" in transfer["init_args"]["freeze"]) == (variant != "transfer_text_full")
+            assert ("encoder" in transfer["init_args"]["freeze"]) == (not variant.startswith("transfer_text_full"))
             if variant.startswith("zero_shot"):  # stops at the switch, never earlier
                 assert cfg["trainer"]["max_epochs"] == 3 and transfer["init_args"]["source_patience"] is None
             else:
@@ -96,9 +96,11 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
     encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
     assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
-    centred = variant_config("transfer_text_center", "Office", sources)["data"]["init_args"]
-    encoders = [d["init_args"]["text_encoder"] for d in [centred["target"], *centred["sources"]]]
-    assert all(e == {"model_name": "minilm", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
+    for variant in ("transfer_text_center", "transfer_text_full_center"):
+        centred = variant_config(variant, "Office", sources)["data"]["init_args"]
+        encoders = [d["init_args"]["text_encoder"] for d in [centred["target"], *centred["sources"]]]
+        assert all(e == {"model_name": "minilm", "center": True} for e in encoders)
+        assert len(encoders) == 1 + len(sources)
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])

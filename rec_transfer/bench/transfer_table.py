@@ -37,6 +37,13 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer + adaptor fine-tune (text, centred per domain)",
         "text_encoder": {"center": True},
     },
+    # Both of the two fixes Office needed (README, Results): vectors centred per domain, and every weight fine-tuned.
+    "transfer_text_full_center": {
+        "config": "configs/scientific_transfer.yaml",
+        "label": "transfer + full fine-tune (text, centred per domain)",
+        "freeze": [],
+        "text_encoder": {"center": True},
+    },
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
     "zero_shot_text": {

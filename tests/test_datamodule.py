@@ -231,6 +231,22 @@ def test_length_pool_reaches_the_train_loader(tmp_path: Path) -> None:
         DomainDataModule("synthetic:books", length_pool=0)
 
 
+def test_train_stride_reaches_the_train_loader(tmp_path: Path) -> None:
+    """Overlapping windows: more rows, the same trained targets (a smaller stride only adds context)."""
+
+    def targets(dm: DomainDataModule) -> tuple[int, list[int]]:
+        batches = list(make_train_loader([dm], epoch=0))
+        return sum(len(b["user"]) for b in batches), sorted(
+            t for b in batches for t in b["target"][b["target"] > 0].tolist()
+        )
+
+    plain_rows, plain = targets(make(tmp_path, max_history=None))
+    strided_rows, strided = targets(make(tmp_path, max_history=None, train_stride=2))
+    assert strided == plain and strided_rows > plain_rows
+    with pytest.raises(ValueError, match="train_stride"):
+        DomainDataModule("synthetic:books", max_len=10, train_stride=11)
+
+
 def test_setup_without_prepare_data_says_so(tmp_path: Path) -> None:
     dm = DomainDataModule("synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="prepare_data"):

@@ -101,8 +101,38 @@ def test_leave_one_out_views():
     assert test[1][2].tolist() == [6, 7] and test[1][3] == 8
     windows = SequenceView("d", np.array([0, 8]), values, "train", max_len=2)
     assert [(w[2].tolist(), w[3].tolist()) for w in windows] == [([4, 5], [5, 6]), ([2, 3], [3, 4]), ([1], [2])]
+    # Overlapping windows (stride 1): each window trains only its last target, which sees max_len items.
+    strided = SequenceView("d", np.array([0, 8]), values, "train", max_len=2, stride=1)
+    expected = [([4, 5], [0, 6]), ([3, 4], [0, 5]), ([2, 3], [0, 4]), ([1, 2], [2, 3])]
+    assert [(w[2].tolist(), w[3].tolist()) for w in strided] == expected
+    with pytest.raises(ValueError, match="stride"):
+        SequenceView("d", offsets, values, "train", max_len=2, stride=3)
     short = SequenceView("d", offsets, values, "test", max_len=2)
     assert short[0][2].tolist() == [3, 4]  # latest max_len items
     batch = collate([test[0], test[1]])
     assert batch["input"].tolist() == [[1, 2, 3, 4], [6, 7, 0, 0]]  # right padding
     assert batch["target"].tolist() == [5, 8]
+
+
+@pytest.mark.parametrize("stride", [1, 3, 7, 10])
+def test_training_windows_train_every_target_once_with_context(stride):
+    """Random histories: every target s_2 … s_{n-2} trained exactly once, each past the first max_len with
+    at least max_len - stride items before it in its window; stride = max_len is the non-overlapping cut."""
+    rng = np.random.default_rng(stride)
+    lengths = rng.integers(1, 60, size=40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.arange(1, offsets[-1] + 1)  # item = global position + 1: a target tells where it sits
+    view = SequenceView("d", offsets, values, "train", max_len=10, stride=stride)
+    trained = []
+    for _, u, x, y in (view[i] for i in range(len(view))):
+        assert len(x) == len(y) <= 10 and np.array_equal(y[y > 0] - 1, x[y > 0])  # next item, same place
+        for t in np.flatnonzero(y):
+            context = t + 1  # items of the window up to and including the input before the target
+            position = y[t] - 1 - offsets[u]  # the target's index in its user's history
+            assert context >= min(position, 10 - stride + 1)
+        trained += y[y > 0].tolist()
+    expected = [v for u in range(len(lengths)) for v in values[offsets[u] + 1 : offsets[u + 1] - 2]]
+    assert sorted(trained) == sorted(expected)
+    if stride == 10:
+        plain = SequenceView("d", offsets, values, "train", max_len=10)
+        assert len(plain) == len(view) and all(np.array_equal(plain[i][3], view[i][3]) for i in range(len(view)))

@@ -49,6 +49,11 @@ class DomainDataModule(L.LightningDataModule):
         text_template: item text from the item table's fields, e.g. ``"{title}. {brand}"``;
             ``None`` joins every text field.
         max_len: longest history the model sees.
+        train_stride: training windows over histories longer than ``max_len`` step back this many
+            targets at a time, and each trains its last ``train_stride`` targets (``SequenceView``).
+            ``None``: ``max_len``, windows that do not overlap. Smaller: more context for every
+            target (at least ``max_len - train_stride`` items) and more work; it matters on long
+            histories only (ml-100k), not on histories capped at ``max_len`` (Amazon here).
         batch_size: training users per batch.
         length_pool: ``1`` (default): plain random training batches, each a sample of the whole
             domain. ``N > 1``: rows are sorted by length inside shuffled pools of ``N`` batches, so
@@ -74,6 +79,7 @@ class DomainDataModule(L.LightningDataModule):
         max_history: int | None = 50,
         text_template: str | None = None,
         max_len: int = 50,
+        train_stride: int | None = None,
         batch_size: int = 256,
         length_pool: int = 1,
         pack: bool = True,
@@ -90,6 +96,9 @@ class DomainDataModule(L.LightningDataModule):
         # are overwritten by those of the outer TransferDataModule.
         self.path = str(path)
         self.format, self.max_len, self.num_workers, self.seed = format, max_len, num_workers, seed
+        if train_stride is not None and not 1 <= train_stride <= max_len:
+            raise ValueError(f"train_stride must be between 1 and max_len ({max_len}), got {train_stride}")
+        self.train_stride = train_stride
         self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
         if length_pool < 1:
             raise ValueError(f"length_pool must be >= 1, got {length_pool}")
@@ -159,7 +168,7 @@ class DomainDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def view(self, split: Split) -> SequenceView:
         assert self.domain is not None, "call prepare_data() and setup() first"
-        return SequenceView(self.name, *self._flat, split=split, max_len=self.max_len)
+        return SequenceView(self.name, *self._flat, split=split, max_len=self.max_len, stride=self.train_stride)
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

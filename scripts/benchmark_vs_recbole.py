@@ -13,6 +13,8 @@ Example:
     # ours (3 seeds) against the RecBole run of an earlier report (same machine, threads, patience)
     python scripts/benchmark_vs_recbole.py --datasets Scientific --seeds 0 1 2 \
         --recbole-from benchmarks/results/speed_vs_recbole_unpacked.json
+    # more arguments for our runs only, after --
+    python scripts/benchmark_vs_recbole.py --datasets ml-100k -- --data.init_args.target.init_args.train_stride 10
 """
 
 from __future__ import annotations
@@ -230,15 +232,18 @@ def our_config(max_epochs: int, patience: int, path: Path) -> Path:
     return path
 
 
-def our_args(data_root: Path, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE) -> list[str]:
+def our_args(
+    data_root: Path, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE, extra: list[str] = ()
+) -> list[str]:
+    """Our CLI arguments: RecBole's sizes, then ``extra`` (the command line's, after --), which win."""
     return ["--data.init_args.data_root", str(data_root), "--data.init_args.target.init_args.path", folder,
             "--data.init_args.target.init_args.batch_size", str(batch_size), *MODEL_ARGS,
-            "--trainer.max_epochs", str(max_epochs), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+            "--trainer.max_epochs", str(max_epochs), "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
 
 
 def run_ours(data_root: Path, folder: str, domain: str, args: argparse.Namespace, work: Path, seed: int) -> dict:
     config = our_config(args.max_epochs, args.patience, work / "sasrec_base.yaml")
-    extra = our_args(data_root, folder, args.max_epochs, args.batch_size)
+    extra = our_args(data_root, folder, args.max_epochs, args.batch_size, args.extra)
     print(f"\n== ours (rec-transfer SASRec) on {folder}: {config} {shlex.join(extra)}", flush=True)
     # run_seed's subprocess inherits our environment: OMP_NUM_THREADS (set in main) fixes torch's thread count.
     results = run_seed(config, seed, f"ours-{domain}-seed{seed}", extra, work)
@@ -263,6 +268,7 @@ def main() -> None:
         "--recbole-from", default=None, help="reuse the RecBole runs of an earlier report (same threads, patience)"
     )
     parser.add_argument("--output", default="benchmarks/results/speed_vs_recbole.json")
+    parser.add_argument("extra", nargs="*", help="more CLI arguments for our runs only, after --")
     args = parser.parse_args()
 
     os.environ.update(thread_env(args.threads))  # for our subprocesses (run_seed passes our environment on)
@@ -332,10 +338,10 @@ def write_report(
             if earlier
             else None,
             "model": "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
-            "Adam(W) lr 1e-3, no weight decay",
+            "Adam(W) lr 1e-3, no weight decay" + (f"; ours with {shlex.join(args.extra)}" if args.extra else ""),
             "ours": {
                 "config": str(CONFIG.relative_to(ROOT)),
-                "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size),
+                "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size, args.extra),
             },
             "recbole": {"runner": str(RECBOLE_RUNNER.relative_to(ROOT)), "requirements": RECBOLE_REQUIREMENTS},
             "notes": [

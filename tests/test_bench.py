@@ -305,3 +305,10 @@ def test_vs_recbole_reuses_an_earlier_recbole_run_only_if_measured_the_same_way(
     for bad in ({"threads": 1}, {"patience": 5}, {"datasets": ["ml-100k"]}):
         with pytest.raises(SystemExit):
             bench.reused_recbole(args(**bad))
+
+
+def test_vs_recbole_extra_arguments_come_last_so_they_win():
+    bench = _load_vs_recbole()
+    args = bench.our_args(Path("/data"), "movielens/ml-100k", 300, 64, ["--model.dropout", "0.2"])
+    assert args[-2:] == ["--model.dropout", "0.2"] and args.index("--model.dropout") < len(args) - 2
+    assert args[args.index("--data.init_args.target.init_args.batch_size") + 1] == "64"

@@ -25,6 +25,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -233,7 +234,7 @@ def our_config(max_epochs: int, patience: int, path: Path) -> Path:
 
 
 def our_args(
-    data_root: Path, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE, extra: list[str] = ()
+    data_root: Path, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE, extra: Sequence[str] = ()
 ) -> list[str]:
     """Our CLI arguments: RecBole's sizes, then ``extra`` (the command line's, after --), which win."""
     return ["--data.init_args.data_root", str(data_root), "--data.init_args.target.init_args.path", folder,

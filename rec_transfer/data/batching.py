@@ -25,6 +25,13 @@ from torch.utils.data import Dataset, Sampler
 Split = Literal["train", "valid", "test", "predict"]
 
 
+def window_stride(stride: int | None, max_len: int) -> int:
+    """The training-window stride ``SequenceView`` uses: ``max_len`` for ``None``; else 1 to ``max_len``."""
+    if stride is not None and not 1 <= stride <= max_len:
+        raise ValueError(f"train_stride must be between 1 and max_len ({max_len}), got {stride}")
+    return max_len if stride is None else stride
+
+
 class SequenceView(Dataset):
     """One domain's leave-one-out split over CSR histories.
 
@@ -51,9 +58,7 @@ class SequenceView(Dataset):
         stride: int | None = None,
     ):
         self.domain, self.offsets, self.values, self.split, self.max_len = domain, offsets, values, split, max_len
-        self.stride = max_len if stride is None else stride
-        if not 1 <= self.stride <= max_len:
-            raise ValueError(f"stride must be between 1 and max_len ({max_len}), got {stride}")
+        self.stride = window_stride(stride, max_len)
         self.users = np.arange(len(offsets) - 1)
         self.ends = None
         if split == "train":

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, dist_info
+from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, dist_info, window_stride
 from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
 from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
@@ -96,9 +96,7 @@ class DomainDataModule(L.LightningDataModule):
         # are overwritten by those of the outer TransferDataModule.
         self.path = str(path)
         self.format, self.max_len, self.num_workers, self.seed = format, max_len, num_workers, seed
-        if train_stride is not None and not 1 <= train_stride <= max_len:
-            raise ValueError(f"train_stride must be between 1 and max_len ({max_len}), got {train_stride}")
-        self.train_stride = train_stride
+        self.train_stride = window_stride(train_stride, max_len)  # checked here: a bad config fails at once
         self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
         if length_pool < 1:
             raise ValueError(f"length_pool must be >= 1, got {length_pool}")

@@ -293,7 +293,7 @@ def main() -> None:
             for seed in args.seeds:
                 ours = run_ours(data_root, folder, domain, args, work, seed)
                 per_seed[str(seed)] = compare(ours, recbole, domain, args.patience, args.max_epochs)
-                keep = ("val_history", "fit_seconds", "wall_seconds", "target_only")
+                keep = ("val_history", "fit_seconds", "wall_seconds", "mean_train_epoch_seconds", "target_only")
                 raw[domain]["ours"][str(seed)] = {k: ours.get(k) for k in keep}
                 print(format_table({f"{domain}, ours seed {seed}": per_seed[str(seed)]}), flush=True)
             results[domain] = {"seeds": per_seed, "across_seeds": across_seeds(per_seed)}

@@ -15,6 +15,10 @@ Example:
         --recbole-from benchmarks/results/speed_vs_recbole_unpacked.json
     # more arguments for our runs only, after --
     python scripts/benchmark_vs_recbole.py --datasets ml-100k -- --data.init_args.target.init_args.train_stride 10
+    # RecBole alone (no --seeds), then an earlier report's runs of ours compared with it, without training again
+    python scripts/benchmark_vs_recbole.py --datasets ml-100k --seeds --recbole-max-epochs 20 --output rb.json
+    python scripts/benchmark_vs_recbole.py --datasets ml-100k --recbole-from rb.json --ours-from ours.json \
+        --output both.json
 """
 
 from __future__ import annotations
@@ -66,6 +70,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def recbole_summary(recbole: dict) -> dict:
+    """The headline figures of one RecBole runner JSON."""
+    rb_epochs = recbole.get("train_epoch_seconds", [])
+    return {
+        "seconds_per_train_epoch": round(sum(rb_epochs) / len(rb_epochs), 4) if rb_epochs else None,
+        "best_val_ndcg@10": recbole.get("best_val_ndcg@10"),
+        "best_epoch": recbole.get("best_epoch"),
+        "seconds_to_best": recbole.get("seconds_to_best"),
+        "test_ndcg@10": recbole.get("test", {}).get("ndcg@10"),
+        "test_recall@10": recbole.get("test", {}).get("recall@10"),
+        "epochs_run": recbole.get("epochs_run", len(recbole.get("val_history", []))),
+        "fit_seconds": recbole.get("fit_seconds"),
+    }
+
+
 def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: int) -> dict:
     """One dataset's comparison of our results JSON (``run_seed``) and the RecBole runner's JSON.
 
@@ -73,8 +92,6 @@ def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: i
     """
     ours_hist = ours.get("val_history", [])
     ours_best = _best(ours_hist)
-    rb_hist = recbole.get("val_history", [])
-    rb_best_value = recbole.get("best_val_ndcg@10")
     test = ours.get("target_only", {})
     ours_summary = {
         "seconds_per_train_epoch": ours.get("mean_train_epoch_seconds"),
@@ -86,18 +103,8 @@ def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: i
         "epochs_run": len(ours_hist),
         "fit_seconds": ours.get("fit_seconds"),
     }
-    rb_epochs = recbole.get("train_epoch_seconds", [])
-    rb_summary = {
-        "seconds_per_train_epoch": round(sum(rb_epochs) / len(rb_epochs), 4) if rb_epochs else None,
-        "best_val_ndcg@10": rb_best_value,
-        "best_epoch": recbole.get("best_epoch"),
-        "seconds_to_best": recbole.get("seconds_to_best"),
-        "test_ndcg@10": recbole.get("test", {}).get("ndcg@10"),
-        "test_recall@10": recbole.get("test", {}).get("recall@10"),
-        "epochs_run": recbole.get("epochs_run", len(rb_hist)),
-        "fit_seconds": recbole.get("fit_seconds"),
-    }
-    reached = _first_reaching(ours_hist, rb_best_value)
+    rb_summary = recbole_summary(recbole)
+    reached = _first_reaching(ours_hist, rb_summary["best_val_ndcg@10"])
     recbole_converged = bool(recbole.get("stopped_early"))
     # Our early stopping fired if the run ended before the cap, or if the last `patience` validations did not improve.
     ours_converged = bool(ours_best) and (len(ours_hist) < max_epochs or len(ours_hist) - 1 - ours_best[0] >= patience)
@@ -261,21 +268,35 @@ def main() -> None:
     parser.add_argument("--recbole-max-epochs", type=int, default=300)
     parser.add_argument("--patience", type=int, default=10, help="early-stopping patience of both (validations)")
     parser.add_argument("--seed", type=int, default=0, help="RecBole's seed")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="ours: one run per seed, one after another")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="ours: one run per seed, one after another; none: RecBole only",
+    )
     parser.add_argument("--recbole-venv", default=".venv-recbole")
     parser.add_argument("--skip-install", action="store_true", help="reuse --recbole-venv as it is")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"ours (RecBole's is {BATCH_SIZE})")
     parser.add_argument(
         "--recbole-from", default=None, help="reuse the RecBole runs of an earlier report (same threads, patience)"
     )
+    parser.add_argument(
+        "--ours-from",
+        default=None,
+        help="reuse our runs (all its seeds) of an earlier report instead of training (same threads, patience)",
+    )
     parser.add_argument("--output", default="benchmarks/results/speed_vs_recbole.json")
     parser.add_argument("extra", nargs="*", help="more CLI arguments for our runs only, after --")
     args = parser.parse_args()
+    if args.ours_from and args.extra:
+        parser.error("arguments after -- are for new runs of ours; --ours-from trains none")
 
     os.environ.update(thread_env(args.threads))  # for our subprocesses (run_seed passes our environment on)
     torch.set_num_threads(args.threads)  # so that machine() reports it
     data_root = Path(args.data_root).resolve()
-    earlier = reused_recbole(args) if args.recbole_from else None
+    earlier = reused(args.recbole_from, "recbole", args) if args.recbole_from else None
+    earlier_ours = reused(args.ours_from, "ours", args) if args.ours_from else None
     python = None if earlier else ensure_recbole_venv(Path(args.recbole_venv), args.skip_install)
 
     results, raw = {}, {}
@@ -290,14 +311,19 @@ def main() -> None:
             else:
                 recbole = run_recbole(python, data_root, folder, args, work / "recbole.json")
             per_seed, raw[domain] = {}, {"ours": {}, "recbole": recbole}
-            for seed in args.seeds:
-                ours = run_ours(data_root, folder, domain, args, work, seed)
-                per_seed[str(seed)] = compare(ours, recbole, domain, args.patience, args.max_epochs)
+            print(f"RecBole on {domain}: {json.dumps(recbole_summary(recbole))}", flush=True)
+            if earlier_ours:
+                runs, max_epochs = earlier_ours["raw"][domain]["ours"].items(), earlier_ours["settings"]["max_epochs"]
+            else:  # lazily: one after the other, each printed as it ends
+                runs = ((str(s), run_ours(data_root, folder, domain, args, work, s)) for s in args.seeds)
+                max_epochs = args.max_epochs
+            for seed, ours in runs:
+                per_seed[seed] = compare(ours, recbole, domain, args.patience, max_epochs)
                 keep = ("val_history", "fit_seconds", "wall_seconds", "mean_train_epoch_seconds", "target_only")
-                raw[domain]["ours"][str(seed)] = {k: ours.get(k) for k in keep}
-                print(format_table({f"{domain}, ours seed {seed}": per_seed[str(seed)]}), flush=True)
+                raw[domain]["ours"][seed] = {k: ours.get(k) for k in keep}
+                print(format_table({f"{domain}, ours seed {seed}": per_seed[seed]}), flush=True)
             results[domain] = {"seeds": per_seed, "across_seeds": across_seeds(per_seed)}
-            write_report(args, data_root, results, raw, earlier)  # after every dataset: a long run keeps its results
+            write_report(args, data_root, results, raw, earlier, earlier_ours)  # after every dataset: keeps results
     every_seed = {f"{d}, ours seed {s}": c for d, r in results.items() for s, c in r["seeds"].items()}
     print("\n== summary" + format_table(every_seed))
     for domain, r in results.items():
@@ -305,45 +331,65 @@ def main() -> None:
     print(f"\nwrote {args.output}")
 
 
-def reused_recbole(args: argparse.Namespace) -> dict:
-    """An earlier report whose RecBole runs stand in for new ones; only if measured the same way."""
-    earlier = json.loads(Path(args.recbole_from).read_text())
+def reused(report: str, side: str, args: argparse.Namespace) -> dict:
+    """An earlier report whose runs of ``side`` ("recbole" or "ours") stand in for new ones; only if measured the
+    same way."""
+    earlier = json.loads(Path(report).read_text())
     settings = earlier["settings"]
+    flag = f"--{side}-from {report}"
     if earlier.get("threads") != args.threads or settings["patience"] != args.patience:
         raise SystemExit(
-            f"--recbole-from {args.recbole_from}: measured with {earlier.get('threads')} threads and patience "
+            f"{flag}: measured with {earlier.get('threads')} threads and patience "
             f"{settings['patience']}, not {args.threads} and {args.patience}"
         )
-    missing = [n for n in args.datasets if resolve_dataset(n)[1] not in earlier.get("raw", {})]
+    missing = [n for n in args.datasets if not earlier.get("raw", {}).get(resolve_dataset(n)[1], {}).get(side)]
     if missing:
-        raise SystemExit(f"--recbole-from {args.recbole_from} has no RecBole run for {missing}")
+        raise SystemExit(f"{flag} has no {side} run for {missing}")
     return earlier
 
 
 def write_report(
-    args: argparse.Namespace, data_root: Path, results: dict, raw: dict, earlier: dict | None = None
+    args: argparse.Namespace,
+    data_root: Path,
+    results: dict,
+    raw: dict,
+    earlier: dict | None = None,
+    earlier_ours: dict | None = None,
 ) -> None:
+    def source(flag: str, report: dict | None) -> dict | None:
+        return {"report": flag, **{k: report[k] for k in ("command", "git_commit")}} if report else None
+
+    model = (
+        "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
+        "Adam(W) lr 1e-3, no weight decay" + (f"; ours with {shlex.join(args.extra)}" if args.extra else "")
+    )
+    ours = {
+        "config": str(CONFIG.relative_to(ROOT)),
+        "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size, args.extra),
+    }
+    if earlier_ours:  # our side as it was run then
+        model, ours = earlier_ours["settings"]["model"], earlier_ours["settings"]["ours"]
     report = {
         **provenance(),
         "threads": args.threads,
         "settings": {
             "datasets": {resolve_dataset(n)[1]: resolve_dataset(n)[0] for n in args.datasets},
             "data_root": str(data_root),
-            "max_epochs": args.max_epochs,
+            "max_epochs": earlier_ours["settings"]["max_epochs"] if earlier_ours else args.max_epochs,
             "recbole_max_epochs": args.recbole_max_epochs,
             "patience": args.patience,
             "seed": args.seed,
-            "seeds_ours": args.seeds,
-            "batch_size": {"ours": args.batch_size, "recbole": BATCH_SIZE},
-            "recbole_from": {"report": args.recbole_from, **{k: earlier[k] for k in ("command", "git_commit")}}
-            if earlier
-            else None,
-            "model": "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
-            "Adam(W) lr 1e-3, no weight decay" + (f"; ours with {shlex.join(args.extra)}" if args.extra else ""),
-            "ours": {
-                "config": str(CONFIG.relative_to(ROOT)),
-                "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size, args.extra),
+            "seeds_ours": sorted({int(s) for r in results.values() for s in r["seeds"]})
+            if earlier_ours
+            else args.seeds,
+            "batch_size": {
+                "ours": earlier_ours["settings"]["batch_size"]["ours"] if earlier_ours else args.batch_size,
+                "recbole": BATCH_SIZE,
             },
+            "recbole_from": source(args.recbole_from, earlier),
+            "ours_from": source(args.ours_from, earlier_ours),
+            "model": model,
+            "ours": ours,
             "recbole": {"runner": str(RECBOLE_RUNNER.relative_to(ROOT)), "requirements": RECBOLE_REQUIREMENTS},
             "notes": [
                 "Time to quality is the fair comparison; seconds per epoch are not like for like: RecBole trains on "

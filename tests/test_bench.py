@@ -301,10 +301,54 @@ def test_vs_recbole_reuses_an_earlier_recbole_run_only_if_measured_the_same_way(
         base = {"recbole_from": str(tmp_path / "r.json"), "threads": 2, "patience": 10, "datasets": ["Scientific"]}
         return argparse.Namespace(**{**base, **kw})
 
-    assert bench.reused_recbole(args())["raw"]["Scientific"]["recbole"]["best_val_ndcg@10"] == 0.04
+    assert bench.reused(args().recbole_from, "recbole", args())["raw"]["Scientific"]["recbole"]["best_epoch"] == 1
     for bad in ({"threads": 1}, {"patience": 5}, {"datasets": ["ml-100k"]}):
         with pytest.raises(SystemExit):
-            bench.reused_recbole(args(**bad))
+            bench.reused(args().recbole_from, "recbole", args(**bad))
+    with pytest.raises(SystemExit, match="no ours run"):  # the report holds RecBole's run only
+        bench.reused(args().recbole_from, "ours", args())
+
+
+def _run_main(bench, monkeypatch, *argv: str) -> dict:
+    """The script's main() with ``argv``, nothing trained: our runs fail the test, RecBole's is a canned one."""
+    monkeypatch.setattr("sys.argv", ["benchmark_vs_recbole.py", *argv])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # main() sets them for its subprocesses: restore after
+        monkeypatch.setenv(var, "2")
+    monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(bench, "run_ours", lambda *a, **k: pytest.fail("trained ours"))
+    monkeypatch.setattr(bench, "ensure_recbole_venv", lambda *a: Path("python"))
+    monkeypatch.setattr(bench, "run_recbole", lambda *a: _recbole([0.02, 0.03, 0.025], stopped_early=False))
+    bench.main()
+    return json.loads(Path(argv[argv.index("--output") + 1]).read_text())
+
+
+def test_vs_recbole_without_seeds_runs_recbole_alone(tmp_path, monkeypatch):
+    bench = _load_vs_recbole()
+    report = _run_main(bench, monkeypatch, "--datasets", "ml-100k", "--seeds", "--output", str(tmp_path / "rb.json"))
+    assert report["results"]["ml-100k"]["seeds"] == {} and report["settings"]["seeds_ours"] == []
+    assert report["raw"]["ml-100k"]["recbole"]["best_val_ndcg@10"] == 0.03 and report["raw"]["ml-100k"]["ours"] == {}
+
+
+def test_vs_recbole_compares_earlier_runs_of_ours_with_an_earlier_recbole_run(tmp_path, monkeypatch):
+    bench = _load_vs_recbole()
+    rb = _run_main(bench, monkeypatch, "--datasets", "ml-100k", "--seeds", "--output", str(tmp_path / "rb.json"))
+    runs = {"0": _ours([0.02, 0.035], domain="ml-100k"), "1": _ours([0.01, 0.02, 0.04], 2.0, "ml-100k")}
+    ours = {"command": "ours-cmd", "git_commit": "g2", "threads": 2, "raw": {"ml-100k": {"ours": runs}},
+            "settings": {**rb["settings"], "model": "SASRec; ours with --x 1", "batch_size": {"ours": 64}}}  # fmt: skip
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    out = tmp_path / "both.json"
+    report = _run_main(bench, monkeypatch, "--datasets", "ml-100k", "--recbole-from", str(tmp_path / "rb.json"),
+                       "--ours-from", str(tmp_path / "ours.json"), "--output", str(out))  # fmt: skip
+    seeds = report["results"]["ml-100k"]["seeds"]
+    # RecBole's best, 0.03 after 20 s: seed 0 passes it after 2 s, seed 1 after 6 s
+    assert {s: c["speedup_to_recbole_best"] for s, c in seeds.items()} == {"0": 10.0, "1": round(20 / 6, 3)}
+    assert seeds["1"]["ours"]["seconds_per_train_epoch"] == 1.8  # kept in the raw runs, so still reported
+    assert report["settings"]["seeds_ours"] == [0, 1] and report["settings"]["model"] == "SASRec; ours with --x 1"
+    assert report["settings"]["ours_from"]["git_commit"] == "g2" and report["settings"]["batch_size"]["ours"] == 64
+    assert report["raw"]["ml-100k"]["ours"]["1"]["mean_train_epoch_seconds"] == 1.8
+    with pytest.raises(SystemExit):  # arguments for new runs of ours, with none to run
+        _run_main(bench, monkeypatch, "--datasets", "ml-100k", "--ours-from", str(tmp_path / "ours.json"),
+                  "--output", str(out), "--", "--model.dropout", "0.2")  # fmt: skip
 
 
 def test_vs_recbole_extra_arguments_come_last_so_they_win():

@@ -359,16 +359,17 @@ def write_report(
     def source(flag: str, report: dict | None) -> dict | None:
         return {"report": flag, **{k: report[k] for k in ("command", "git_commit")}} if report else None
 
-    model = (
-        "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
-        "Adam(W) lr 1e-3, no weight decay" + (f"; ours with {shlex.join(args.extra)}" if args.extra else "")
-    )
-    ours = {
-        "config": str(CONFIG.relative_to(ROOT)),
-        "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size, args.extra),
-    }
     if earlier_ours:  # our side as it was run then
         model, ours = earlier_ours["settings"]["model"], earlier_ours["settings"]["ours"]
+    else:
+        model = (
+            "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
+            "Adam(W) lr 1e-3, no weight decay" + (f"; ours with {shlex.join(args.extra)}" if args.extra else "")
+        )
+        ours = {
+            "config": str(CONFIG.relative_to(ROOT)),
+            "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size, args.extra),
+        }
     report = {
         **provenance(),
         "threads": args.threads,

@@ -110,8 +110,13 @@ def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: i
     ours_converged = bool(ours_best) and (len(ours_hist) < max_epochs or len(ours_hist) - 1 - ours_best[0] >= patience)
     caveats = []
     if not recbole_converged:
+        why = (
+            f"its time budget ({recbole['time_budget']:g} s)"
+            if recbole.get("stopped") == "time budget"
+            else "its epoch cap"
+        )
         caveats.append(
-            f"RecBole hit its epoch cap ({rb_summary['epochs_run']} epochs) before early stopping: its best validation "
+            f"RecBole hit {why} after {rb_summary['epochs_run']} epochs, before early stopping: its best validation "
             "NDCG@10 (and its seconds to best) is a lower bound, it had not finished."
         )
     if not ours_converged:
@@ -220,6 +225,8 @@ def run_recbole(python: Path, data_root: Path, folder: str, args: argparse.Names
     cmd = [str(python), str(RECBOLE_RUNNER), "--data-path", str(path.parent), "--dataset", path.name,
            "--epochs", str(args.recbole_max_epochs), "--patience", str(args.patience), "--threads", str(args.threads),
            "--seed", str(args.seed), "--output", str(out)]  # fmt: skip
+    if args.recbole_time_budget is not None:
+        cmd += ["--time-budget", str(args.recbole_time_budget)]
     print(f"\n== RecBole SASRec on {folder}: {shlex.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, env=thread_env(args.threads))  # RecBole's epoch log is the progress report
     return json.loads(out.read_text())
@@ -266,6 +273,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both (OMP_NUM_THREADS)")
     parser.add_argument("--max-epochs", type=int, default=300, help="our epoch cap")
     parser.add_argument("--recbole-max-epochs", type=int, default=300)
+    parser.add_argument(
+        "--recbole-time-budget",
+        type=float,
+        default=None,
+        help="seconds of RecBole's fit after which it starts no new epoch and tests its best so far (default: none)",
+    )
     parser.add_argument("--patience", type=int, default=10, help="early-stopping patience of both (validations)")
     parser.add_argument("--seed", type=int, default=0, help="RecBole's seed")
     parser.add_argument(
@@ -378,6 +391,7 @@ def write_report(
             "data_root": str(data_root),
             "max_epochs": earlier_ours["settings"]["max_epochs"] if earlier_ours else args.max_epochs,
             "recbole_max_epochs": args.recbole_max_epochs,
+            "recbole_time_budget": args.recbole_time_budget,
             "patience": args.patience,
             "seed": args.seed,
             "seeds_ours": sorted({int(s) for r in results.values() for s in r["seeds"]})

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 
+class OutOfTime(Exception):
+    """Raised at the start of a training epoch once --time-budget seconds of fit have passed."""
+
+
 def recbole_config(dataset: str, data_path: str, checkpoint_dir: str, epochs: int, patience: int, seed: int) -> dict:
     """RecBole's settings for SASRec with full cross-entropy, matched to configs/scientific_sasrec.yaml."""
     return {
@@ -134,6 +138,8 @@ def run(args: argparse.Namespace) -> dict:
 
             def timed_train_epoch(*a, **kw):
                 t = time.perf_counter()
+                if args.time_budget is not None and t - clock["start"] >= args.time_budget:
+                    raise OutOfTime  # no new epoch once the budget is spent; the best checkpoint is on disk
                 out = train_epoch(*a, **kw)
                 train_epoch_seconds.append(round(time.perf_counter() - t, 4))
                 return out
@@ -149,9 +155,14 @@ def run(args: argparse.Namespace) -> dict:
 
             trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
             clock["start"] = time.perf_counter()
-            trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_valid)
+            try:
+                trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_valid)
+                out_of_time = False
+            except OutOfTime:
+                out_of_time = True
             fit_seconds = time.perf_counter() - clock["start"]
             stopped_early = trainer.cur_step > trainer.stopping_step  # RecBole's own stopping criterion was met
+            stopped = "early stopping" if stopped_early else "time budget" if out_of_time else "epoch cap"
             # trainer.evaluate(load_best_model=True) calls torch.load with torch>=2.6's weights_only default, which
             # rejects RecBole's checkpoint (it pickles the config); load our own file the way RecBole would.
             checkpoint = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
@@ -176,6 +187,8 @@ def run(args: argparse.Namespace) -> dict:
         "epochs_run": len(train_epoch_seconds),
         "max_epochs": args.epochs,
         "stopped_early": bool(stopped_early),
+        "stopped": stopped,
+        "time_budget": args.time_budget,
         "patience": args.patience,
         "threads": torch.get_num_threads(),
         "recbole_version": recbole.__version__,
@@ -193,6 +206,12 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10, help="RecBole's stopping_step")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds of fit after which no new epoch starts; the best checkpoint so far is tested (default: none)",
+    )
     parser.add_argument("--output", required=True, help="JSON file to write")
     args = parser.parse_args()
     result = run(args)

@@ -269,6 +269,10 @@ def test_vs_recbole_unconverged_recbole_best_is_a_lower_bound():
     assert "lower bound" in r["caveat"] and "had not finished" in r["caveat"]
     assert r["speedup_to_recbole_best"] == 10.0  # 20 s / 2 s, still reported, with the caveat
     assert r["ours_converged"]  # two validations without improvement after the best: our early stopping fired
+    assert "epoch cap after 2 epochs" in r["caveat"]
+    budget = {**_recbole([0.02, 0.04], stopped_early=False), "stopped": "time budget", "time_budget": 600.0}
+    r = bench.compare(_ours([0.03, 0.05, 0.04, 0.04]), budget, "D", 2, 300)
+    assert "time budget (600 s) after 2 epochs" in r["caveat"] and "lower bound" in r["caveat"]
 
 
 def test_vs_recbole_our_run_at_its_epoch_cap_is_flagged():

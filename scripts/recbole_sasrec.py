@@ -3,6 +3,8 @@
 Runs inside RecBole's own virtual environment (it never imports rec_transfer). Records, after every
 validation, the seconds since training started and the validation NDCG@10, the seconds of every training
 epoch (training only), and the test metrics of the best-validation model; writes them to --output as JSON.
+With --time-budget, no new epoch starts once that many seconds of fit have passed, and the best model so
+far is tested ("stopped": "time budget" in the JSON): a long run that still ends inside a session.
 
 RecBole writes logs, TensorBoard files and checkpoints relative to the working directory; this script
 works in a temporary folder, reads the data through a symlink to the .inter file there, and writes nothing
@@ -214,6 +216,8 @@ def main() -> None:
     )
     parser.add_argument("--output", required=True, help="JSON file to write")
     args = parser.parse_args()
+    if args.time_budget is not None and args.time_budget <= 0:
+        parser.error("--time-budget must be positive (one epoch always runs, so there is a best model to test)")
     result = run(args)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))

@@ -19,6 +19,7 @@ Example:
     python scripts/benchmark_vs_recbole.py --datasets ml-100k --seeds --recbole-max-epochs 20 --output rb.json
     python scripts/benchmark_vs_recbole.py --datasets ml-100k --recbole-from rb.json --ours-from ours.json \
         --output both.json
+    # RecBole with several seeds against ours with several: scripts/pool_vs_recbole.py
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 import yaml
 
 from rec_transfer.bench.runs import provenance, run_seed
+from rec_transfer.bench.vs_recbole import across_seeds, compare, format_table, recbole_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "scientific_sasrec.yaml"
@@ -47,147 +49,6 @@ DATASETS = {"Scientific": "amazon/Scientific", "ml-100k": "movielens/ml-100k"}  
 MODEL_ARGS = ["--model.hidden_size", "64", "--model.inner_size", "256", "--model.layers", "2", "--model.heads", "2",
               "--model.dropout", "0.5", "--model.max_len", "50"]  # fmt: skip
 BATCH_SIZE = 2048
-
-
-# ---------------------------------------------------------------- the report (pure)
-
-
-def _best(history: list[dict]) -> tuple[int, dict] | None:
-    """Index and entry of the best validation NDCG@10 (the first of equal scores, as our checkpoint keeps)."""
-    if not history:
-        return None
-    i = max(range(len(history)), key=lambda j: history[j]["ndcg@10"])
-    return i, history[i]
-
-
-def _first_reaching(history: list[dict], threshold: float | None) -> dict | None:
-    if threshold is None:
-        return None
-    return next((h for h in history if h["ndcg@10"] >= threshold), None)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
-
-
-def recbole_summary(recbole: dict) -> dict:
-    """The headline figures of one RecBole runner JSON."""
-    rb_epochs = recbole.get("train_epoch_seconds", [])
-    return {
-        "seconds_per_train_epoch": round(sum(rb_epochs) / len(rb_epochs), 4) if rb_epochs else None,
-        "best_val_ndcg@10": recbole.get("best_val_ndcg@10"),
-        "best_epoch": recbole.get("best_epoch"),
-        "seconds_to_best": recbole.get("seconds_to_best"),
-        "test_ndcg@10": recbole.get("test", {}).get("ndcg@10"),
-        "test_recall@10": recbole.get("test", {}).get("recall@10"),
-        "epochs_run": recbole.get("epochs_run", len(recbole.get("val_history", []))),
-        "fit_seconds": recbole.get("fit_seconds"),
-    }
-
-
-def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: int) -> dict:
-    """One dataset's comparison of our results JSON (``run_seed``) and the RecBole runner's JSON.
-
-    ``patience`` and ``max_epochs`` are our run's; they tell whether our early stopping fired.
-    """
-    ours_hist = ours.get("val_history", [])
-    ours_best = _best(ours_hist)
-    test = ours.get("target_only", {})
-    ours_summary = {
-        "seconds_per_train_epoch": ours.get("mean_train_epoch_seconds"),
-        "best_val_ndcg@10": ours_best[1]["ndcg@10"] if ours_best else None,
-        "best_epoch": ours_best[1]["epoch"] if ours_best else None,
-        "seconds_to_best": ours_best[1]["seconds"] if ours_best else None,
-        "test_ndcg@10": test.get(f"test/{domain}/ndcg@10"),
-        "test_recall@10": test.get(f"test/{domain}/recall@10"),
-        "epochs_run": len(ours_hist),
-        "fit_seconds": ours.get("fit_seconds"),
-    }
-    rb_summary = recbole_summary(recbole)
-    reached = _first_reaching(ours_hist, rb_summary["best_val_ndcg@10"])
-    recbole_converged = bool(recbole.get("stopped_early"))
-    # Our early stopping fired if the run ended before the cap, or if the last `patience` validations did not improve.
-    ours_converged = bool(ours_best) and (len(ours_hist) < max_epochs or len(ours_hist) - 1 - ours_best[0] >= patience)
-    caveats = []
-    if not recbole_converged:
-        why = (
-            f"its time budget ({recbole['time_budget']:g} s)"
-            if recbole.get("stopped") == "time budget"
-            else "its epoch cap"
-        )
-        caveats.append(
-            f"RecBole hit {why} after {rb_summary['epochs_run']} epochs, before early stopping: its best validation "
-            "NDCG@10 (and its seconds to best) is a lower bound, it had not finished."
-        )
-    if not ours_converged:
-        caveats.append(f"Ours hit its epoch cap ({len(ours_hist)} epochs) before early stopping.")
-    if reached is None:
-        caveats.append("Our validation NDCG@10 never reached RecBole's best: no time-to-quality speedup.")
-    ours_test, rb_test = ours_summary["test_ndcg@10"], rb_summary["test_ndcg@10"]
-    return {
-        "ours": ours_summary,
-        "recbole": rb_summary,
-        "ours_seconds_to_recbole_best": reached["seconds"] if reached else None,
-        "ours_epoch_to_recbole_best": reached["epoch"] if reached else None,
-        "speedup_to_recbole_best": _ratio(rb_summary["seconds_to_best"], reached["seconds"] if reached else None),
-        "train_epoch_speedup": _ratio(rb_summary["seconds_per_train_epoch"], ours_summary["seconds_per_train_epoch"]),
-        "test_ndcg_ours_minus_recbole": round(ours_test - rb_test, 5)
-        if ours_test is not None and rb_test is not None
-        else None,
-        "recbole_converged": recbole_converged,
-        "ours_converged": ours_converged,
-        "caveat": " ".join(caveats) or None,
-    }
-
-
-def across_seeds(per_seed: dict[str, dict]) -> dict:
-    """Mean / min / max over our seeds (against the one RecBole run) of the headline figures."""
-
-    def stats(key: str, side: str | None = None) -> dict | None:
-        values = [(c[side] if side else c)[key] for c in per_seed.values()]
-        if not values or any(v is None for v in values):
-            return None  # e.g. a seed that never reached RecBole's best: no mean speedup
-        return {"mean": round(sum(values) / len(values), 5), "min": min(values), "max": max(values)}
-
-    return {
-        "seeds": len(per_seed),
-        "speedup_to_recbole_best": stats("speedup_to_recbole_best"),
-        "train_epoch_speedup": stats("train_epoch_speedup"),
-        "ours_seconds_to_recbole_best": stats("ours_seconds_to_recbole_best"),
-        "ours_test_ndcg@10": stats("test_ndcg@10", "ours"),
-        "ours_test_recall@10": stats("test_recall@10", "ours"),
-        "test_ndcg_ours_minus_recbole": stats("test_ndcg_ours_minus_recbole"),
-    }
-
-
-def format_table(results: dict) -> str:
-    """A readable side-by-side table of :func:`compare`'s outputs, by dataset."""
-
-    def cell(v) -> str:
-        if v is None:
-            return "—"
-        return f"{v:.4f}" if isinstance(v, float) and abs(v) < 1 else str(v)
-
-    rows = [
-        ("train seconds / epoch", "seconds_per_train_epoch"),
-        ("seconds to best val", "seconds_to_best"),
-        ("best epoch", "best_epoch"),
-        ("epochs run", "epochs_run"),
-        ("best val NDCG@10", "best_val_ndcg@10"),
-        ("test NDCG@10 (at best)", "test_ndcg@10"),
-        ("test Recall@10 (at best)", "test_recall@10"),
-    ]
-    lines = []
-    for name, r in results.items():
-        lines.append(f"\n{name}\n{'':<28}{'ours':>12}{'RecBole':>12}")
-        lines += [f"{label:<28}{cell(r['ours'][k]):>12}{cell(r['recbole'][k]):>12}" for label, k in rows]
-        lines.append(f"{'ours: seconds to RecBole best':<28}{cell(r['ours_seconds_to_recbole_best']):>12}")
-        speedup = r["speedup_to_recbole_best"]
-        lines.append(f"{'speedup to RecBole best':<28}{(f'{speedup}x' if speedup is not None else '—'):>12}")
-        lines.append(f"{'test NDCG@10 ours − RecBole':<28}{cell(r['test_ndcg_ours_minus_recbole']):>12}")
-        if r["caveat"]:
-            lines.append(f"caveat: {r['caveat']}")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- running both sides

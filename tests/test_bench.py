@@ -1,4 +1,5 @@
 import json
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -360,3 +361,83 @@ def test_vs_recbole_extra_arguments_come_last_so_they_win():
     args = bench.our_args(Path("/data"), "movielens/ml-100k", 300, 64, ["--model.dropout", "0.2"])
     assert args[-2:] == ["--model.dropout", "0.2"] and args.index("--model.dropout") < len(args) - 2
     assert args[args.index("--data.init_args.target.init_args.batch_size") + 1] == "64"
+
+
+def _with_test(run: dict, ndcg: float, recall: float) -> dict:
+    if "target_only" in run:  # ours
+        return {**run, "target_only": {"test/D/ndcg@10": ndcg, "test/D/recall@10": recall}}
+    return {**run, "test": {"ndcg@10": ndcg, "recall@10": recall}}
+
+
+def test_pool_pairs_every_run_of_ours_with_every_recbole_run_and_compares_means():
+    from rec_transfer.bench.vs_recbole import format_pool, pool
+
+    # RecBole "seed 0" peaks at 0.05 after 30 s (early stopping), "seed 1" at 0.04 after 20 s (its epoch cap).
+    rb = {"seed 0": _with_test(_recbole([0.02, 0.04, 0.05, 0.049]), 0.05, 0.12),
+          "seed 1": _with_test(_recbole([0.03, 0.04], stopped_early=False), 0.07, 0.10)}  # fmt: skip
+    # Ours "0" reaches 0.04 after 1 s and 0.05 after 2 s; ours "1" reaches 0.04 after 4 s and never 0.05.
+    ours = {"0": _with_test(_ours([0.04, 0.05, 0.06, 0.055]), 0.06, 0.13),
+            "1": _with_test(_ours([0.03, 0.045, 0.044, 0.043], 2.0), 0.06, 0.11)}  # fmt: skip
+    pooled = pool(ours, rb, "D", 2, {"0": 300, "1": 300})
+    assert pooled["speedup_to_recbole_best"] == {
+        "0": {"seed 0": 15.0, "seed 1": 20.0},
+        "1": {"seed 0": None, "seed 1": 5.0},
+    }
+    assert pooled["speedup"] == {"min": 5.0, "max": 20.0, "pairs": 4, "pairs_at_goal": 2}
+    assert pooled["goal"]["time_met"] is False  # one pairing never got there, one is 5x
+    ndcg = pooled["test"]["test_ndcg@10"]
+    assert ndcg["ours"]["mean"] == 0.06 and ndcg["recbole"]["mean"] == 0.06 and ndcg["ours_minus_recbole"] == 0.0
+    assert ndcg["recbole"]["std"] == round(statistics.stdev([0.05, 0.07]), 5)
+    assert pooled["goal"]["test_ndcg_met"]  # equal counts as met
+    assert pooled["test"]["test_recall@10"]["ours_minus_recbole"] == round(0.12 - 0.11, 5)
+    assert (
+        pooled["recbole"]["seed 1"]["stopped"] == "epoch cap"
+        and pooled["recbole"]["seed 0"]["stopped"] == "early stopping"
+    )
+    caveats = " ".join(pooled["caveats"])
+    assert "seed 1 stopped on epoch cap" in caveats and "seed 0 stopped" not in caveats
+    assert "Ours seed 1 never reached RecBole seed 0" in caveats
+    table = format_pool(pooled)
+    assert (
+        "| ours seed 1: × sooner to it | never | 5.0 |" in table and "2 of 4 pairings" in table and "not met" in table
+    )
+    fast = pool({"0": ours["0"]}, rb, "D", 2, {"0": 300}, goal=15.0)
+    assert fast["goal"]["time_met"] and fast["speedup"]["pairs_at_goal"] == 2
+
+
+def test_pool_script_refuses_repeated_seeds_and_reports_measured_differently(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pool", Path(__file__).resolve().parents[1] / "scripts" / "pool_vs_recbole.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def report(name: str, seed: int, threads: int = 2, ours: dict | None = None) -> str:
+        raw = {"D": {"recbole": _recbole([0.02, 0.04]), "ours": ours or {}}}
+        body = {"command": name, "git_commit": "g", "threads": threads, "raw": raw,
+                "settings": {"patience": 2, "seed": seed, "max_epochs": 300}}  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(body))
+        return str(tmp_path / name)
+
+    def run(*argv: str) -> None:
+        monkeypatch.setattr("sys.argv", ["pool_vs_recbole.py", "--dataset", "D", *argv])
+        script.main()
+
+    rb0, rb1, rb0_again = report("rb0.json", 0), report("rb1.json", 1), report("rb0b.json", 0)
+    ours = report("ours.json", 0, ours={"0": _ours([0.03, 0.05]), "1": _ours([0.05])})
+    out = tmp_path / "pooled.json"
+    run("--recbole", rb0, rb1, "--ours", ours, "--output", str(out))
+    pooled = json.loads(out.read_text())
+    assert set(pooled["results"]["speedup_to_recbole_best"]) == {"0", "1"}
+    assert set(pooled["results"]["recbole"]) == {"seed 0", "seed 1"}
+    assert [i["report"] for i in pooled["inputs"]["recbole"]] == [rb0, rb1] and pooled["when"]
+    with pytest.raises(SystemExit, match="two RecBole runs with seed 0"):
+        run("--recbole", rb0, rb0_again, "--ours", ours)
+    with pytest.raises(SystemExit, match="two runs of ours with seed 0"):
+        run("--recbole", rb0, "--ours", ours, ours)
+    with pytest.raises(SystemExit, match="measured differently"):
+        run("--recbole", rb0, report("rb2.json", 2, threads=1), "--ours", ours)
+    with pytest.raises(SystemExit, match="no ours run"):
+        run("--recbole", rb0, "--ours", rb1)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -34,8 +35,12 @@ def machine() -> dict:
 
 
 def provenance() -> dict:
-    """What every benchmark report starts with: the command line, the git commit and the machine."""
-    return {"command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "machine": machine()}
+    """What every benchmark report starts with: the command line, the git commit, the machine and when (UTC).
+
+    When matters: this machine's speed changes from day to day, so only seconds measured the same day compare.
+    """
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "machine": machine(), "when": when}
 
 
 def not_rerun(report: dict, rerun) -> dict:
@@ -46,7 +51,8 @@ def not_rerun(report: dict, rerun) -> dict:
     """
     kept = {name: res for name, res in report.get("results", {}).items() if name not in rerun}
     for res in kept.values():
-        res.setdefault("provenance", {k: report.get(k) for k in ("command", "git_commit", "machine")})
+        measured = {k: report.get(k) for k in ("command", "git_commit", "machine")}
+        res.setdefault("provenance", measured | ({"when": report["when"]} if "when" in report else {}))
     return kept
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from rec_transfer.bench.runs import provenance
@@ -25,10 +26,20 @@ from rec_transfer.bench.vs_recbole import format_pool, pool
 
 
 def load(paths: list[str], dataset: str, side: str) -> list[tuple[str, dict]]:
-    """(path, report) for every report; refuses one without a ``side`` run on ``dataset``."""
+    """(path, report) for every report; refuses one without a ``side`` run on ``dataset``.
+
+    ``PATH:0,1`` keeps only those seeds of ours (e.g. to replace one seed with a rerun made the same day).
+    """
     reports = []
     for path in paths:
+        path, _, seeds = path.rpartition(":") if re.fullmatch(r".+:[0-9,]+", path) else (path, "", "")
         report = json.loads(Path(path).read_text())
+        if seeds:
+            runs = report.get("raw", {}).get(dataset, {}).get(side, {})
+            if side != "ours" or not set(seeds.split(",")) <= set(runs):
+                raise SystemExit(f"{path}: no {side} runs with seeds {seeds} on {dataset}")
+            report["raw"][dataset][side] = {s: run for s, run in runs.items() if s in seeds.split(",")}
+            path = f"{path}:{seeds}"
         if not report.get("raw", {}).get(dataset, {}).get(side):
             raise SystemExit(f"{path} has no {side} run on {dataset}")
         reports.append((path, report))
@@ -39,7 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="as named in the reports, e.g. ml-100k or Scientific")
     parser.add_argument("--recbole", nargs="+", required=True, help="reports whose RecBole run to pool (one a seed)")
-    parser.add_argument("--ours", nargs="+", required=True, help="reports whose runs of ours to pool (all their seeds)")
+    parser.add_argument(
+        "--ours", nargs="+", required=True, help="reports whose runs of ours to pool (all seeds, or PATH:0,1 for some)"
+    )
     parser.add_argument("--goal", type=float, default=10.0, help="speedup asked for (default 10)")
     parser.add_argument("--output", default=None, help="JSON report (default: print only)")
     args = parser.parse_args()

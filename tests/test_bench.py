@@ -441,3 +441,10 @@ def test_pool_script_refuses_repeated_seeds_and_reports_measured_differently(tmp
         run("--recbole", rb0, report("rb2.json", 2, threads=1), "--ours", ours)
     with pytest.raises(SystemExit, match="no ours run"):
         run("--recbole", rb0, "--ours", rb1)
+    rerun = report("ours3.json", 0, ours={"1": _ours([0.02, 0.05])})  # seed 1 again, measured later
+    run("--recbole", rb0, "--ours", f"{ours}:0", rerun, "--output", str(out))
+    pooled = json.loads(out.read_text())
+    assert pooled["results"]["speedup_to_recbole_best"] == {"0": {"seed 0": 10.0}, "1": {"seed 0": 10.0}}
+    assert [i["report"] for i in pooled["inputs"]["ours"]] == [f"{ours}:0", rerun]
+    with pytest.raises(SystemExit, match="no ours runs with seeds 7"):
+        run("--recbole", rb0, "--ours", f"{ours}:7")

@@ -62,16 +62,13 @@ def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: i
     }
     rb_summary = recbole_summary(recbole)
     reached = _first_reaching(ours_hist, rb_summary["best_val_ndcg@10"])
-    recbole_converged = bool(recbole.get("stopped_early"))
+    stopped = _stopped(recbole)
+    recbole_converged = stopped == "early stopping"
     # Our early stopping fired if the run ended before the cap, or if the last `patience` validations did not improve.
     ours_converged = bool(ours_best) and (len(ours_hist) < max_epochs or len(ours_hist) - 1 - ours_best[0] >= patience)
     caveats = []
     if not recbole_converged:
-        why = (
-            f"its time budget ({recbole['time_budget']:g} s)"
-            if recbole.get("stopped") == "time budget"
-            else "its epoch cap"
-        )
+        why = f"its time budget ({recbole['time_budget']:g} s)" if stopped == "time budget" else "its epoch cap"
         caveats.append(
             f"RecBole hit {why} after {rb_summary['epochs_run']} epochs, before early stopping: its best validation "
             "NDCG@10 (and its seconds to best) is a lower bound, it had not finished."

@@ -34,13 +34,14 @@ def load(paths: list[str], dataset: str, side: str) -> list[tuple[str, dict]]:
     for path in paths:
         path, _, seeds = path.rpartition(":") if re.fullmatch(r".+:[0-9,]+", path) else (path, "", "")
         report = json.loads(Path(path).read_text())
+        runs = report.get("raw", {}).get(dataset, {}).get(side)
         if seeds:
-            runs = report.get("raw", {}).get(dataset, {}).get(side, {})
-            if side != "ours" or not set(seeds.split(",")) <= set(runs):
+            kept = seeds.split(",")
+            if side != "ours" or not set(kept) <= set(runs or {}):
                 raise SystemExit(f"{path}: no {side} runs with seeds {seeds} on {dataset}")
-            report["raw"][dataset][side] = {s: run for s, run in runs.items() if s in seeds.split(",")}
+            report["raw"][dataset][side] = {s: run for s, run in runs.items() if s in kept}
             path = f"{path}:{seeds}"
-        if not report.get("raw", {}).get(dataset, {}).get(side):
+        if not runs:
             raise SystemExit(f"{path} has no {side} run on {dataset}")
         reports.append((path, report))
     return reports

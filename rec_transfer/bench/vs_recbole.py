@@ -179,7 +179,8 @@ def pool(
     speedups = {o: {r: c["speedup_to_recbole_best"] for r, c in row.items()} for o, row in pairs.items()}
     flat = [s for row in speedups.values() for s in row.values()]
     reached = [s for s in flat if s is not None]
-    ours_runs = {o: next(iter(row.values()))["ours"] for o, row in pairs.items()}
+    first = {o: next(iter(row.values())) for o, row in pairs.items()}  # our side is the same in every pairing
+    ours_runs = {o: c["ours"] for o, c in first.items()}
     rb_runs = {r: {**recbole_summary(rb), "stopped": _stopped(rb)} for r, rb in recbole.items()}
     tests = {}
     for metric in ("test_ndcg@10", "test_recall@10"):
@@ -192,8 +193,8 @@ def pool(
     ]
     caveats += [f"Ours seed {o} never reached RecBole {r}'s best validation." for o, row in speedups.items()
                 for r, s in row.items() if s is None]  # fmt: skip
-    caveats += [f"Ours seed {o} hit its epoch cap before early stopping." for o, row in pairs.items()
-                if not next(iter(row.values()))["ours_converged"]]  # fmt: skip
+    caveats += [f"Ours seed {o} hit its epoch cap before early stopping." for o, c in first.items()
+                if not c["ours_converged"]]  # fmt: skip
     return {
         "ours": ours_runs,
         "recbole": rb_runs,

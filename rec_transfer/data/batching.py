@@ -19,8 +19,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
+
+from rec_transfer.utils.distributed import dist_info
 
 Split = Literal["train", "valid", "test", "predict"]
 
@@ -171,12 +172,6 @@ def collate(rows: list[tuple], pack_to: int | None = None) -> dict:
     else:
         batch["last"] = torch.from_numpy(row * shape[1] + offset + lengths - 1)  # (B,)
     return batch
-
-
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class DomainBatchSampler(Sampler[list[int]]):

@@ -15,11 +15,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, dist_info, window_stride
+from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, window_stride
 from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
 from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.text import TextEncoderConfig
+from rec_transfer.utils.distributed import dist_info
+from rec_transfer.utils.files import file_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def _source_fingerprint(path: str, extra: dict) -> str:
     if not path.startswith(SYNTHETIC):
         p = Path(path)
         files = sorted(p.iterdir()) if p.is_dir() else [p]
-        parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+        parts += [":".join(map(str, file_fingerprint(f))) for f in files if f.is_file()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 

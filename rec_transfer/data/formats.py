@@ -11,7 +11,6 @@ import html
 import json
 import logging
 import math
-import os
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +22,7 @@ import datasets
 
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
+from rec_transfer.utils.files import atomic_write, file_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def _file_key(path: Path) -> FileKey:
             f"found in {folder}: {', '.join(found) or '(nothing)'}" if found is not None else f"{folder} is missing"
         )
         raise DataFormatError(path, f"file not found; {listing}")
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    _, size, mtime_ns = file_fingerprint(path)
+    return (str(path.resolve()), size, mtime_ns)
 
 
 def _iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -143,9 +143,7 @@ def _build(
         ds = ds.cast(features)
     counts_file = Path(ds.cache_files[0]["filename"]).parent / _COUNTS_FILE
     if stats:
-        tmp = counts_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(stats))
-        tmp.replace(counts_file)
+        atomic_write(counts_file, json.dumps(stats))
     elif counts_file.is_file():
         stats = json.loads(counts_file.read_text())
     return ds, stats

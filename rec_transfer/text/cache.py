@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +23,11 @@ from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rec_transfer.text.encode import collective_device, encode_texts_sharded
+from rec_transfer.text.encode import encode_texts_sharded
 from rec_transfer.text.models import load_text_model, resolve_default_pooling, resolve_model
 from rec_transfer.text.pooling import POOLING_METHODS, PoolingMethod
+from rec_transfer.utils.distributed import collective_device, dist_info
+from rec_transfer.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -201,26 +201,10 @@ def _load_vectors(path: Path, expected: dict[str, str]) -> torch.Tensor | None:
 
 
 def _save_vectors(path: Path, tensor: torch.Tensor, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensor = tensor.contiguous()
     metadata = {**metadata, "dim": str(tensor.shape[1]), "checksum": _tensor_checksum(tensor)}
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         save_file({_TENSOR_NAME: tensor}, tmp, metadata=metadata)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)  # mkstemp creates 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _all_ranks_hit(hit: bool) -> bool:
@@ -297,7 +281,8 @@ def cached_item_vectors(
         "template": template,
         "count": str(len(texts)),
     }
-    distributed = _distributed()
+    rank, world = dist_info()
+    distributed = world > 1
     vectors = _load_vectors(path, expected)
     hit = vectors is not None
     if distributed:
@@ -314,7 +299,6 @@ def cached_item_vectors(
             if vectors is not None:
                 log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
                 return vectors
-        rank = dist.get_rank() if distributed else 0
         # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
         if rank == 0:
             model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)

@@ -7,16 +7,16 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from rec_transfer.callbacks.domain_transfer import current_phase
 from rec_transfer.data.datamodule import SYNTHETIC, DomainDataModule, make_train_loader
+from rec_transfer.phase import Phase, current_phase
 
 
 class TransferDataModule(L.LightningDataModule):
     """Source domains for pre-training, a target for transfer.
 
-    Which loaders it serves follows the ``DomainTransfer`` callback's phase for the current epoch
-    (the Trainer must reload dataloaders every epoch). With no sources, or no ``DomainTransfer``
-    callback, it trains on the target alone.
+    Which loaders it serves follows the phase of the current epoch (``rec_transfer.phase``, decided
+    by the ``DomainTransfer`` callback; the Trainer must reload dataloaders every epoch). With no
+    sources, or no ``DomainTransfer`` callback, it trains on the target alone.
 
     Args:
         target: the data-poor domain the model is transferred to.
@@ -67,7 +67,7 @@ class TransferDataModule(L.LightningDataModule):
         for m in self.domains.values():
             m.setup(stage)
 
-    def _phase(self) -> str:
+    def _phase(self) -> Phase:
         return "source" if self.sources and current_phase(self.trainer) == "source" else "target"
 
     def train_dataloader(self) -> DataLoader:

@@ -14,6 +14,7 @@ from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
+from rec_transfer.phase import Phase
 
 
 class TransferRecommender(L.LightningModule):
@@ -73,7 +74,7 @@ class TransferRecommender(L.LightningModule):
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
-        self.finetune = False  # set by the DomainTransfer callback after the switch to the target
+        self.transfer_phase: Phase | None = None  # see on_transfer_phase; None: a run without transfer
         self.target_domain: str | None = None
         self.train_epoch_seconds: list[float] = []
         # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
@@ -275,9 +276,15 @@ class TransferRecommender(L.LightningModule):
         if self.logger is not None:
             self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
 
+    def on_transfer_phase(self, phase: Phase) -> None:
+        """Called by the transfer schedule (``DomainTransfer``) at the switch and on restoring a checkpoint, before
+        optimizers are built: the target phase trains with ``target_lr``."""
+        self.transfer_phase = phase
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        lr = self.hparams.target_lr if self.finetune and self.hparams.target_lr else self.hparams.lr
+        target = self.transfer_phase == "target"
+        lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.hparams.weight_decay)
         warmup = max(1, self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
 from rec_transfer.phase import Phase
+from rec_transfer.utils.seeding import EpochSeed
 
 
 class TransferRecommender(L.LightningModule):
@@ -76,9 +76,6 @@ class TransferRecommender(L.LightningModule):
         self.test_metrics = nn.ModuleDict()
         self.transfer_phase: Phase | None = None  # see on_transfer_phase; None: a run without transfer
         self.target_domain: str | None = None
-        self.train_epoch_seconds: list[float] = []
-        # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
-        self.val_history: list[dict[str, float]] = []
         # Item tables built once per evaluation pass (see item_table); never saved, dropped by train()/eval().
         self._eval_tables: dict[str, torch.Tensor] = {}
 
@@ -210,26 +207,9 @@ class TransferRecommender(L.LightningModule):
         return F.cross_entropy(logits, batch["target"][mask] - 1)
 
     # ------------------------------------------------------------------ Lightning hooks
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        # Lightning does not checkpoint RNG states; reseeding from (seed, epoch, rank) at each
-        # epoch's first step makes a run resumed at an epoch boundary draw the same dropout
-        # masks as an uninterrupted one.
-        if batch_idx == 0:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            torch.manual_seed(seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = self._last_step_end = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        self._last_step_end = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        # Training time alone, up to the last step (validation runs before this hook), for speed reports.
-        if not hasattr(self, "_epoch_start"):  # a resumed run finishing an epoch that ended before the restart
-            return
-        self.train_epoch_seconds.append(self._last_step_end - self._epoch_start)
-        self.log("time/train_epoch_s", self.train_epoch_seconds[-1])
+    def configure_callbacks(self) -> list[Callback]:
+        # Every trainer of this model reseeds per epoch (exact resume of dropout masks), however it was built.
+        return [EpochSeed()]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -259,12 +239,6 @@ class TransferRecommender(L.LightningModule):
             self.log_dict({f"{split}/{name}/{k}": v for k, v in values.items()})
             if name == self.target_domain:
                 self.log(f"hp/{split}_ndcg@10", values["ndcg@10"])
-                if split == "val" and not self.trainer.sanity_checking and hasattr(self, "_fit_start"):
-                    self.val_history.append({
-                        "epoch": self.current_epoch,
-                        "seconds": round(time.perf_counter() - self._fit_start, 3),
-                        "ndcg@10": round(float(values["ndcg@10"]), 5),
-                    })  # fmt: skip
             metrics[name].reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -272,7 +246,6 @@ class TransferRecommender(L.LightningModule):
         return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
 
     def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
         if self.logger is not None:
             self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
 

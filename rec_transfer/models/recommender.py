@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
-from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
+from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.phase import Phase
 from rec_transfer.utils.seeding import EpochSeed
 
@@ -59,7 +57,7 @@ class TransferRecommender(L.LightningModule):
         adaptor_experts: int = 8,
         adaptor_dropout: float = 0.2,
         max_len: int = 50,
-        similarity: Literal["dot", "cosine"] = "cosine",
+        similarity: Similarity = "cosine",
         temperature: float = 0.07,
         lr: float = 1e-3,
         target_lr: float | None = None,
@@ -71,6 +69,7 @@ class TransferRecommender(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
+        self.scorer = ItemScorer(similarity, temperature)
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
@@ -163,23 +162,6 @@ class TransferRecommender(L.LightningModule):
         self._eval_tables = {}
         return super().train(mode)
 
-    def logits(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(T, D) states against (M, D) item vectors → (T, M) float32 similarities / temperature."""
-        # Always float32, also under bf16/fp16 autocast: short mantissas (8 bits in bf16) round nearby scores into ties,
-        # which the pessimistic ranking counts against the target, and top-K order would be arbitrary among them.
-        with torch.autocast(states.device.type, enabled=False):
-            states, items = states.float(), items.float()
-            if self.hparams.similarity == "cosine":
-                states, items = F.normalize(states, dim=-1), F.normalize(items, dim=-1)
-            # The temperature scales the T states, not the T × M logits: same result, far less work.
-            return (states / self.hparams.temperature) @ items.T
-
-    def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """(T, D) states against (N + 1, D) items → (T, N + 1) float32 logits; padding column is -inf."""
-        logits = self.logits(states, table)
-        logits[:, 0] = float("-inf")
-        return logits
-
     def encode(self, batch: dict, table: torch.Tensor) -> torch.Tensor:
         """States at every token of the batch's rows: (R, L, D); rows may be packed (see ``collate``)."""
         return self.encoder(table[batch["input"]], batch.get("positions"), batch.get("segments"))
@@ -194,17 +176,12 @@ class TransferRecommender(L.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         """Scores of every item of the batch's domain for each user's next item: (B, N + 1)."""
         table = self.item_table(batch["domain"])
-        return self.scores(self.last_states(batch, table), table)
+        return self.scorer(self.last_states(batch, table), table)
 
     def loss(self, batch: dict) -> torch.Tensor:
         """Cross-entropy over all items of the domain, at every real position at once."""
         table = self.item_table(batch["domain"])
-        states = self.encode(batch, table)  # (R, L, D)
-        mask = batch["target"] > 0  # (R, L)
-        # Against items 1..N only: the padding row is never a target, and leaving it out spares a
-        # -inf column written into (and copied back out of) the (T, N) logits' gradient.
-        logits = self.logits(states[mask], table[1:])  # (T, N)
-        return F.cross_entropy(logits, batch["target"][mask] - 1)
+        return self.scorer.loss(self.encode(batch, table), batch["target"], table)
 
     # ------------------------------------------------------------------ Lightning hooks
     def configure_callbacks(self) -> list[Callback]:

@@ -174,6 +174,13 @@ def collate(rows: list[tuple], pack_to: int | None = None) -> dict:
     return batch
 
 
+def _per_domain(value: int | Sequence[int], domains: int, name: str) -> list[int]:
+    values = [value] * domains if isinstance(value, int) else [int(v) for v in value]
+    if len(values) != domains or min(values, default=1) < 1:
+        raise ValueError(f"{name} must be one positive number or one per domain ({domains}), got {value}")
+    return values
+
+
 class DomainBatchSampler(Sampler[list[int]]):
     """Shuffled batches, each from one domain, over the concatenation of several domains.
 
@@ -181,21 +188,31 @@ class DomainBatchSampler(Sampler[list[int]]):
     domains across steps. ``pool_batches=1`` gives plain random batches; with more, rows of similar
     length are batched together (sorted inside shuffled pools of ``pool_batches`` batches), which
     cuts padding when rows are not packed (see ``collate``). Under DDP every rank gets the same
-    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The order depends only on
-    ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
+    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The
+    order depends only on ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
+
+    Args:
+        lengths: every row's length, one array per domain.
+        batch_size: rows per batch: one for all domains, or one per domain.
+        seed: shuffling seed.
+        epoch: the epoch whose order to draw.
+        shuffle: shuffle rows and batches (off: domains and rows in order).
+        pool_batches: length-sorting pool, in batches: one for all domains, or one per domain.
     """
 
     def __init__(
         self,
         lengths: Sequence[np.ndarray],
-        batch_size: int,
+        batch_size: int | Sequence[int],
         seed: int = 0,
         epoch: int = 0,
         shuffle: bool = True,
-        pool_batches: int = 1,
+        pool_batches: int | Sequence[int] = 1,
     ):
-        self.lengths, self.batch_size, self.seed, self.epoch = [np.asarray(x) for x in lengths], batch_size, seed, epoch
-        self.shuffle, self.pool_batches = shuffle, pool_batches
+        self.lengths, self.seed, self.epoch = [np.asarray(x) for x in lengths], seed, epoch
+        self.batch_sizes = _per_domain(batch_size, len(self.lengths), "batch_size")
+        self.pool_batches = _per_domain(pool_batches, len(self.lengths), "pool_batches")
+        self.shuffle = shuffle
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -203,14 +220,14 @@ class DomainBatchSampler(Sampler[list[int]]):
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
         batches, start = [], 0
-        for lengths in self.lengths:
+        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
             size = len(lengths)
             idx = rng.permutation(size) if self.shuffle else np.arange(size)
-            pool = self.batch_size * self.pool_batches
+            pool = batch_size * pool_batches
             for p in range(0, size, pool):
                 chunk = idx[p : p + pool]
                 chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-                batches += [start + chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+                batches += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
             start += size
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
@@ -225,9 +242,8 @@ class DomainBatchSampler(Sampler[list[int]]):
             yield b.tolist()
 
     def __len__(self) -> int:
-        pool = self.batch_size * self.pool_batches
-        n = sum(
-            (len(x) // pool) * math.ceil(pool / self.batch_size) + math.ceil((len(x) % pool) / self.batch_size)
-            for x in self.lengths
-        )
+        n = 0
+        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
+            pool = batch_size * pool_batches
+            n += (len(lengths) // pool) * pool_batches + math.ceil((len(lengths) % pool) / batch_size)
         return math.ceil(n / dist_info()[1])

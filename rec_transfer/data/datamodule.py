@@ -56,7 +56,8 @@ class DomainDataModule(L.LightningDataModule):
             ``None``: ``max_len``, windows that do not overlap. Smaller: more context for every
             target (at least ``max_len - train_stride`` items) and more work; it matters on long
             histories only (ml-100k), not on histories capped at ``max_len`` (Amazon here).
-        batch_size: training users per batch.
+        batch_size: training rows per batch; trained together with other domains, each batch holds
+            rows of one domain, as many as that domain's ``batch_size``.
         length_pool: ``1`` (default): plain random training batches, each a sample of the whole
             domain. ``N > 1``: rows are sorted by length inside shuffled pools of ``N`` batches, so
             a batch holds histories of similar length (less padding when ``pack`` is off; on
@@ -205,16 +206,43 @@ class DomainDataModule(L.LightningDataModule):
         return self.eval_dataloader("predict")
 
 
+# Settings of the one training loader that serves several domains at once: they must agree.
+LOADER_SETTINGS = ("seed", "pack", "num_workers")
+
+
+def shared_loader_settings(modules: list[DomainDataModule]) -> dict[str, int | bool]:
+    """The loader-wide settings of domains trained together; a mismatch raises, naming the domains and values."""
+    settings = {}
+    for key in LOADER_SETTINGS:
+        values = {m.name: getattr(m, key) for m in modules}
+        if len(set(values.values())) > 1:
+            found = ", ".join(f"{name}: {value!r}" for name, value in values.items())
+            raise ValueError(
+                f"{key} differs between domains trained together ({found}); one training loader serves them all "
+                f"(shuffling, packing, workers), so give them the same {key}"
+            )
+        settings[key] = next(iter(values.values()))
+    return settings
+
+
 def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader:
-    """Training batches of one or several domains, each batch from one domain, mixed across steps."""
-    first = modules[0]
+    """Training batches of one or several domains, each batch from one domain, mixed across steps.
+
+    Each domain keeps its own ``batch_size`` and ``length_pool``; ``seed``, ``pack`` and ``num_workers`` belong to
+    the loader and must agree (see ``shared_loader_settings``).
+    """
+    shared = shared_loader_settings(modules)
     views = [m.view("train") for m in modules]
     sampler = DomainBatchSampler(
-        [v.lengths() for v in views], first.batch_size, seed=first.seed, epoch=epoch, pool_batches=first.length_pool
+        [v.lengths() for v in views],
+        [m.batch_size for m in modules],
+        seed=shared["seed"],
+        epoch=epoch,
+        pool_batches=[m.length_pool for m in modules],
     )
     return DataLoader(
         torch.utils.data.ConcatDataset(views),
         batch_sampler=sampler,
-        collate_fn=partial(collate, pack_to=max(m.max_len for m in modules) if first.pack else None),
-        num_workers=first.num_workers,
+        collate_fn=partial(collate, pack_to=max(m.max_len for m in modules) if shared["pack"] else None),
+        num_workers=shared["num_workers"],
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from rec_transfer.data.datamodule import SYNTHETIC, DomainDataModule, make_train_loader
+from rec_transfer.data.datamodule import SYNTHETIC, DomainDataModule, make_train_loader, shared_loader_settings
 from rec_transfer.phase import Phase, current_phase
 
 
@@ -46,6 +46,8 @@ class TransferDataModule(L.LightningDataModule):
         names = [m.name for m in self.sources] + [target.name]
         if len(set(names)) != len(names):
             raise ValueError(f"domain names must be unique, got {names}")
+        if self.sources:
+            shared_loader_settings(self.sources)  # the sources share one training loader: fail now, not at epoch 0
 
     @property
     def target_name(self) -> str:
@@ -66,6 +68,13 @@ class TransferDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for m in self.domains.values():
             m.setup(stage)
+        widths = {name: m.item_vectors.shape[1] for name, m in self.domains.items() if m.item_vectors is not None}
+        if len(set(widths.values())) > 1:
+            found = ", ".join(f"{name}: {width}" for name, width in widths.items())
+            raise ValueError(
+                f"item text vectors differ in width between domains ({found}); one adaptor reads them all, "
+                "so give every domain the same text_encoder model"
+            )
 
     def _phase(self) -> Phase:
         return "source" if self.sources and current_phase(self.trainer) == "source" else "target"

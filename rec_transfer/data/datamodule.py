@@ -54,17 +54,17 @@ class DomainDataModule(L.LightningDataModule):
         train_stride: training windows over histories longer than ``max_len`` step back this many
             targets at a time, and each trains its last ``train_stride`` targets (``SequenceView``).
             ``None``: ``max_len``, windows that do not overlap. Smaller: more context for every
-            target (at least ``max_len - train_stride`` items) and more work; it matters on long
-            histories only (ml-100k), not on histories capped at ``max_len`` (Amazon here).
+            target (at least ``max_len - train_stride`` items) and more work; it matters only on
+            histories longer than ``max_len``, not on histories capped at ``max_len``.
         batch_size: training rows per batch; trained together with other domains, each batch holds
             rows of one domain, as many as that domain's ``batch_size``.
         length_pool: ``1`` (default): plain random training batches, each a sample of the whole
             domain. ``N > 1``: rows are sorted by length inside shuffled pools of ``N`` batches, so
-            a batch holds histories of similar length (less padding when ``pack`` is off; on
-            Scientific it cost SASRec 0.002 NDCG@10).
+            a batch holds histories of similar length (less padding when ``pack`` is off, but
+            batches that are less random, which can cost accuracy).
         pack: pack several short histories into each row of ``max_len`` tokens, with attention
             kept inside each history (the same result as unpacked rows, with a fraction of the
-            padding: 3-5x faster epochs on Amazon data). Off: each row is one padded history.
+            padding, so faster epochs). Off: each row is one padded history.
         eval_batch_size: users per validation/test/predict batch.
         num_workers: DataLoader worker processes.
         text_encoder: language model that turns item texts into vectors; ``None`` for ID-only models.

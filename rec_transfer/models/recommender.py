@@ -147,8 +147,8 @@ class TransferRecommender(L.LightningModule):
         """(N + 1, D) item vectors of ``domain``.
 
         In evaluation (eval mode, no gradients) the weights cannot change between batches, so the table
-        is built once and reused by every batch of the pass: rebuilding the text adaptor's output for
-        every batch took about 40 % of a validation on Scientific. ``train()``/``eval()`` drop it (Lightning
+        is built once and reused by every batch of the pass: rebuilding the text adaptor's output over the
+        whole catalogue for every batch would be a large share of the pass. ``train()``/``eval()`` drop it (Lightning
         calls ``eval()`` as every validation, test and predict loop starts, after any checkpoint is loaded),
         so weights changed by training or loading are never scored with a stale table.
         """

@@ -216,7 +216,7 @@ def _converted_dir(resolved: ResolvedModel, cache_dir: Path) -> Path:
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantise a GGUF checkpoint once into a plain safetensors folder (reading GGUF costs ~30 s each time)."""
+    """Dequantise a GGUF checkpoint once into a plain safetensors folder (reading GGUF dequantises it every time)."""
     from transformers import AutoModel, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import lightning as L
 import torch
@@ -26,6 +26,7 @@ from rec_transfer.utils.files import file_fingerprint
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic:"
+T = TypeVar("T")
 
 
 def _source_fingerprint(path: str, extra: dict) -> str:
@@ -210,19 +211,18 @@ class DomainDataModule(L.LightningDataModule):
 LOADER_SETTINGS = ("seed", "pack", "num_workers")
 
 
+def same_for_all(values: dict[str, T], what: str, why: str) -> T:
+    """The one value that every domain (the keys) has; a mismatch raises a ValueError naming each domain's value."""
+    if len(set(values.values())) > 1:
+        found = ", ".join(f"{name}: {value!r}" for name, value in values.items())
+        raise ValueError(f"{what} differs between domains ({found}): {why}")
+    return next(iter(values.values()))
+
+
 def shared_loader_settings(modules: list[DomainDataModule]) -> dict[str, int | bool]:
     """The loader-wide settings of domains trained together; a mismatch raises, naming the domains and values."""
-    settings = {}
-    for key in LOADER_SETTINGS:
-        values = {m.name: getattr(m, key) for m in modules}
-        if len(set(values.values())) > 1:
-            found = ", ".join(f"{name}: {value!r}" for name, value in values.items())
-            raise ValueError(
-                f"{key} differs between domains trained together ({found}); one training loader serves them all "
-                f"(shuffling, packing, workers), so give them the same {key}"
-            )
-        settings[key] = next(iter(values.values()))
-    return settings
+    why = "one training loader serves the domains trained together (shuffling, packing, workers), so give them one"
+    return {key: same_for_all({m.name: getattr(m, key) for m in modules}, key, why) for key in LOADER_SETTINGS}
 
 
 def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader:

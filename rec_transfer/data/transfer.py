@@ -7,7 +7,13 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from rec_transfer.data.datamodule import SYNTHETIC, DomainDataModule, make_train_loader, shared_loader_settings
+from rec_transfer.data.datamodule import (
+    SYNTHETIC,
+    DomainDataModule,
+    make_train_loader,
+    same_for_all,
+    shared_loader_settings,
+)
 from rec_transfer.phase import Phase, current_phase
 
 
@@ -69,12 +75,9 @@ class TransferDataModule(L.LightningDataModule):
         for m in self.domains.values():
             m.setup(stage)
         widths = {name: m.item_vectors.shape[1] for name, m in self.domains.items() if m.item_vectors is not None}
-        if len(set(widths.values())) > 1:
-            found = ", ".join(f"{name}: {width}" for name, width in widths.items())
-            raise ValueError(
-                f"item text vectors differ in width between domains ({found}); one adaptor reads them all, "
-                "so give every domain the same text_encoder model"
-            )
+        if widths:
+            why = "one adaptor reads them all, so give every domain the same text_encoder model"
+            same_for_all(widths, "the width of item text vectors", why)
 
     def _phase(self) -> Phase:
         return "source" if self.sources and current_phase(self.trainer) == "source" else "target"

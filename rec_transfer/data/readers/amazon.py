@@ -14,7 +14,8 @@ import datasets
 
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
-from rec_transfer.data.readers.arrow import INTERACTION_FEATURES, build, items_features
+from rec_transfer.data.readers.arrow import INTERACTION_FEATURES, build
+from rec_transfer.data.readers.items import first_row_per_item, items_features
 from rec_transfer.data.readers.lines import FileKey, file_key, iter_lines, parse_time
 
 logger = logging.getLogger(__name__)
@@ -71,26 +72,21 @@ def _clean_text(value: Any, sep: str) -> str:
     return " ".join(text.split())
 
 
-def _meta_gen(source: FileKey, item_key: str, text_fields: tuple[str, ...], stats, **_: Any):
-    path = source[0]
-    seen: set[str] = set()
-    duplicates = 0
+def _meta_rows(path: str, item_key: str, text_fields: tuple[str, ...]) -> Iterator[dict[str, str]]:
     for lineno, record in _json_records(path):
         item = record.get(item_key)
         if not item:
             raise DataFormatError(
                 path, f"record has no {item_key!r} key (item id); found keys {sorted(record)}", lineno
             )
-        item = str(item)
-        if item in seen:
-            duplicates += 1
-            continue
-        seen.add(item)
         yield {
-            "item_id": item,
+            "item_id": str(item),
             **{f: _clean_text(record.get(f), " " if f == "description" else ", ") for f in text_fields},
         }
-    stats["duplicate_item_rows"] = duplicates
+
+
+def _meta_gen(source: FileKey, item_key: str, text_fields: tuple[str, ...], stats, **_: Any):
+    yield from first_row_per_item(_meta_rows(source[0], item_key, text_fields), stats)
 
 
 def _reviews_gen(source: FileKey, item_files: tuple[str, ...], version: str, stats, **_: Any):

@@ -7,7 +7,7 @@ Generators stream rows into a memory-mapped Arrow cache; their keyword arguments
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,6 @@ _COUNTS_FILE = "rec_transfer_counts.json"
 INTERACTION_FEATURES = datasets.Features(
     {"user_id": datasets.Value("string"), "item_id": datasets.Value("string"), "timestamp": datasets.Value("float64")}
 )
-
-
-def items_features(text_fields: Sequence[str]) -> datasets.Features:
-    """Schema of an item table: ``item_id`` and one string column per text field."""
-    return datasets.Features(
-        {"item_id": datasets.Value("string"), **{f: datasets.Value("string") for f in text_fields}}
-    )
 
 
 def _format_error_in(exc: BaseException) -> DataFormatError | None:

@@ -11,7 +11,8 @@ from typing import Any
 import datasets
 
 from rec_transfer.data.errors import DataFormatError
-from rec_transfer.data.readers.arrow import build, items_features
+from rec_transfer.data.readers.arrow import build
+from rec_transfer.data.readers.items import first_row_per_item, items_features
 from rec_transfer.data.readers.lines import FileKey, file_key, first_line, iter_lines
 
 logger = logging.getLogger(__name__)
@@ -55,18 +56,13 @@ def tsv_rows(path: str, n_fields: int) -> Iterator[tuple[int, list[str]]]:
 
 def _items_gen(source: FileKey, item_col: int, text_cols: tuple[tuple[str, int], ...], n_fields: int, stats, **_: Any):
     path = source[0]
-    seen: set[str] = set()
-    duplicates = 0
-    for _, parts in tsv_rows(path, n_fields):
-        item = parts[item_col]
-        if item in seen:
-            duplicates += 1
-            continue
-        seen.add(item)
-        yield {"item_id": item, **{name: parts[col] for name, col in text_cols}}
-    if not seen:
+    rows = ({"item_id": p[item_col], **{name: p[col] for name, col in text_cols}} for _, p in tsv_rows(path, n_fields))
+    empty = True
+    for row in first_row_per_item(rows, stats):
+        empty = False
+        yield row
+    if empty:
         raise DataFormatError(path, "no data rows after the header", 2)
-    stats["duplicate_item_rows"] = duplicates
 
 
 def read_tsv_items(

@@ -115,6 +115,8 @@ class TransferRecommender(L.LightningModule):
         self._pretrained_loaded = True
 
     def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None) -> None:
+        """Registers a domain: its item table and metrics. The first domain's text width sizes the shared adaptor;
+        ``ItemTower.add_domain`` refuses later domains of another width."""
         if self.item_tower is None:
             text_dim = None if text_vectors is None else text_vectors.shape[1]
             self.item_tower = ItemTower(

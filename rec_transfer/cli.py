@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping
+from rec_transfer.callbacks import DomainTransfer, FitTimer, LatestCheckpoint, TargetEarlyStopping
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.models.recommender import TransferRecommender
 
@@ -69,12 +69,13 @@ class RecTransferCLI(LightningCLI):
                 )
 
     def after_fit(self) -> None:
-        epoch_s = self.model.train_epoch_seconds
+        timer = next(c for c in self.trainer.callbacks if isinstance(c, FitTimer))
+        epoch_s = timer.train_epoch_seconds
         results: dict = {
             "fit_seconds": round(time.perf_counter() - self._fit_start, 2),
             "epochs": self.trainer.current_epoch,
             "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
-            "val_history": self.model.val_history,
+            "val_history": timer.val_history,
         }
         transfer = next((c for c in self.trainer.callbacks if isinstance(c, DomainTransfer)), None)
         if transfer is not None and transfer.zero_shot_metrics:  # read before testing reloads callback state
@@ -154,7 +155,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
         TransferRecommender,
         L.LightningDataModule,
         subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [FitTimer()]},  # in every run, whatever the config says
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the model builds its own optimizer (and the transfer rebuilds it)
         args=args,

@@ -24,6 +24,7 @@ from rec_transfer.cli import build_cli
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
 from rec_transfer.metrics import pessimistic_rank
+from rec_transfer.models.components import ItemScorer
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
 
@@ -267,12 +268,12 @@ def test_predict_on_a_domain_never_trained_on(run, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- bf16 autocast
 def test_scores_stay_float32_under_bf16_autocast() -> None:
-    model = TransferRecommender(mode="id", hidden_size=4, layers=1, heads=1, max_len=5, similarity="dot", temperature=1)
+    scorer = ItemScorer(similarity="dot", temperature=1)
     table = torch.zeros(4, 4)
     table[1:, 0] = torch.tensor([1.000, 1.002, 1.004])  # all round to 1.0 in bf16 (spacing 2**-7 near 1)
     states = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model.scores(states, table)
+        logits = scorer(states, table)
     assert logits.dtype == torch.float32
     assert pessimistic_rank(logits, torch.tensor([3])).item() == 1  # no bf16 ties counted against the target
 

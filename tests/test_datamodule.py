@@ -225,7 +225,7 @@ def test_length_pool_reaches_the_train_loader(tmp_path: Path) -> None:
 
     sorted_dm = make(tmp_path, batch_size=4, length_pool=50, pack=False)
     random_dm = make(tmp_path, batch_size=4, pack=False)
-    assert make_train_loader([random_dm], epoch=0).batch_sampler.pool_batches == 1  # the default
+    assert make_train_loader([random_dm], epoch=0).batch_sampler.pool_batches == [1]  # the default
     assert padding(random_dm) > padding(sorted_dm)
     with pytest.raises(ValueError, match="length_pool"):
         DomainDataModule("synthetic:books", length_pool=0)
@@ -251,3 +251,42 @@ def test_setup_without_prepare_data_says_so(tmp_path: Path) -> None:
     dm = DomainDataModule("synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="prepare_data"):
         dm.setup()
+
+
+def test_each_source_keeps_its_own_batch_size_and_length_pool(tmp_path: Path) -> None:
+    books = make(tmp_path, "books", batch_size=4, pack=False)
+    toys = make(tmp_path, "toys", batch_size=16, length_pool=4, pack=False)
+    loader = make_train_loader([books, toys], epoch=0)
+    assert loader.batch_sampler.batch_sizes == [4, 16] and loader.batch_sampler.pool_batches == [1, 4]
+    sizes: dict[str, list[int]] = {"books": [], "toys": []}
+    for batch in loader:
+        sizes[batch["domain"]].append(len(batch["user"]))
+    assert len(sizes["books"]) + len(sizes["toys"]) == len(loader)
+    for dm, size, pool in ((books, 4, 1), (toys, 16, 4)):
+        rows, got = len(dm.view("train")), sizes[dm.name]
+        assert sum(got) == rows and max(got) == size  # every row once, in batches of the domain's own size
+        assert sum(n < size for n in got) <= -(-rows // (size * pool))  # at most one short batch per pool
+
+
+@pytest.mark.parametrize(("key", "a", "b"), [("seed", 0, 1), ("pack", True, False), ("num_workers", 0, 1)])
+def test_loader_wide_settings_that_differ_between_sources_are_refused(tmp_path: Path, key, a, b) -> None:
+    def domain(name: str, value) -> DomainDataModule:
+        return DomainDataModule(f"synthetic:{name}", cache_dir=str(tmp_path), **{key: value})
+
+    target = domain("posters", a)
+    expected = rf"{key} differs between domains \(books: {a!r}, toys: {b!r}\): one training loader serves"
+    with pytest.raises(ValueError, match=expected):
+        TransferDataModule(target=target, sources=[domain("books", a), domain("toys", b)])
+    # The target trains alone after the switch: its own value is fine.
+    TransferDataModule(target=domain("posters", b), sources=[domain("books", a), domain("toys", a)])
+
+
+def test_text_widths_must_match_across_domains(tmp_path: Path) -> None:
+    sources = [make(tmp_path, "books"), make(tmp_path, "toys")]
+    target = make(tmp_path, "posters")
+    for dm, width in ((sources[0], 8), (sources[1], 8), (target, 12)):
+        dm.item_vectors = torch.zeros(dm.num_items + 1, width)
+    with pytest.raises(
+        ValueError, match=r"width of item text vectors differs between domains \(books: 8, toys: 8, posters: 12\)"
+    ):
+        TransferDataModule(target=target, sources=sources).setup()

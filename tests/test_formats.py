@@ -80,7 +80,7 @@ def test_recbole_with_timestamp_extra_columns_and_multi_field_items(tmp_path: Pa
 
 def test_recbole_without_timestamp_uses_position_per_user(tmp_path: Path, caplog) -> None:
     folder = recbole(tmp_path / "d", ["user_id:token\titem_id:token", "u1\ta", "u2\tb", "u1\tb", "u1\ta", "u2\ta"])
-    with caplog.at_level(logging.INFO, logger="rec_transfer.data.formats"):
+    with caplog.at_level(logging.INFO, logger="rec_transfer.data.readers"):
         domain = read_recbole(folder, cache_dir=tmp_path / "cache")
     assert [r["timestamp"] for r in domain.interactions] == [0.0, 0.0, 1.0, 2.0, 1.0]
     assert "no timestamp" in caplog.text
@@ -238,7 +238,7 @@ def test_amazon_2018(tmp_path: Path, compress: bool, caplog) -> None:
     suffix = ".json.gz" if compress else ".json"
     reviews = write_jsonl(tmp_path / f"Games_5{suffix}", REVIEWS_2018, compress)
     meta = write_jsonl(tmp_path / f"meta_Games{suffix}", META_2018, compress)
-    with caplog.at_level(logging.WARNING, logger="rec_transfer.data.formats"):
+    with caplog.at_level(logging.WARNING, logger="rec_transfer.data.readers"):
         domain = read_amazon(reviews, meta, cache_dir=tmp_path / "cache")
     assert domain.name == "Games_5"
     assert rows(domain.interactions) == [("U1", "A1", 100.0), ("U2", "A2", 200.0)]

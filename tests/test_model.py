@@ -1,5 +1,6 @@
 """Pure components and the recommender's maths: shapes, causality, learning."""
 
+import pytest
 import torch
 
 from rec_transfer.data.batching import SequenceView, collate
@@ -133,3 +134,11 @@ def test_evaluation_builds_the_item_table_once_and_never_scores_with_stale_weigh
     with torch.enable_grad():
         torch.testing.assert_close(after, torch.cat([model(b) for b in batches]).detach())
     assert not torch.allclose(after, cached)
+
+
+def test_item_tower_refuses_text_vectors_of_another_width() -> None:
+    tower = ItemTower(hidden=8, mode="text", text_dim=6)
+    tower.add_domain("books", 3, torch.randn(4, 6))
+    expected = r"'toys' has text vectors of width 5, but the shared adaptor reads width 6 \(domains: books\)"
+    with pytest.raises(ValueError, match=expected):
+        tower.add_domain("toys", 3, torch.randn(4, 5))

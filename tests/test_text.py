@@ -32,6 +32,8 @@ from rec_transfer.text import (
     text_cache_key,
 )
 from rec_transfer.text import cache as cache_module
+from rec_transfer.text import config as config_module
+from rec_transfer.text import store as store_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -317,18 +319,18 @@ def test_mean_cosine_and_the_warning_for_vectors_that_share_one_direction(monkey
     normed = torch.nn.functional.normalize(shared, dim=-1)
     pairs = normed @ normed.T
     brute = (pairs.sum() - pairs.diagonal().sum()) / (40 * 39)
-    assert cache_module.mean_cosine(shared) == pytest.approx(float(brute), abs=1e-5) and brute > 0.9
-    assert abs(cache_module.mean_cosine(torch.randn(400, 16))) < 0.05
-    assert cache_module.mean_cosine(shared[:1]) == 0.0
+    assert config_module.mean_cosine(shared) == pytest.approx(float(brute), abs=1e-5) and brute > 0.9
+    assert abs(config_module.mean_cosine(torch.randn(400, 16))) < 0.05
+    assert config_module.mean_cosine(shared[:1]) == 0.0
 
-    monkeypatch.setattr(cache_module, "cached_item_vectors", lambda texts, **kwargs: shared)
+    monkeypatch.setattr(config_module, "cached_item_vectors", lambda texts, **kwargs: shared)
     with caplog.at_level(logging.WARNING):
         TextEncoderConfig(model_name="llm").item_vectors(["t"] * 40)
     assert "set text_encoder.center: true" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         TextEncoderConfig(model_name="llm", center=True).item_vectors(["t"] * 40)
-        monkeypatch.setattr(cache_module, "cached_item_vectors", lambda texts, **kwargs: torch.randn(400, 16))
+        monkeypatch.setattr(config_module, "cached_item_vectors", lambda texts, **kwargs: torch.randn(400, 16))
         TextEncoderConfig(model_name="llm").item_vectors(["t"] * 400)
     assert "center" not in caplog.text
 
@@ -383,7 +385,7 @@ def test_write_is_atomic(tiny_bert, tmp_path, monkeypatch):
         Path(filename).write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(cache_module, "save_file", crash)
+    monkeypatch.setattr(store_module, "save_file", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         cached_item_vectors(SENTENCES, model_name=str(tiny_bert), cache_dir=tmp_path, progress=False)
     assert _vector_files(tmp_path) == []  # neither a final file nor a temp file

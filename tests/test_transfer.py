@@ -40,7 +40,8 @@ def test_state_roundtrip_refreezes_before_optimizers():
     fresh = DomainTransfer(source_epochs=1, freeze=["encoder"])
     model = TransferRecommender(mode="id", hidden_size=16, layers=1, heads=1, max_len=5)
     fresh.on_load_checkpoint(None, model, checkpoint)
-    assert fresh.optimizer_phase == "target" and fresh.switch_epoch == 1 and model.finetune
+    assert fresh.optimizer_phase == "target" and fresh.switch_epoch == 1
+    assert model.transfer_phase == "target"  # told through its hook, before optimizers are built
     assert not any(p.requires_grad for p in model.encoder.parameters())
 
 

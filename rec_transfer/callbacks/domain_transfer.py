@@ -3,41 +3,28 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from rec_transfer.metrics import RankingMetrics
+from rec_transfer.phase import Phase, PhaseAware, PhaseSchedule, current_phase
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["source", "target"]
 
-
-def find_transfer(trainer: L.Trainer | None) -> DomainTransfer | None:
-    if trainer is None:
-        return None
-    return next((c for c in trainer.callbacks if isinstance(c, DomainTransfer)), None)
-
-
-def current_phase(trainer: L.Trainer | None, epoch: int | None = None) -> Phase:
-    """The data phase of ``epoch`` (default: the trainer's); ``target`` when no transfer is configured."""
-    transfer = find_transfer(trainer)
-    if transfer is None:
-        return "target"
-    return transfer.phase_for_epoch(trainer.current_epoch if epoch is None else epoch)
-
-
-class DomainTransfer(Callback):
+class DomainTransfer(Callback, PhaseSchedule):
     """Trains on the source domains, then switches to the target and starts a fresh optimizer.
 
     The switch happens after ``source_epochs`` epochs, or earlier once the mean source validation
     NDCG@10 has not improved for ``source_patience`` validations. At the first target epoch the
-    callback freezes the requested submodules, rebuilds optimizer and scheduler through the
-    strategy, and logs a zero-shot evaluation of the target: validation split as ``zeroshot/<target>/...``,
-    test split as ``zeroshot_test/<target>/...``.
+    callback freezes the requested submodules, tells the model (``on_transfer_phase("target")``, see
+    ``rec_transfer.phase.PhaseAware``), rebuilds optimizer and scheduler through the strategy, and
+    logs a zero-shot evaluation of the target: validation split as ``zeroshot/<target>/...``, test
+    split as ``zeroshot_test/<target>/...``. Other modules read the phase of an epoch through
+    ``rec_transfer.phase.current_phase``.
 
     Its state (switch epoch, which phase the optimizer was built for, patience counters and the
     zero-shot result) lives in the checkpoint and is restored before optimizers are rebuilt, so a
@@ -122,7 +109,8 @@ class DomainTransfer(Callback):
         for name in self.freeze:
             module = pl_module.get_submodule(name)
             module.requires_grad_(False)
-        pl_module.finetune = True
+        if isinstance(pl_module, PhaseAware):
+            pl_module.on_transfer_phase("target")
         self.optimizer_phase = "target"
 
     @torch.no_grad()

@@ -5,10 +5,10 @@ so no key-padding mask is needed and no attention row is ever fully masked.
 
 ``collate(rows, pack_to=L)`` packs several short histories into each row of length ``L``: most
 histories are far shorter than ``max_len``, and padding every one of them to the batch's longest
-made the transformer spend ~90 % of its work on padding (Scientific: 366k padded tokens per epoch
-for 34k real positions). A packed batch carries each token's position inside its own history
-(``positions``) and which history it belongs to (``segments``, 0 for padding), so the encoder
-masks attention to the token's own history: the result is the same as without packing.
+makes the transformer spend most of its work on padding. A packed batch carries each token's
+position inside its own history (``positions``) and which history it belongs to (``segments``,
+0 for padding), so the encoder masks attention to the token's own history: the result is the same
+as without packing.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
+
+from rec_transfer.utils.distributed import dist_info
 
 Split = Literal["train", "valid", "test", "predict"]
 
@@ -173,10 +174,11 @@ def collate(rows: list[tuple], pack_to: int | None = None) -> dict:
     return batch
 
 
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def _per_domain(value: int | Sequence[int], domains: int, name: str) -> list[int]:
+    values = [value] * domains if isinstance(value, int) else [int(v) for v in value]
+    if len(values) != domains or min(values, default=1) < 1:
+        raise ValueError(f"{name} must be one positive number or one per domain ({domains}), got {value}")
+    return values
 
 
 class DomainBatchSampler(Sampler[list[int]]):
@@ -186,21 +188,31 @@ class DomainBatchSampler(Sampler[list[int]]):
     domains across steps. ``pool_batches=1`` gives plain random batches; with more, rows of similar
     length are batched together (sorted inside shuffled pools of ``pool_batches`` batches), which
     cuts padding when rows are not packed (see ``collate``). Under DDP every rank gets the same
-    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The order depends only on
-    ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
+    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The
+    order depends only on ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
+
+    Args:
+        lengths: every row's length, one array per domain.
+        batch_size: rows per batch: one for all domains, or one per domain.
+        seed: shuffling seed.
+        epoch: the epoch whose order to draw.
+        shuffle: shuffle rows and batches (off: domains and rows in order).
+        pool_batches: length-sorting pool, in batches: one for all domains, or one per domain.
     """
 
     def __init__(
         self,
         lengths: Sequence[np.ndarray],
-        batch_size: int,
+        batch_size: int | Sequence[int],
         seed: int = 0,
         epoch: int = 0,
         shuffle: bool = True,
-        pool_batches: int = 1,
+        pool_batches: int | Sequence[int] = 1,
     ):
-        self.lengths, self.batch_size, self.seed, self.epoch = [np.asarray(x) for x in lengths], batch_size, seed, epoch
-        self.shuffle, self.pool_batches = shuffle, pool_batches
+        self.lengths, self.seed, self.epoch = [np.asarray(x) for x in lengths], seed, epoch
+        self.batch_sizes = _per_domain(batch_size, len(self.lengths), "batch_size")
+        self.pool_batches = _per_domain(pool_batches, len(self.lengths), "pool_batches")
+        self.shuffle = shuffle
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -208,14 +220,14 @@ class DomainBatchSampler(Sampler[list[int]]):
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
         batches, start = [], 0
-        for lengths in self.lengths:
+        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
             size = len(lengths)
             idx = rng.permutation(size) if self.shuffle else np.arange(size)
-            pool = self.batch_size * self.pool_batches
+            pool = batch_size * pool_batches
             for p in range(0, size, pool):
                 chunk = idx[p : p + pool]
                 chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-                batches += [start + chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+                batches += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
             start += size
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
@@ -230,9 +242,8 @@ class DomainBatchSampler(Sampler[list[int]]):
             yield b.tolist()
 
     def __len__(self) -> int:
-        pool = self.batch_size * self.pool_batches
-        n = sum(
-            (len(x) // pool) * math.ceil(pool / self.batch_size) + math.ceil((len(x) % pool) / self.batch_size)
-            for x in self.lengths
-        )
+        n = 0
+        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
+            pool = batch_size * pool_batches
+            n += (len(lengths) // pool) * pool_batches + math.ceil((len(lengths) % pool) / batch_size)
         return math.ceil(n / dist_info()[1])

@@ -9,21 +9,24 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, dist_info, window_stride
+from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, window_stride
 from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
 from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.text import TextEncoderConfig
+from rec_transfer.utils.distributed import dist_info
+from rec_transfer.utils.files import file_fingerprint
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic:"
+T = TypeVar("T")
 
 
 def _source_fingerprint(path: str, extra: dict) -> str:
@@ -32,7 +35,7 @@ def _source_fingerprint(path: str, extra: dict) -> str:
     if not path.startswith(SYNTHETIC):
         p = Path(path)
         files = sorted(p.iterdir()) if p.is_dir() else [p]
-        parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+        parts += [":".join(map(str, file_fingerprint(f))) for f in files if f.is_file()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -52,16 +55,17 @@ class DomainDataModule(L.LightningDataModule):
         train_stride: training windows over histories longer than ``max_len`` step back this many
             targets at a time, and each trains its last ``train_stride`` targets (``SequenceView``).
             ``None``: ``max_len``, windows that do not overlap. Smaller: more context for every
-            target (at least ``max_len - train_stride`` items) and more work; it matters on long
-            histories only (ml-100k), not on histories capped at ``max_len`` (Amazon here).
-        batch_size: training users per batch.
+            target (at least ``max_len - train_stride`` items) and more work; it matters only on
+            histories longer than ``max_len``, not on histories capped at ``max_len``.
+        batch_size: training rows per batch; trained together with other domains, each batch holds
+            rows of one domain, as many as that domain's ``batch_size``.
         length_pool: ``1`` (default): plain random training batches, each a sample of the whole
             domain. ``N > 1``: rows are sorted by length inside shuffled pools of ``N`` batches, so
-            a batch holds histories of similar length (less padding when ``pack`` is off; on
-            Scientific it cost SASRec 0.002 NDCG@10).
+            a batch holds histories of similar length (less padding when ``pack`` is off, but
+            batches that are less random, which can cost accuracy).
         pack: pack several short histories into each row of ``max_len`` tokens, with attention
             kept inside each history (the same result as unpacked rows, with a fraction of the
-            padding: 3-5x faster epochs on Amazon data). Off: each row is one padded history.
+            padding, so faster epochs). Off: each row is one padded history.
         eval_batch_size: users per validation/test/predict batch.
         num_workers: DataLoader worker processes.
         text_encoder: language model that turns item texts into vectors; ``None`` for ID-only models.
@@ -203,16 +207,42 @@ class DomainDataModule(L.LightningDataModule):
         return self.eval_dataloader("predict")
 
 
+# Settings of the one training loader that serves several domains at once: they must agree.
+LOADER_SETTINGS = ("seed", "pack", "num_workers")
+
+
+def same_for_all(values: dict[str, T], what: str, why: str) -> T:
+    """The one value that every domain (the keys) has; a mismatch raises a ValueError naming each domain's value."""
+    if len(set(values.values())) > 1:
+        found = ", ".join(f"{name}: {value!r}" for name, value in values.items())
+        raise ValueError(f"{what} differs between domains ({found}): {why}")
+    return next(iter(values.values()))
+
+
+def shared_loader_settings(modules: list[DomainDataModule]) -> dict[str, int | bool]:
+    """The loader-wide settings of domains trained together; a mismatch raises, naming the domains and values."""
+    why = "one training loader serves the domains trained together (shuffling, packing, workers), so give them one"
+    return {key: same_for_all({m.name: getattr(m, key) for m in modules}, key, why) for key in LOADER_SETTINGS}
+
+
 def make_train_loader(modules: list[DomainDataModule], epoch: int) -> DataLoader:
-    """Training batches of one or several domains, each batch from one domain, mixed across steps."""
-    first = modules[0]
+    """Training batches of one or several domains, each batch from one domain, mixed across steps.
+
+    Each domain keeps its own ``batch_size`` and ``length_pool``; ``seed``, ``pack`` and ``num_workers`` belong to
+    the loader and must agree (see ``shared_loader_settings``).
+    """
+    shared = shared_loader_settings(modules)
     views = [m.view("train") for m in modules]
     sampler = DomainBatchSampler(
-        [v.lengths() for v in views], first.batch_size, seed=first.seed, epoch=epoch, pool_batches=first.length_pool
+        [v.lengths() for v in views],
+        [m.batch_size for m in modules],
+        seed=shared["seed"],
+        epoch=epoch,
+        pool_batches=[m.length_pool for m in modules],
     )
     return DataLoader(
         torch.utils.data.ConcatDataset(views),
         batch_sampler=sampler,
-        collate_fn=partial(collate, pack_to=max(m.max_len for m in modules) if first.pack else None),
-        num_workers=first.num_workers,
+        collate_fn=partial(collate, pack_to=max(m.max_len for m in modules) if shared["pack"] else None),
+        num_workers=shared["num_workers"],
     )

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import string
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pyarrow.compute as pc
 
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
+from rec_transfer.utils.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +90,10 @@ class Domain:
 
     def save(self, folder: str | Path) -> None:
         """Writes the domain atomically (temp folder, then rename); ``meta.json`` marks it complete."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
+        with atomic_dir(folder, marker="meta.json") as tmp:
             self.sequences.save_to_disk(str(tmp / "sequences"))
             self.items.save_to_disk(str(tmp / "items"))
             (tmp / "meta.json").write_text(json.dumps({"name": self.name, "counts": self.counts}))
-            if folder.exists() and not (folder / "meta.json").exists():
-                shutil.rmtree(folder)  # a leftover without its completion marker
-            try:
-                tmp.rename(folder)
-            except OSError:
-                # Another process finished the same content-keyed folder first: keep theirs.
-                if not (folder / "meta.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: str | Path) -> Domain:

@@ -7,16 +7,22 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from rec_transfer.callbacks.domain_transfer import current_phase
-from rec_transfer.data.datamodule import SYNTHETIC, DomainDataModule, make_train_loader
+from rec_transfer.data.datamodule import (
+    SYNTHETIC,
+    DomainDataModule,
+    make_train_loader,
+    same_for_all,
+    shared_loader_settings,
+)
+from rec_transfer.phase import Phase, current_phase
 
 
 class TransferDataModule(L.LightningDataModule):
     """Source domains for pre-training, a target for transfer.
 
-    Which loaders it serves follows the ``DomainTransfer`` callback's phase for the current epoch
-    (the Trainer must reload dataloaders every epoch). With no sources, or no ``DomainTransfer``
-    callback, it trains on the target alone.
+    Which loaders it serves follows the phase of the current epoch (``rec_transfer.phase``, decided
+    by the ``DomainTransfer`` callback; the Trainer must reload dataloaders every epoch). With no
+    sources, or no ``DomainTransfer`` callback, it trains on the target alone.
 
     Args:
         target: the data-poor domain the model is transferred to.
@@ -46,6 +52,8 @@ class TransferDataModule(L.LightningDataModule):
         names = [m.name for m in self.sources] + [target.name]
         if len(set(names)) != len(names):
             raise ValueError(f"domain names must be unique, got {names}")
+        if self.sources:
+            shared_loader_settings(self.sources)  # the sources share one training loader: fail now, not at epoch 0
 
     @property
     def target_name(self) -> str:
@@ -66,8 +74,12 @@ class TransferDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for m in self.domains.values():
             m.setup(stage)
+        widths = {name: m.item_vectors.shape[1] for name, m in self.domains.items() if m.item_vectors is not None}
+        if widths:
+            why = "one adaptor reads them all, so give every domain the same text_encoder model"
+            same_for_all(widths, "the width of item text vectors", why)
 
-    def _phase(self) -> str:
+    def _phase(self) -> Phase:
         return "source" if self.sources and current_phase(self.trainer) == "source" else "target"
 
     def train_dataloader(self) -> DataLoader:

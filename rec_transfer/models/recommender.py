@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
-from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
+from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
+from rec_transfer.phase import Phase
+from rec_transfer.utils.seeding import EpochSeed
 
 
 class TransferRecommender(L.LightningModule):
@@ -58,7 +57,7 @@ class TransferRecommender(L.LightningModule):
         adaptor_experts: int = 8,
         adaptor_dropout: float = 0.2,
         max_len: int = 50,
-        similarity: Literal["dot", "cosine"] = "cosine",
+        similarity: Similarity = "cosine",
         temperature: float = 0.07,
         lr: float = 1e-3,
         target_lr: float | None = None,
@@ -70,14 +69,12 @@ class TransferRecommender(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
+        self.scorer = ItemScorer(similarity, temperature)
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
-        self.finetune = False  # set by the DomainTransfer callback after the switch to the target
+        self.transfer_phase: Phase | None = None  # see on_transfer_phase; None: a run without transfer
         self.target_domain: str | None = None
-        self.train_epoch_seconds: list[float] = []
-        # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
-        self.val_history: list[dict[str, float]] = []
         # Item tables built once per evaluation pass (see item_table); never saved, dropped by train()/eval().
         self._eval_tables: dict[str, torch.Tensor] = {}
 
@@ -118,6 +115,8 @@ class TransferRecommender(L.LightningModule):
         self._pretrained_loaded = True
 
     def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None) -> None:
+        """Registers a domain: its item table and metrics. The first domain's text width sizes the shared adaptor;
+        ``ItemTower.add_domain`` refuses later domains of another width."""
         if self.item_tower is None:
             text_dim = None if text_vectors is None else text_vectors.shape[1]
             self.item_tower = ItemTower(
@@ -150,8 +149,8 @@ class TransferRecommender(L.LightningModule):
         """(N + 1, D) item vectors of ``domain``.
 
         In evaluation (eval mode, no gradients) the weights cannot change between batches, so the table
-        is built once and reused by every batch of the pass: rebuilding the text adaptor's output for
-        every batch took about 40 % of a validation on Scientific. ``train()``/``eval()`` drop it (Lightning
+        is built once and reused by every batch of the pass: rebuilding the text adaptor's output over the
+        whole catalogue for every batch would be a large share of the pass. ``train()``/``eval()`` drop it (Lightning
         calls ``eval()`` as every validation, test and predict loop starts, after any checkpoint is loaded),
         so weights changed by training or loading are never scored with a stale table.
         """
@@ -164,23 +163,6 @@ class TransferRecommender(L.LightningModule):
     def train(self, mode: bool = True):
         self._eval_tables = {}
         return super().train(mode)
-
-    def logits(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(T, D) states against (M, D) item vectors → (T, M) float32 similarities / temperature."""
-        # Always float32, also under bf16/fp16 autocast: short mantissas (8 bits in bf16) round nearby scores into ties,
-        # which the pessimistic ranking counts against the target, and top-K order would be arbitrary among them.
-        with torch.autocast(states.device.type, enabled=False):
-            states, items = states.float(), items.float()
-            if self.hparams.similarity == "cosine":
-                states, items = F.normalize(states, dim=-1), F.normalize(items, dim=-1)
-            # The temperature scales the T states, not the T × M logits: same result, far less work.
-            return (states / self.hparams.temperature) @ items.T
-
-    def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """(T, D) states against (N + 1, D) items → (T, N + 1) float32 logits; padding column is -inf."""
-        logits = self.logits(states, table)
-        logits[:, 0] = float("-inf")
-        return logits
 
     def encode(self, batch: dict, table: torch.Tensor) -> torch.Tensor:
         """States at every token of the batch's rows: (R, L, D); rows may be packed (see ``collate``)."""
@@ -196,39 +178,17 @@ class TransferRecommender(L.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         """Scores of every item of the batch's domain for each user's next item: (B, N + 1)."""
         table = self.item_table(batch["domain"])
-        return self.scores(self.last_states(batch, table), table)
+        return self.scorer(self.last_states(batch, table), table)
 
     def loss(self, batch: dict) -> torch.Tensor:
         """Cross-entropy over all items of the domain, at every real position at once."""
         table = self.item_table(batch["domain"])
-        states = self.encode(batch, table)  # (R, L, D)
-        mask = batch["target"] > 0  # (R, L)
-        # Against items 1..N only: the padding row is never a target, and leaving it out spares a
-        # -inf column written into (and copied back out of) the (T, N) logits' gradient.
-        logits = self.logits(states[mask], table[1:])  # (T, N)
-        return F.cross_entropy(logits, batch["target"][mask] - 1)
+        return self.scorer.loss(self.encode(batch, table), batch["target"], table)
 
     # ------------------------------------------------------------------ Lightning hooks
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        # Lightning does not checkpoint RNG states; reseeding from (seed, epoch, rank) at each
-        # epoch's first step makes a run resumed at an epoch boundary draw the same dropout
-        # masks as an uninterrupted one.
-        if batch_idx == 0:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            torch.manual_seed(seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = self._last_step_end = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        self._last_step_end = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        # Training time alone, up to the last step (validation runs before this hook), for speed reports.
-        if not hasattr(self, "_epoch_start"):  # a resumed run finishing an epoch that ended before the restart
-            return
-        self.train_epoch_seconds.append(self._last_step_end - self._epoch_start)
-        self.log("time/train_epoch_s", self.train_epoch_seconds[-1])
+    def configure_callbacks(self) -> list[Callback]:
+        # Every trainer of this model reseeds per epoch (exact resume of dropout masks), however it was built.
+        return [EpochSeed()]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -258,12 +218,6 @@ class TransferRecommender(L.LightningModule):
             self.log_dict({f"{split}/{name}/{k}": v for k, v in values.items()})
             if name == self.target_domain:
                 self.log(f"hp/{split}_ndcg@10", values["ndcg@10"])
-                if split == "val" and not self.trainer.sanity_checking and hasattr(self, "_fit_start"):
-                    self.val_history.append({
-                        "epoch": self.current_epoch,
-                        "seconds": round(time.perf_counter() - self._fit_start, 3),
-                        "ndcg@10": round(float(values["ndcg@10"]), 5),
-                    })  # fmt: skip
             metrics[name].reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -271,13 +225,18 @@ class TransferRecommender(L.LightningModule):
         return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
 
     def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
         if self.logger is not None:
             self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
 
+    def on_transfer_phase(self, phase: Phase) -> None:
+        """Called by the transfer schedule (``DomainTransfer``) at the switch and on restoring a checkpoint, before
+        optimizers are built: the target phase trains with ``target_lr``."""
+        self.transfer_phase = phase
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        lr = self.hparams.target_lr if self.finetune and self.hparams.target_lr else self.hparams.lr
+        target = self.transfer_phase == "target"
+        lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.hparams.weight_decay)
         warmup = max(1, self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))

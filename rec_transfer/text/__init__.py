@@ -19,7 +19,8 @@ Lower level:
 - ``text_cache_key(texts, *, identity, pooling, max_length, normalize, template) -> str``
 """
 
-from rec_transfer.text.cache import TextEncoderConfig, cache_path, cached_item_vectors, text_cache_key
+from rec_transfer.text.cache import cached_item_vectors
+from rec_transfer.text.config import TextEncoderConfig
 from rec_transfer.text.encode import TokenBatch, encode_texts, encode_texts_sharded, iter_token_batches
 from rec_transfer.text.models import (
     ResolvedModel,
@@ -30,6 +31,7 @@ from rec_transfer.text.models import (
     resolve_model,
 )
 from rec_transfer.text.pooling import POOLING_METHODS, PoolingMethod, pool
+from rec_transfer.text.store import cache_path, text_cache_key
 
 __all__ = [
     "POOLING_METHODS",

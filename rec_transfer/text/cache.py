@@ -1,101 +1,31 @@
-"""Disk cache of item text vectors, keyed by everything that determines them.
+"""Item text vectors from the disk cache, or encoded once and cached: who encodes, who waits, who writes.
 
-A file ``<cache_dir>/text_vectors/<key>.safetensors`` holds one float32 tensor ``vectors`` (N, D) and metadata
-describing how it was made plus a sha256 of the tensor bytes. A cache hit reads and validates that file only: the
-language model is neither loaded nor imported. Anything unexpected in the file (parse error, truncation, wrong shape,
-metadata or checksum mismatch) logs a warning and the vectors are rebuilt. Files are written to a temp file in the
-same folder and renamed into place, so readers never see a partial file.
+A cache hit reads one validated file (``rec_transfer.text.store``) and never loads or imports the language model.
+On a miss the model is loaded and the texts encoded: under ``torch.distributed`` every rank encodes its shard and
+rank 0 writes the file; separate processes missing the same file at once take a file lock, so one encodes and the
+others read its file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from filelock import FileLock, Timeout
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from rec_transfer.text.encode import collective_device, encode_texts_sharded
+from rec_transfer.text.encode import encode_texts_sharded
 from rec_transfer.text.models import load_text_model, resolve_default_pooling, resolve_model
 from rec_transfer.text.pooling import POOLING_METHODS, PoolingMethod
+from rec_transfer.text.store import CACHE_FORMAT_VERSION, cache_path, load_vectors, save_vectors, text_cache_key
+from rec_transfer.utils.distributed import collective_device, dist_info
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = "1"
-_TENSOR_NAME = "vectors"
 TEMPLATE_FIELD = "{text}"
-
-
-@dataclass(frozen=True)
-class TextEncoderConfig:
-    """How item texts become vectors; field names match :func:`cached_item_vectors` keywords, but for ``center``.
-
-    Attributes:
-        model_name: ``"minilm"``, ``"smollm2"``, a local model path or a hub id.
-        pooling: ``"mean"``, ``"cls"``, ``"last"``, or None for the model's default (mean for encoders, last token
-            for decoders).
-        max_length: Truncation length in tokens.
-        normalize: L2-normalise the vectors.
-        batch_size: Texts per forward pass (does not change the vectors, so not part of the cache key).
-        trust_remote_code: Allow custom model code from the hub.
-        center: Subtract the mean vector of the catalogue (one domain's items) after loading; cheap, so not cached.
-            Decoder LLM states share one large direction (SmolLM2: mean cosine 0.80-0.89 between items, MiniLM:
-            0.23-0.36) that drowns the differences between items until the adaptor has learnt it away.
-    """
-
-    model_name: str = "minilm"
-    pooling: PoolingMethod | None = None
-    max_length: int = 128
-    normalize: bool = False
-    batch_size: int = 64
-    trust_remote_code: bool = False
-    center: bool = False
-
-    def item_vectors(
-        self,
-        texts: Sequence[str],
-        template: str = "",
-        cache_dir: str | Path = ".cache/rec_transfer",
-        progress: bool = True,
-    ) -> torch.Tensor:
-        """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``."""
-        options = asdict(self)
-        center = options.pop("center")
-        vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
-        if center:
-            return vectors - vectors.mean(dim=0, keepdim=True)
-        similarity = mean_cosine(vectors)
-        if similarity > ANISOTROPY_WARNING:
-            log.warning(
-                "Text vectors of %s share one direction (mean cosine %.2f between items); they train slowly "
-                "unless centred: set text_encoder.center: true",
-                self.model_name,
-                similarity,
-            )
-        return vectors
-
-
-ANISOTROPY_WARNING = 0.7  # mean cosine between items that calls for `center` (MiniLM 0.23-0.36, SmolLM2 0.80-0.89)
-
-
-def mean_cosine(vectors: torch.Tensor, sample: int = 2000) -> float:
-    """Mean cosine similarity between distinct rows, over the first ``sample`` rows; 0 for fewer than 2."""
-    rows = torch.nn.functional.normalize(vectors[:sample].float(), dim=-1)  # (K, D)
-    k = len(rows)
-    if k < 2:
-        return 0.0
-    total = rows.sum(dim=0)  # sum over pairs i != j of cos(i, j) = |sum|^2 - K
-    return float((total @ total - k) / (k * (k - 1)))
 
 
 class _TemplatedView(Sequence[str]):
@@ -117,110 +47,6 @@ class _TemplatedView(Sequence[str]):
 def _check_template(template: str) -> None:
     if template and TEMPLATE_FIELD not in template:
         raise ValueError(f"template must contain {TEMPLATE_FIELD!r} where the item text goes, got {template!r}")
-
-
-def text_cache_key(
-    texts: Sequence[str],
-    *,
-    identity: str,
-    pooling: PoolingMethod,
-    max_length: int,
-    normalize: bool,
-    template: str = "",
-) -> str:
-    """Cache key of a set of item vectors.
-
-    Args:
-        texts: Raw item texts (before the template), hashed in a streaming pass, each with its byte length so that
-            ``["ab", "c"]`` and ``["a", "bc"]`` differ.
-        identity: Model identity from :func:`model_identity` / :func:`load_text_model`.
-        pooling: Resolved pooling method (not None).
-        max_length: Truncation length.
-        normalize: Whether vectors are L2-normalised.
-        template: Template applied to each text (``"{text}"`` placeholder), or ``""``.
-
-    Returns:
-        Hex sha256.
-    """
-    header = json.dumps(
-        {
-            "version": CACHE_FORMAT_VERSION,
-            "identity": identity,
-            "pooling": pooling,
-            "max_length": int(max_length),
-            "normalize": bool(normalize),
-            "template": template,
-        },
-        sort_keys=True,
-    ).encode()
-    digest = hashlib.sha256()
-    digest.update(len(header).to_bytes(8, "little"))
-    digest.update(header)
-    for text in texts:
-        data = text.encode("utf-8")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    digest.update(len(texts).to_bytes(8, "little"))
-    return digest.hexdigest()
-
-
-def cache_path(cache_dir: str | Path, key: str) -> Path:
-    """File that holds the vectors of ``key``."""
-    return Path(cache_dir) / "text_vectors" / f"{key}.safetensors"
-
-
-def _tensor_checksum(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().numpy()).hexdigest()
-
-
-def _load_vectors(path: Path, expected: dict[str, str]) -> torch.Tensor | None:
-    """Return the cached tensor, or None when missing or invalid (never raises on a bad file)."""
-    if not path.exists():
-        return None
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensor = f.get_tensor(_TENSOR_NAME)
-    except Exception as err:  # safetensors raises its own error type, OSError or ValueError on bad files
-        log.warning("Text vector cache %s is unreadable (%s); rebuilding it", path, err)
-        return None
-    problems = [k for k, v in expected.items() if metadata.get(k) != v]
-    if tensor.dtype != torch.float32 or tensor.ndim != 2:
-        problems.append(f"tensor {tuple(tensor.shape)} {tensor.dtype}")
-    else:
-        if tensor.shape[0] != int(expected["count"]):
-            problems.append("row count")
-        if metadata.get("dim") != str(tensor.shape[1]):
-            problems.append("dim")
-        if metadata.get("checksum") != _tensor_checksum(tensor):
-            problems.append("checksum")
-    if problems:
-        log.warning("Text vector cache %s does not match (%s); rebuilding it", path, ", ".join(problems))
-        return None
-    return tensor
-
-
-def _save_vectors(path: Path, tensor: torch.Tensor, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensor = tensor.contiguous()
-    metadata = {**metadata, "dim": str(tensor.shape[1]), "checksum": _tensor_checksum(tensor)}
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        save_file({_TENSOR_NAME: tensor}, tmp, metadata=metadata)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)  # mkstemp creates 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _all_ranks_hit(hit: bool) -> bool:
@@ -297,8 +123,9 @@ def cached_item_vectors(
         "template": template,
         "count": str(len(texts)),
     }
-    distributed = _distributed()
-    vectors = _load_vectors(path, expected)
+    rank, world = dist_info()
+    distributed = world > 1
+    vectors = load_vectors(path, expected)
     hit = vectors is not None
     if distributed:
         # Collectives below must be entered by every rank, so all agree on hit/miss first.
@@ -310,11 +137,10 @@ def cached_item_vectors(
     with contextlib.ExitStack() as stack:
         if not distributed:  # ranks of one job already coordinate through collectives
             stack.enter_context(_encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts)))
-            vectors = _load_vectors(path, expected)
+            vectors = load_vectors(path, expected)
             if vectors is not None:
                 log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
                 return vectors
-        rank = dist.get_rank() if distributed else 0
         # Rank 0 first: a GGUF model is converted once, then the other ranks load the converted folder.
         if rank == 0:
             model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
@@ -334,7 +160,7 @@ def cached_item_vectors(
             progress=progress,
         )
         if rank == 0:
-            _save_vectors(path, vectors, expected)
+            save_vectors(path, vectors, expected)
             log.info("Cached %d text vectors in %s", len(texts), path)
         if distributed:
             dist.barrier()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rec_transfer.text.pooling import PoolingMethod, pool
+from rec_transfer.utils.distributed import collective_device, dist_info
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -233,13 +234,6 @@ def encode_texts(
     return out
 
 
-def collective_device() -> torch.device:
-    """Device that tensors must live on for collectives of the current process group (CUDA for NCCL)."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def encode_texts_sharded(
     texts: Sequence[str],
     model: PreTrainedModel,
@@ -263,9 +257,9 @@ def encode_texts_sharded(
     Returns:
         float32 CPU tensor of shape (N, D), in the input order, identical on every rank.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    rank, world = dist_info()
+    if world == 1:
         return encode_texts(texts, model, tokenizer, progress=progress, **kwargs)
-    rank, world = dist.get_rank(), dist.get_world_size()
     local = encode_texts(_StridedView(texts, rank, world), model, tokenizer, progress=progress and rank == 0, **kwargs)
     n, dim = len(texts), local.shape[1]
     per_rank = math.ceil(n / world)

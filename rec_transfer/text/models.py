@@ -17,13 +17,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rec_transfer.text.pooling import PoolingMethod
+from rec_transfer.utils.files import atomic_dir, file_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -115,14 +114,14 @@ def _short_name_path(name: str) -> Path:
 
 
 def _hash_file(digest: Any, path: Path) -> None:
-    stat = path.stat()
-    digest.update(f"{path.name}\0{stat.st_size}\0".encode())
+    name, size, mtime_ns = file_fingerprint(path)
+    digest.update(f"{name}\0{size}\0".encode())
     with path.open("rb") as f:
-        if stat.st_size <= _FULL_HASH_MAX_BYTES:
+        if size <= _FULL_HASH_MAX_BYTES:
             digest.update(f.read())
             return
         # Large weight files: edges + size + mtime is enough to notice a replaced checkpoint without reading GBs.
-        digest.update(f"{stat.st_mtime_ns}\0".encode())
+        digest.update(f"{mtime_ns}\0".encode())
         digest.update(f.read(_EDGE_BYTES))
         f.seek(-_EDGE_BYTES, os.SEEK_END)
         digest.update(f.read(_EDGE_BYTES))
@@ -217,7 +216,7 @@ def _converted_dir(resolved: ResolvedModel, cache_dir: Path) -> Path:
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantise a GGUF checkpoint once into a plain safetensors folder (reading GGUF costs ~30 s each time)."""
+    """Dequantise a GGUF checkpoint once into a plain safetensors folder (reading GGUF dequantises it every time)."""
     from transformers import AutoModel, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
@@ -230,21 +229,9 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     model.load_state_dict(gguf_model.state_dict())
     del gguf_model
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with atomic_dir(target, marker="config.json") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)  # mkdtemp creates 0700; the cache may be shared
-        try:
-            tmp.rename(target)  # atomic: a folder at `target` is always complete
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-            # Another process converted concurrently; keep theirs.
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_text_model(

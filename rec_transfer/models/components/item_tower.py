@@ -28,7 +28,7 @@ class ItemTower(nn.Module):
         adaptor_dropout: float = 0.2,
     ):
         super().__init__()
-        self.mode, self.hidden = mode, hidden
+        self.mode, self.hidden, self.text_dim = mode, hidden, text_dim
         if mode != "id":
             if text_dim is None:
                 raise ValueError(f"item mode {mode!r} needs text vectors: set the data module's text_encoder")
@@ -44,6 +44,12 @@ class ItemTower(nn.Module):
         if self.mode != "id":
             if text_vectors is None or text_vectors.shape[0] != num_items + 1:
                 raise ValueError(f"domain {name!r}: expected text vectors of shape ({num_items + 1}, D)")
+            if text_vectors.shape[1] != self.text_dim:
+                known = ", ".join(self.num_items) or "none yet"
+                raise ValueError(
+                    f"domain {name!r} has text vectors of width {text_vectors.shape[1]}, but the shared adaptor "
+                    f"reads width {self.text_dim} (domains: {known}); every domain needs the same text model"
+                )
             self.register_buffer(f"text_{name}", text_vectors, persistent=False)
         if self.mode != "text" and name not in self.id_embeddings:
             emb = nn.Embedding(num_items + 1, self.hidden, padding_idx=0)

@@ -36,8 +36,8 @@ class SequenceEncoder(nn.Module):
         layer.dropout = nn.Identity()
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         # SASRec/UniSRec (RecBole) initialise every projection as N(0, 0.02) with zero biases;
-        # PyTorch's defaults (Xavier / Kaiming uniform) give larger weights, and on Scientific the
-        # ID-only model trained with them ended below the published SASRec.
+        # PyTorch's defaults (Xavier / Kaiming uniform) give larger weights, with which the ID-only
+        # model trained below the published SASRec.
         for module in self.layers.modules():
             if isinstance(module, nn.Linear | nn.MultiheadAttention):
                 for name, param in module.named_parameters(recurse=False):

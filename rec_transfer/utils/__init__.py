@@ -1,0 +1,1 @@
+"""Small helpers any layer may import: atomic files, file fingerprints, the torch.distributed context."""

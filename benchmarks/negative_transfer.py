@@ -12,10 +12,10 @@ Writes benchmarks/results/negative_transfer_<target>.json (``_seed<N>`` added fo
 prints a table.
 
 Example:
-    python scripts/study_negative_transfer.py --target Scientific --sources Office Food ml-100k --source-epochs 4
+    python -m benchmarks.negative_transfer --target Scientific --sources Office Food ml-100k --source-epochs 4
     # another fine-tuning seed from the same pre-trained weights
-    python scripts/study_negative_transfer.py ... --save-pretrained pre.ckpt   # then:
-    python scripts/study_negative_transfer.py ... --pretrained pre.ckpt --strategies adaptor_only --seed 1
+    python -m benchmarks.negative_transfer ... --save-pretrained pre.ckpt   # then:
+    python -m benchmarks.negative_transfer ... --pretrained pre.ckpt --strategies adaptor_only --seed 1
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from rec_transfer.bench.runs import provenance, run_seed, zero_shot_test
-from rec_transfer.bench.transfer_table import DOMAINS, STRATEGIES, default_sources, finetune_config, variant_config
+from benchmarks.runs import portable, provenance, run_seed, zero_shot_test
+from benchmarks.transfer_table import DOMAINS, STRATEGIES, default_sources, finetune_config, variant_config
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
         # 1. Pre-train on the sources only: the transfer config stopped at the switch.
         if args.pretrained:
             pretrained = Path(args.pretrained)
-            results["pretrain"] = {"checkpoint": str(pretrained)}
+            results["pretrain"] = {"checkpoint": portable(pretrained)}
         else:
             cfg = variant_config("transfer_text", args.target, sources, args.source_epochs)
             cfg["trainer"]["max_epochs"] = args.source_epochs

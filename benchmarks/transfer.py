@@ -6,9 +6,9 @@ Writes benchmarks/results/<target>.json (git commit, command, machine, per-seed 
 measured it, if that report has the same sources, source epochs and seeds (checked first).
 
 Examples:
-    python scripts/benchmark_transfer.py --target Scientific --seeds 0 1 2
-    python scripts/benchmark_transfer.py --target Office --variants sasrec text_target_only transfer_text
-    python scripts/benchmark_transfer.py --target Scientific --sources Office ml-100k --source-epochs 4 \\
+    python -m benchmarks.transfer --target Scientific --seeds 0 1 2
+    python -m benchmarks.transfer --target Office --variants sasrec text_target_only transfer_text
+    python -m benchmarks.transfer --target Scientific --sources Office ml-100k --source-epochs 4 \\
         -- --trainer.accelerator gpu --trainer.precision bf16-mixed
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from rec_transfer.bench.runs import bench_configs, provenance
-from rec_transfer.bench.transfer_table import (
+from benchmarks.runs import bench_configs, provenance
+from benchmarks.transfer_table import (
     DOMAINS,
     PUBLISHED,
     VARIANTS,

@@ -1,6 +1,6 @@
 """Speed against RecBole, the report side (pure): one of our runs against one RecBole run, and many against many.
 
-``scripts/benchmark_vs_recbole.py`` trains both and calls :func:`compare`; ``scripts/pool_vs_recbole.py`` pools the
+``benchmarks/vs_recbole.py`` trains both and calls :func:`compare`; ``benchmarks/pool_vs_recbole.py`` pools the
 runs of several earlier reports (RecBole with several seeds, ours with several) with :func:`pool`.
 """
 

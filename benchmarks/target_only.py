@@ -5,7 +5,7 @@ mean/std, seconds per training epoch) and prints a table. With ``--only``, the o
 already in the file are kept, each with the command and commit that measured it.
 
 Example:
-    python scripts/benchmark_target_only.py --seeds 0 1 2 [--data-root ../shared/data]
+    python -m benchmarks.target_only --seeds 0 1 2 [--data-root ../shared/data]
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from rec_transfer.bench import transfer_table
-from rec_transfer.bench.runs import bench_configs, not_rerun, provenance
+from benchmarks import transfer_table
+from benchmarks.runs import bench_configs, not_rerun, provenance
 
 PAPERS = transfer_table.PUBLISHED["Scientific"]  # UniSRec (KDD 2022) and VQ-Rec (WWW 2023), same split
 PUBLISHED = {

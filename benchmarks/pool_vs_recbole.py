@@ -1,13 +1,13 @@
 """Pool earlier speed reports against RecBole: every run of ours against every RecBole run, nothing trained.
 
 One RecBole seed is a poor yardstick on a small dataset: on ml-100k its test NDCG@10 moves by more between seeds
-than the gap being judged. This reads RecBole runs from several reports of scripts/benchmark_vs_recbole.py (one
+than the gap being judged. This reads RecBole runs from several reports of benchmarks/vs_recbole.py (one
 per seed; a report with runs of ours can serve too) and runs of ours from one or more, then reports the speedup of
 every pairing and each side's test NDCG@10 / Recall@10 as mean ± std over its runs. Reports must be measured the
 same way (threads, patience); seeds must not repeat on either side.
 
 Example:
-    python scripts/pool_vs_recbole.py --dataset ml-100k \
+    python -m benchmarks.pool_vs_recbole --dataset ml-100k \
         --recbole benchmarks/results/speed_vs_recbole_ml100k_recbole_seed0_long.json \
                   benchmarks/results/speed_vs_recbole_ml100k_recbole_seed1_long.json \
         --ours benchmarks/results/speed_vs_recbole_ml100k_b64_stride5_sameday.json \
@@ -21,8 +21,8 @@ import json
 import re
 from pathlib import Path
 
-from rec_transfer.bench.runs import provenance
-from rec_transfer.bench.vs_recbole import format_pool, pool
+from benchmarks.runs import portable, provenance
+from benchmarks.vs_recbole_report import format_pool, pool
 
 
 def load(paths: list[str], dataset: str, side: str) -> list[tuple[str, dict]]:
@@ -81,7 +81,7 @@ def main() -> None:
     print(format_pool(pooled))
     if args.output:
         keep = ("command", "git_commit", "when")  # "when": reports older than it lack it
-        inputs = {side: [{"report": p, **{k: r.get(k) for k in keep}} for p, r in reports]
+        inputs = {side: [{"report": portable(p), **{k: r.get(k) for k in keep}} for p, r in reports]
                   for side, reports in (("recbole", rb_reports), ("ours", our_reports))}  # fmt: skip
         report = {**provenance(), "dataset": args.dataset, "patience": patience, "inputs": inputs, "results": pooled}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

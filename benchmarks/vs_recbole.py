@@ -1,7 +1,7 @@
 """Training speed against RecBole 1.2.1's SASRec: both trained side by side, one after the other, on this machine.
 
 For every dataset, RecBole's SASRec (full cross-entropy, in its own virtual environment, through
-scripts/recbole_sasrec.py) and ours (configs/scientific_sasrec.yaml with the same sizes, batch size and
+benchmarks/recbole_sasrec.py) and ours (configs/scientific_sasrec.yaml with the same sizes, batch size and
 patience) train to early stopping on the same CPU threads. The headline is time to quality: the seconds our
 model needs to reach RecBole's best validation NDCG@10, against the seconds RecBole needs for it.
 Writes benchmarks/results/speed_vs_recbole.json and prints a table.
@@ -9,17 +9,17 @@ Writes benchmarks/results/speed_vs_recbole.json and prints a table.
 The two runs never overlap. RecBole's venv (default .venv-recbole) is created on the first run.
 
 Example:
-    python scripts/benchmark_vs_recbole.py [--datasets Scientific ml-100k] [--threads 2] [--skip-install]
+    python -m benchmarks.vs_recbole [--datasets Scientific ml-100k] [--threads 2] [--skip-install]
     # ours (3 seeds) against the RecBole run of an earlier report (same machine, threads, patience)
-    python scripts/benchmark_vs_recbole.py --datasets Scientific --seeds 0 1 2 \
+    python -m benchmarks.vs_recbole --datasets Scientific --seeds 0 1 2 \
         --recbole-from benchmarks/results/speed_vs_recbole_unpacked.json
     # more arguments for our runs only, after --
-    python scripts/benchmark_vs_recbole.py --datasets ml-100k -- --data.init_args.target.init_args.train_stride 10
+    python -m benchmarks.vs_recbole --datasets ml-100k -- --data.init_args.target.init_args.train_stride 10
     # RecBole alone (no --seeds), then an earlier report's runs of ours compared with it, without training again
-    python scripts/benchmark_vs_recbole.py --datasets ml-100k --seeds --recbole-max-epochs 20 --output rb.json
-    python scripts/benchmark_vs_recbole.py --datasets ml-100k --recbole-from rb.json --ours-from ours.json \
+    python -m benchmarks.vs_recbole --datasets ml-100k --seeds --recbole-max-epochs 20 --output rb.json
+    python -m benchmarks.vs_recbole --datasets ml-100k --recbole-from rb.json --ours-from ours.json \
         --output both.json
-    # RecBole with several seeds against ours with several: scripts/pool_vs_recbole.py
+    # RecBole with several seeds against ours with several: benchmarks/pool_vs_recbole.py
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from rec_transfer.bench.runs import provenance, run_seed
-from rec_transfer.bench.vs_recbole import across_seeds, compare, format_table, recbole_summary
+from benchmarks.runs import portable, provenance, run_seed
+from benchmarks.vs_recbole_report import across_seeds, compare, format_table, recbole_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "scientific_sasrec.yaml"
-RECBOLE_RUNNER = ROOT / "scripts" / "recbole_sasrec.py"
+RECBOLE_RUNNER = ROOT / "benchmarks" / "recbole_sasrec.py"
 # torch 2.13.0 requires setuptools>=77.0.3, so "setuptools<70" cannot be installed next to it; ray 2.6.3 (imported by
 # recbole.quick_start) needs pkg_resources, which setuptools removed in 81.
 RECBOLE_REQUIREMENTS = ["recbole==1.2.1", "torch==2.13.0", "numpy<2", "setuptools>=77.0.3,<81"]
@@ -109,7 +109,7 @@ def our_config(max_epochs: int, patience: int, path: Path) -> Path:
 
 
 def our_args(
-    data_root: Path, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE, extra: Sequence[str] = ()
+    data_root: Path | str, folder: str, max_epochs: int, batch_size: int = BATCH_SIZE, extra: Sequence[str] = ()
 ) -> list[str]:
     """Our CLI arguments: RecBole's sizes, then ``extra`` (the command line's, after --), which win."""
     return ["--data.init_args.data_root", str(data_root), "--data.init_args.target.init_args.path", folder,
@@ -197,7 +197,7 @@ def main() -> None:
                 raw[domain]["ours"][seed] = {k: ours.get(k) for k in keep}
                 print(format_table({f"{domain}, ours seed {seed}": per_seed[seed]}), flush=True)
             results[domain] = {"seeds": per_seed, "across_seeds": across_seeds(per_seed)}
-            write_report(args, data_root, results, raw, earlier, earlier_ours)  # after every dataset: keeps results
+            write_report(args, results, raw, earlier, earlier_ours)  # after every dataset: keeps results
     every_seed = {f"{d}, ours seed {s}": c for d, r in results.items() for s, c in r["seeds"].items()}
     print("\n== summary" + format_table(every_seed))
     for domain, r in results.items():
@@ -224,14 +224,13 @@ def reused(report: str, side: str, args: argparse.Namespace) -> dict:
 
 def write_report(
     args: argparse.Namespace,
-    data_root: Path,
     results: dict,
     raw: dict,
     earlier: dict | None = None,
     earlier_ours: dict | None = None,
 ) -> None:
     def source(flag: str, report: dict | None) -> dict | None:
-        return {"report": flag, **{k: report[k] for k in ("command", "git_commit")}} if report else None
+        return {"report": portable(flag), **{k: report[k] for k in ("command", "git_commit")}} if report else None
 
     if earlier_ours:  # our side as it was run then
         model, ours = earlier_ours["settings"]["model"], earlier_ours["settings"]["ours"]
@@ -242,14 +241,14 @@ def write_report(
         )
         ours = {
             "config": str(CONFIG.relative_to(ROOT)),
-            "args": our_args(data_root, "<dataset>", args.max_epochs, args.batch_size, args.extra),
+            "args": our_args("<data_root>", "<dataset>", args.max_epochs, args.batch_size, args.extra),
         }
     report = {
         **provenance(),
         "threads": args.threads,
         "settings": {
             "datasets": {resolve_dataset(n)[1]: resolve_dataset(n)[0] for n in args.datasets},
-            "data_root": str(data_root),
+            "data_root": "<data_root>",  # a folder of this machine: not for a committed report
             "max_epochs": earlier_ours["settings"]["max_epochs"] if earlier_ours else args.max_epochs,
             "recbole_max_epochs": args.recbole_max_epochs,
             "recbole_time_budget": args.recbole_time_budget,

@@ -18,11 +18,16 @@ from pathlib import Path
 import torch
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs, git and benchmarks/results live here
+DATA_ROOT_FLAGS = ("--data-root", "--data.init_args.data_root")
+
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=ROOT)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+        )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -34,13 +39,43 @@ def machine() -> dict:
     return info
 
 
+def portable(arg: str | Path) -> str:
+    """``arg`` as a committed report may show it: a path inside the checkout relative to it, another absolute path
+    as ``<abs>/<its name>`` (it names a folder of one machine), anything else unchanged."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return str(arg)
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else f"<abs>/{path.name}"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that started this process, as typed at the repository root, e.g. ``python -m
+    benchmarks.transfer --target Office``; paths through :func:`portable`, the data root as ``<data_root>``."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve()
+    head = ["python", "-m", f"benchmarks.{script.stem}"] if script.parent == ROOT / "benchmarks" else ["python"]
+    if len(head) == 1:
+        head.append(portable(argv[0]))
+    args = []
+    for before, arg in zip(argv, argv[1:], strict=False):
+        flag, eq, _ = arg.partition("=")
+        if before in DATA_ROOT_FLAGS:
+            args.append("<data_root>")
+        elif eq and flag in DATA_ROOT_FLAGS:
+            args.append(f"{flag}=<data_root>")
+        else:
+            args.append(portable(arg))
+    return shlex.join(head + args)
+
+
 def provenance() -> dict:
     """What every benchmark report starts with: the command line, the git commit, the machine and when (UTC).
 
     When matters: this machine's speed changes from day to day, so only seconds measured the same day compare.
     """
     when = datetime.now(UTC).isoformat(timespec="seconds")
-    return {"command": "python " + shlex.join(sys.argv), "git_commit": git_commit(), "machine": machine(), "when": when}
+    return {"command": command_line(), "git_commit": git_commit(), "machine": machine(), "when": when}
 
 
 def not_rerun(report: dict, rerun) -> dict:

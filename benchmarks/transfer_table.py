@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from rec_transfer.bench.runs import not_rerun
+from benchmarks.runs import not_rerun
 
 # Folder of each domain under the data root (../shared/data).
 DOMAINS = {
@@ -126,7 +126,7 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
     return cfg
 
 
-# Ways to fine-tune pre-trained weights on the target (scripts/study_negative_transfer.py).
+# Ways to fine-tune pre-trained weights on the target (benchmarks/negative_transfer.py).
 STRATEGIES = {
     "scratch": {"pretrained": False},
     "full": {},

@@ -6,9 +6,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from rec_transfer.bench.runs import prepare_config, summarize
+from benchmarks.runs import prepare_config, summarize
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
@@ -26,8 +27,8 @@ def test_prepared_runs_never_share_checkpoints_or_logs(config, tmp_path):
 
 
 def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(tmp_path, monkeypatch):
-    from rec_transfer.bench import runs
-    from rec_transfer.bench.runs import git_commit, run_seed
+    from benchmarks import runs
+    from benchmarks.runs import git_commit, run_seed
 
     commit = git_commit()
     monkeypatch.setattr(runs, "git_commit", lambda: commit)
@@ -58,11 +59,23 @@ def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(t
 
 
 def test_best_validation_is_the_first_best_epoch():
-    from rec_transfer.bench.runs import best_validation
+    from benchmarks.runs import best_validation
 
     history = [{"epoch": 0, "ndcg@10": 0.1}, {"epoch": 1, "ndcg@10": 0.3}, {"epoch": 2, "ndcg@10": 0.3}]
     assert best_validation(history) == {"best_val_ndcg@10": 0.3, "best_epoch": 1}
     assert best_validation([]) == {}
+
+
+def test_reports_record_the_command_without_paths_of_this_machine():
+    from benchmarks.runs import ROOT, command_line
+
+    runner = str(ROOT / "benchmarks" / "transfer.py")
+    argv = [runner, "--data-root", "/data/x", "--work-dir", str(ROOT / "runs"), "--output", "/elsewhere/out.json",
+            "--", "--data.init_args.data_root=/data/x", "--model.lr", "0.1"]  # fmt: skip
+    assert command_line(argv) == (
+        "python -m benchmarks.transfer --data-root '<data_root>' --work-dir runs --output '<abs>/out.json' "
+        "-- '--data.init_args.data_root=<data_root>' --model.lr 0.1"
+    )
 
 
 def test_summarize_mean_and_sample_std():
@@ -72,9 +85,9 @@ def test_summarize_mean_and_sample_std():
 
 # ---------------------------------------------------------------- transfer benchmark table
 def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
-    from rec_transfer.bench.transfer_table import VARIANTS, default_sources, variant_config
+    from benchmarks.transfer_table import VARIANTS, default_sources, variant_config
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # configs are named relative to the repository
+    monkeypatch.chdir(REPO)  # configs are named relative to the repository
     sources = default_sources("Office")
     assert "Office" not in sources and "Scientific" in sources
     for variant in VARIANTS:
@@ -108,7 +121,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
 
 
 def test_earlier_results_kept_only_for_the_same_settings(tmp_path):
-    from rec_transfer.bench.transfer_table import earlier_results, in_table_order
+    from benchmarks.transfer_table import earlier_results, in_table_order
 
     path = tmp_path / "Scientific.json"
     assert earlier_results(path, ["sasrec"], ["Office"], 4, [0, 1]) == {}  # no earlier report
@@ -146,7 +159,7 @@ def fake_results():
 
 
 def test_markdown_table_has_each_variant_zero_shot_and_published_rows():
-    from rec_transfer.bench.transfer_table import markdown_table
+    from benchmarks.transfer_table import markdown_table
 
     table = markdown_table(fake_results(), "Scientific", [0, 1, 2]).splitlines()
     assert "3 seeds" in table[0]
@@ -157,7 +170,7 @@ def test_markdown_table_has_each_variant_zero_shot_and_published_rows():
 
 
 def test_plot_writes_a_png(tmp_path):
-    from rec_transfer.bench.transfer_table import plot
+    from benchmarks.transfer_table import plot
 
     plot(fake_results(), "Scientific", tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,11 +178,11 @@ def test_plot_writes_a_png(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["scratch", "adaptor_only", "text+id", "adaptor+id"])
 def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path, monkeypatch):
-    from rec_transfer.bench.transfer_table import finetune_config
+    from benchmarks.transfer_table import finetune_config
     from rec_transfer.callbacks import DomainTransfer
     from rec_transfer.cli import build_cli
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(REPO)
     cfg = finetune_config("Office", strategy, tmp_path / "pre.ckpt")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     c = build_cli(["--config", str(tmp_path / "c.yaml"), "--trainer.logger", "false"], run=False)
@@ -184,17 +197,13 @@ def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path
     assert c.model.hparams.mode == ("text+id" if strategy.endswith("+id") else "text")
 
 
-# ---------------------------------------------------------------- scripts/benchmark_vs_recbole.py: the report
+# ---------------------------------------------------------------- benchmarks/vs_recbole.py: the report
 
 
 def _load_vs_recbole():
-    import importlib.util
+    from benchmarks import vs_recbole
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_vs_recbole.py"
-    spec = importlib.util.spec_from_file_location("benchmark_vs_recbole", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return vs_recbole
 
 
 def _ours(ndcgs: list[float], seconds_per_epoch: float = 1.0, domain: str = "D") -> dict:
@@ -370,7 +379,7 @@ def _with_test(run: dict, ndcg: float, recall: float) -> dict:
 
 
 def test_pool_pairs_every_run_of_ours_with_every_recbole_run_and_compares_means():
-    from rec_transfer.bench.vs_recbole import format_pool, pool
+    from benchmarks.vs_recbole_report import format_pool, pool
 
     # RecBole "seed 0" peaks at 0.05 after 30 s (early stopping), "seed 1" at 0.04 after 20 s (its epoch cap).
     rb = {"seed 0": _with_test(_recbole([0.02, 0.04, 0.05, 0.049]), 0.05, 0.12),
@@ -406,13 +415,7 @@ def test_pool_pairs_every_run_of_ours_with_every_recbole_run_and_compares_means(
 
 
 def test_pool_script_refuses_repeated_seeds_and_reports_measured_differently(tmp_path, monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "pool", Path(__file__).resolve().parents[1] / "scripts" / "pool_vs_recbole.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from benchmarks import pool_vs_recbole as script
 
     def report(name: str, seed: int, threads: int = 2, ours: dict | None = None) -> str:
         raw = {"D": {"recbole": _recbole([0.02, 0.04]), "ours": ours or {}}}
@@ -432,7 +435,8 @@ def test_pool_script_refuses_repeated_seeds_and_reports_measured_differently(tmp
     pooled = json.loads(out.read_text())
     assert set(pooled["results"]["speedup_to_recbole_best"]) == {"0", "1"}
     assert set(pooled["results"]["recbole"]) == {"seed 0", "seed 1"}
-    assert [i["report"] for i in pooled["inputs"]["recbole"]] == [rb0, rb1] and pooled["when"]
+    # Reports outside the checkout are named without the folder of this machine.
+    assert [i["report"] for i in pooled["inputs"]["recbole"]] == ["<abs>/rb0.json", "<abs>/rb1.json"] and pooled["when"]
     with pytest.raises(SystemExit, match="two RecBole runs with seed 0"):
         run("--recbole", rb0, rb0_again, "--ours", ours)
     with pytest.raises(SystemExit, match="two runs of ours with seed 0"):
@@ -445,6 +449,6 @@ def test_pool_script_refuses_repeated_seeds_and_reports_measured_differently(tmp
     run("--recbole", rb0, "--ours", f"{ours}:0", rerun, "--output", str(out))
     pooled = json.loads(out.read_text())
     assert pooled["results"]["speedup_to_recbole_best"] == {"0": {"seed 0": 10.0}, "1": {"seed 0": 10.0}}
-    assert [i["report"] for i in pooled["inputs"]["ours"]] == [f"{ours}:0", rerun]
+    assert [i["report"] for i in pooled["inputs"]["ours"]] == ["<abs>/ours.json:0", "<abs>/ours3.json"]
     with pytest.raises(SystemExit, match="no ours runs with seeds 7"):
         run("--recbole", rb0, "--ours", f"{ours}:7")

@@ -1,4 +1,4 @@
-"""RecBole 1.2.1 SASRec on one atomic-file dataset, timed: the baseline of scripts/benchmark_vs_recbole.py.
+"""RecBole 1.2.1 SASRec on one atomic-file dataset, timed: the baseline of benchmarks/vs_recbole.py.
 
 Runs inside RecBole's own virtual environment (it never imports rec_transfer). Records, after every
 validation, the seconds since training started and the validation NDCG@10, the seconds of every training
@@ -11,7 +11,7 @@ works in a temporary folder, reads the data through a symlink to the .inter file
 next to the data.
 
 Example (inside .venv-recbole):
-    python scripts/recbole_sasrec.py --data-path ../shared/data/amazon --dataset Scientific \
+    python benchmarks/recbole_sasrec.py --data-path ../shared/data/amazon --dataset Scientific \
         --epochs 300 --patience 10 --threads 2 --seed 0 --output /tmp/recbole_scientific.json
 """
 

@@ -29,7 +29,32 @@ from pathlib import Path
 import yaml
 
 from benchmarks.runs import portable, provenance, run_seed, zero_shot_test
-from benchmarks.transfer_table import DOMAINS, STRATEGIES, default_sources, finetune_config, variant_config
+from benchmarks.transfer_table import DOMAINS, default_sources, variant_config
+
+# Ways to fine-tune the pre-trained weights on the target (the module docstring says what each does).
+STRATEGIES = {
+    "scratch": {"pretrained": False},
+    "full": {},
+    "full_lr1e-4": {"model": {"lr": 1e-4}},
+    "adaptor_only": {"freeze": ["encoder"]},
+    "text+id": {"model": {"mode": "text+id"}},
+    "adaptor+id": {"model": {"mode": "text+id"}, "freeze": ["encoder"]},
+}
+
+
+def finetune_config(target: str, strategy: str, pretrained: Path) -> dict:
+    """The text target-only config, started from ``pretrained`` weights as ``strategy`` says."""
+    spec = STRATEGIES[strategy]
+    cfg = variant_config("text_target_only", target, [])
+    cfg["model"].update(spec.get("model", {}))
+    if spec.get("pretrained", True):
+        cfg["model"]["pretrained"] = str(pretrained)
+        # No sources: DomainTransfer switches at epoch 0, i.e. it freezes what is asked and evaluates
+        # the pre-trained weights zero-shot on the target before the first step.
+        transfer = {"class_path": "rec_transfer.callbacks.DomainTransfer",
+                    "init_args": {"source_epochs": 0, "freeze": spec.get("freeze", [])}}  # fmt: skip
+        cfg["trainer"]["callbacks"].insert(0, transfer)
+    return cfg
 
 
 def main() -> None:
@@ -60,11 +85,8 @@ def main() -> None:
             pretrained = Path(args.pretrained)
             results["pretrain"] = {"checkpoint": portable(pretrained)}
         else:
-            cfg = variant_config("transfer_text", args.target, sources, args.source_epochs)
-            cfg["trainer"]["max_epochs"] = args.source_epochs
-            for cb in cfg["trainer"]["callbacks"]:  # exactly source_epochs on the sources: no early switch
-                if cb["class_path"].endswith("DomainTransfer"):
-                    cb["init_args"]["source_patience"] = None
+            # Exactly source_epochs on the sources, no switch: the zero-shot variant of the transfer table.
+            cfg = variant_config("zero_shot_text", args.target, sources, args.source_epochs)
             (tmp / "pretrain_base.yaml").write_text(yaml.safe_dump(cfg))
             pre = run_seed(tmp / "pretrain_base.yaml", args.seed, "pretrain", args.extra, tmp)
             pretrained = tmp / "checkpoints" / "pretrain" / "last.ckpt"

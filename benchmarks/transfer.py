@@ -26,6 +26,7 @@ from benchmarks.transfer_table import (
     DOMAINS,
     PUBLISHED,
     VARIANTS,
+    config_name,
     default_sources,
     earlier_results,
     in_table_order,
@@ -74,7 +75,7 @@ def main() -> None:
         print(f"runs go to {work_dir} (finished ones there are reused)", flush=True)
         results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=work_dir)
     for variant, res in results.items():
-        res["config"] = VARIANTS[variant]["config"]  # the temporary file is gone; name the shipped one
+        res["config"] = config_name(variant)  # the temporary file is gone; name the shipped one
         res["provenance"] = measured
     results = in_table_order(results | kept)
     report = {

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.runs import not_rerun
+from benchmarks.runs import ROOT, not_rerun
+from rec_transfer.cli import target_only_config
 
-# Folder of each domain under the data root (../shared/data).
+# Folder of each domain under the data root.
 DOMAINS = {
     "Scientific": "amazon/Scientific",
     "Office": "amazon/Office",
@@ -20,26 +21,25 @@ DOMAINS = {
     "ml-100k": "movielens/ml-100k",
 }
 
+SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfer.yaml"
+
 # Each variant is a shipped config plus changes; transfer variants also report their zero-shot point. Transfer
-# fine-tunes as configs/scientific_transfer.yaml says: the sequence encoder frozen, the adaptor (and IDs) trained.
+# fine-tunes as the transfer config says (the sequence encoder frozen, the adaptor and any IDs trained) unless a
+# variant's "freeze" says otherwise.
 VARIANTS: dict[str, dict] = {
-    "sasrec": {"config": "configs/scientific_sasrec.yaml", "label": "SASRec (IDs), target only"},
-    "text_target_only": {"config": "configs/scientific_target_only.yaml", "label": "text, target only"},
-    "transfer_text": {"config": "configs/scientific_transfer.yaml", "label": "transfer + adaptor fine-tune (text)"},
-    "transfer_text_full": {
-        "config": "configs/scientific_transfer.yaml",
-        "label": "transfer + full fine-tune (text)",
-        "freeze": [],
-    },
-    # Each domain's MiniLM vectors centred on their own mean: removes the offset between domains' text vectors.
+    "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only"},
+    # The transfer config's target-only version (rec_transfer.cli.target_only_config): the same text model, no sources.
+    "text_target_only": {"config": TRANSFER, "target_only": True, "label": "text, target only"},
+    "transfer_text": {"config": TRANSFER, "label": "transfer + adaptor fine-tune (text)"},
+    "transfer_text_full": {"config": TRANSFER, "label": "transfer + full fine-tune (text)", "freeze": []},
+    # Each domain's vectors centred on their own mean: removes the offset between domains' text vectors.
     "transfer_text_center": {
-        "config": "configs/scientific_transfer.yaml",
+        "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text, centred per domain)",
         "text_encoder": {"center": True},
     },
-    # Both of the two fixes Office needed (README, Results): vectors centred per domain, and every weight fine-tuned.
     "transfer_text_full_center": {
-        "config": "configs/scientific_transfer.yaml",
+        "config": TRANSFER,
         "label": "transfer + full fine-tune (text, centred per domain)",
         "freeze": [],
         "text_encoder": {"center": True},
@@ -47,28 +47,27 @@ VARIANTS: dict[str, dict] = {
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
     "zero_shot_text": {
-        "config": "configs/scientific_transfer.yaml",
+        "config": TRANSFER,
         "label": "zero-shot (sources only, text): best source epoch by target validation",
         "sources_only": True,
     },
     "transfer_text+id": {
-        "config": "configs/scientific_transfer.yaml",
+        "config": TRANSFER,
         "label": "transfer + adaptor/ID fine-tune (text+ID)",
         "model": {"mode": "text+id"},
     },
     # IDs on the sources only: they soak up item-specific signal there; on the target the ID table stays at zero
     # (frozen), so only the text adaptor trains, as in transfer_text.
     "transfer_idpretrain": {
-        "config": "configs/scientific_transfer.yaml",
+        "config": TRANSFER,
         "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
         "model": {"mode": "text+id"},
         "freeze": ["encoder", "item_tower.id_embeddings"],
     },
+    # A decoder's last-token states share one large direction; centring removes it (TextEncoderConfig.center).
     "transfer_smollm2": {
-        "config": "configs/scientific_transfer.yaml",
+        "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text, SmolLM2, centred)",
-        # Uncentred, its last-token states barely trained (Scientific validation NDCG@10 0.036 after 8 epochs from
-        # scratch, against 0.060 centred): TextEncoderConfig.center.
         "text_encoder": {"model_name": "smollm2", "center": True},
     },
 }
@@ -90,6 +89,12 @@ def default_sources(target: str) -> list[str]:
     return [d for d in DOMAINS if d != target]
 
 
+def config_name(variant: str) -> str:
+    """The shipped config a variant starts from, as reports name it."""
+    spec = VARIANTS[variant]
+    return spec["config"] + (" (target only)" if spec.get("target_only") else "")
+
+
 def variant_config(variant: str, target: str, sources: list[str], source_epochs: int | None = None) -> dict:
     """The config of ``variant`` with ``target`` (and, for transfer, ``sources``) swapped in."""
     spec = VARIANTS[variant]
@@ -97,7 +102,9 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
         raise ValueError(f"unknown domain in target {target!r} / sources {sources}; known: {sorted(DOMAINS)}")
     if target in sources:
         raise ValueError(f"target {target!r} cannot also be a source")
-    cfg = yaml.safe_load(Path(spec["config"]).read_text())
+    cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
+    if spec.get("target_only"):
+        cfg = target_only_config(cfg)
     cfg["model"].update(spec.get("model", {}))
     data = cfg["data"]["init_args"]
     template = data["target"]
@@ -123,32 +130,6 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
     if "text_encoder" in spec:
         for domain in [data["target"], *data.get("sources", [])]:
             domain["init_args"]["text_encoder"].update(spec["text_encoder"])
-    return cfg
-
-
-# Ways to fine-tune pre-trained weights on the target (benchmarks/negative_transfer.py).
-STRATEGIES = {
-    "scratch": {"pretrained": False},
-    "full": {},
-    "full_lr1e-4": {"model": {"lr": 1e-4}},
-    "adaptor_only": {"freeze": ["encoder"]},
-    "text+id": {"model": {"mode": "text+id"}},
-    "adaptor+id": {"model": {"mode": "text+id"}, "freeze": ["encoder"]},
-}
-
-
-def finetune_config(target: str, strategy: str, pretrained: Path) -> dict:
-    """The text target-only config, started from ``pretrained`` weights as ``strategy`` says."""
-    spec = STRATEGIES[strategy]
-    cfg = variant_config("text_target_only", target, [])
-    cfg["model"].update(spec.get("model", {}))
-    if spec.get("pretrained", True):
-        cfg["model"]["pretrained"] = str(pretrained)
-        # No sources: DomainTransfer switches at epoch 0, i.e. it freezes what is asked and evaluates
-        # the pre-trained weights zero-shot on the target before the first step.
-        transfer = {"class_path": "rec_transfer.callbacks.DomainTransfer",
-                    "init_args": {"source_epochs": 0, "freeze": spec.get("freeze", [])}}  # fmt: skip
-        cfg["trainer"]["callbacks"].insert(0, transfer)
     return cfg
 
 

@@ -107,6 +107,11 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch):
                 assert cfg["trainer"]["max_epochs"] > 3 and transfer["init_args"]["source_patience"] is not None
         else:
             assert not data.get("sources")
+            assert not [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
+    # The text baseline is the transfer recipe's target-only version: the same model and target settings.
+    alone, transfer = (variant_config(v, "Office", sources) for v in ("text_target_only", "transfer_text"))
+    assert alone["model"] == {k: v for k, v in transfer["model"].items() if k != "target_lr"}
+    assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
     encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
     assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
@@ -176,9 +181,9 @@ def test_plot_writes_a_png(tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("strategy", ["scratch", "adaptor_only", "text+id", "adaptor+id"])
+@pytest.mark.parametrize("strategy", ["scratch", "adaptor_only", "text+id", "adaptor+id", "full_lr1e-4"])
 def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path, monkeypatch):
-    from benchmarks.transfer_table import finetune_config
+    from benchmarks.negative_transfer import finetune_config
     from rec_transfer.callbacks import DomainTransfer
     from rec_transfer.cli import build_cli
 
@@ -195,6 +200,8 @@ def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path
         frozen = ["encoder"] if strategy.startswith("adaptor") else []
         assert transfer[0].source_epochs == 0 and transfer[0].freeze == frozen
     assert c.model.hparams.mode == ("text+id" if strategy.endswith("+id") else "text")
+    # Fine-tuning trains at the strategy's lr: no target_lr (the learning rate after a switch) overrides it.
+    assert c.model.hparams.target_lr is None and c.model.hparams.lr == (1e-4 if strategy == "full_lr1e-4" else 1e-3)
 
 
 # ---------------------------------------------------------------- benchmarks/vs_recbole.py: the report

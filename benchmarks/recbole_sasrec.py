@@ -26,6 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# RecBole's SASRec sizes, named as rec_transfer's model arguments: the one model both sides of the speed benchmark
+# train (benchmarks/vs_recbole.py passes them to ours; recbole_config maps them to RecBole's names).
+SASREC = {"hidden_size": 64, "inner_size": 256, "layers": 2, "heads": 2, "dropout": 0.5, "max_len": 50}
+BATCH_SIZE = 2048  # RecBole's training batch (of prefixes)
+
 
 class OutOfTime(Exception):
     """Raised at the start of a training epoch once --time-budget seconds of fit have passed."""
@@ -63,20 +68,20 @@ def recbole_config(dataset: str, data_path: str, checkpoint_dir: str, epochs: in
         "item_inter_num_interval": "[0,inf)",
         "normalize_all": False,  # ml-100k's bundled dataset YAML turns this on (harmless, but keep timestamps raw)
         "normalize_field": None,
-        "MAX_ITEM_LIST_LENGTH": 50,
+        "MAX_ITEM_LIST_LENGTH": SASREC["max_len"],
         # Model
         "loss_type": "CE",
         "train_neg_sample_args": None,
-        "hidden_size": 64,
-        "inner_size": 256,
-        "n_layers": 2,
-        "n_heads": 2,
-        "hidden_dropout_prob": 0.5,
-        "attn_dropout_prob": 0.5,
+        "hidden_size": SASREC["hidden_size"],
+        "inner_size": SASREC["inner_size"],
+        "n_layers": SASREC["layers"],
+        "n_heads": SASREC["heads"],
+        "hidden_dropout_prob": SASREC["dropout"],
+        "attn_dropout_prob": SASREC["dropout"],
         "hidden_act": "gelu",
         # Training and evaluation: leave-one-out by time, full ranking, early stopping on NDCG@10.
         "epochs": epochs,
-        "train_batch_size": 2048,
+        "train_batch_size": BATCH_SIZE,
         "eval_batch_size": 4096,
         "learner": "adam",
         "learning_rate": 0.001,

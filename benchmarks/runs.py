@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.stats import best_validation, spread
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs, git and benchmarks/results live here
 DATA_ROOT_FLAGS = ("--data-root", "--data.init_args.data_root")
 
@@ -148,25 +150,14 @@ def zero_shot_test(results: dict) -> dict[str, float]:
     return {k: v for k, v in results.get("zero_shot", {}).items() if k.startswith("zeroshot_test/")}
 
 
-def best_validation(history: list[dict]) -> dict:
-    """The best target validation NDCG@10 of a run and its epoch (the first of equal ones, as checkpoints keep)."""
-    if not history:
-        return {}
-    best = max(history, key=lambda h: h["ndcg@10"])  # max keeps the first of equal values
-    return {"best_val_ndcg@10": best["ndcg@10"], "best_epoch": best["epoch"]}
-
-
 def summarize(per_seed: list[dict], prefix: str) -> dict:
-    """Mean and (sample) standard deviation of every ``prefix*`` metric over seeds."""
+    """Mean and (sample) standard deviation of every ``prefix*`` metric over seeds, with the values."""
     keys = sorted({k for r in per_seed for k in r if k.startswith(prefix)})
     out = {}
     for k in keys:
         values = [r[k] for r in per_seed if k in r]
-        out[k] = {
-            "mean": round(statistics.fmean(values), 5),
-            "std": round(statistics.stdev(values), 5) if len(values) > 1 else 0.0,
-            "values": values,
-        }
+        s = spread(values)
+        out[k] = {"mean": s["mean"], "std": s["std"], "values": values}
     return out
 
 
@@ -206,7 +197,9 @@ def bench_configs(
                 print(f"{name} seed {seed}: {json.dumps(test | zero_shot)}", flush=True)
                 timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
                 timing["git_commit"] = r.get("git_commit", "unknown")
-                timing |= best_validation(r.get("val_history", []))
+                best = best_validation(r.get("val_history", []))
+                if best is not None:
+                    timing |= {"best_val_ndcg@10": best[1]["ndcg@10"], "best_epoch": best[1]["epoch"]}
                 per_seed.append({"seed": seed, **timing, **test, **zero_shot})
             summary = summarize(per_seed, "test/") | summarize(per_seed, "zeroshot_test/")
             out[name] = {"config": str(config), "per_seed": per_seed, "summary": summary}

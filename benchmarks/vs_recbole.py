@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.recbole_sasrec import BATCH_SIZE, SASREC
 from benchmarks.runs import portable, provenance, run_seed
 from benchmarks.vs_recbole_report import across_seeds, compare, format_table, recbole_summary
 
@@ -46,9 +47,7 @@ RECBOLE_RUNNER = ROOT / "benchmarks" / "recbole_sasrec.py"
 # recbole.quick_start) needs pkg_resources, which setuptools removed in 81.
 RECBOLE_REQUIREMENTS = ["recbole==1.2.1", "torch==2.13.0", "numpy<2", "setuptools>=77.0.3,<81"]
 DATASETS = {"Scientific": "amazon/Scientific", "ml-100k": "movielens/ml-100k"}  # name → folder under --data-root
-MODEL_ARGS = ["--model.hidden_size", "64", "--model.inner_size", "256", "--model.layers", "2", "--model.heads", "2",
-              "--model.dropout", "0.5", "--model.max_len", "50"]  # fmt: skip
-BATCH_SIZE = 2048
+MODEL_ARGS = [arg for key, value in SASREC.items() for arg in (f"--model.{key}", str(value))]
 
 
 # ---------------------------------------------------------------- running both sides
@@ -235,9 +234,11 @@ def write_report(
     if earlier_ours:  # our side as it was run then
         model, ours = earlier_ours["settings"]["model"], earlier_ours["settings"]["ours"]
     else:
+        s = SASREC
         model = (
-            "SASRec, hidden 64, inner 256, 2 layers, 2 heads, dropout 0.5, max_len 50, full softmax CE, "
-            "Adam(W) lr 1e-3, no weight decay" + (f"; ours with {shlex.join(args.extra)}" if args.extra else "")
+            f"SASRec, hidden {s['hidden_size']}, inner {s['inner_size']}, {s['layers']} layers, {s['heads']} heads, "
+            f"dropout {s['dropout']}, max_len {s['max_len']}, full softmax CE, Adam(W) lr 1e-3, no weight decay"
+            + (f"; ours with {shlex.join(args.extra)}" if args.extra else "")
         )
         ours = {
             "config": str(CONFIG.relative_to(ROOT)),

@@ -6,15 +6,7 @@ runs of several earlier reports (RecBole with several seeds, ours with several) 
 
 from __future__ import annotations
 
-import statistics
-
-
-def _best(history: list[dict]) -> tuple[int, dict] | None:
-    """Index and entry of the best validation NDCG@10 (the first of equal scores, as our checkpoint keeps)."""
-    if not history:
-        return None
-    i = max(range(len(history)), key=lambda j: history[j]["ndcg@10"])
-    return i, history[i]
+from benchmarks.stats import best_validation, spread
 
 
 def _first_reaching(history: list[dict], threshold: float | None) -> dict | None:
@@ -48,7 +40,7 @@ def compare(ours: dict, recbole: dict, domain: str, patience: int, max_epochs: i
     ``patience`` and ``max_epochs`` are our run's; they tell whether our early stopping fired.
     """
     ours_hist = ours.get("val_history", [])
-    ours_best = _best(ours_hist)
+    ours_best = best_validation(ours_hist)
     test = ours.get("target_only", {})
     ours_summary = {
         "seconds_per_train_epoch": ours.get("mean_train_epoch_seconds"),
@@ -101,7 +93,7 @@ def across_seeds(per_seed: dict[str, dict]) -> dict:
         values = [(c[side] if side else c)[key] for c in per_seed.values()]
         if not values or any(v is None for v in values):
             return None  # e.g. a seed that never reached RecBole's best: no mean speedup
-        return {"mean": round(sum(values) / len(values), 5), "min": min(values), "max": max(values)}
+        return {k: v for k, v in spread(values).items() if k in ("mean", "min", "max")}
 
     return {
         "seeds": len(per_seed),
@@ -145,17 +137,6 @@ def format_table(results: dict) -> str:
 
 
 # ---------------------------------------------------------------- many runs against many
-
-
-def spread(values: list[float]) -> dict:
-    """Mean, sample standard deviation, min and max of one figure over runs."""
-    return {
-        "n": len(values),
-        "mean": round(statistics.fmean(values), 5),
-        "std": round(statistics.stdev(values), 5) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def pool(

@@ -59,11 +59,18 @@ def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(t
 
 
 def test_best_validation_is_the_first_best_epoch():
-    from benchmarks.runs import best_validation
+    from benchmarks.stats import best_validation
 
     history = [{"epoch": 0, "ndcg@10": 0.1}, {"epoch": 1, "ndcg@10": 0.3}, {"epoch": 2, "ndcg@10": 0.3}]
-    assert best_validation(history) == {"best_val_ndcg@10": 0.3, "best_epoch": 1}
-    assert best_validation([]) == {}
+    assert best_validation(history) == (1, history[1])
+    assert best_validation([]) is None
+
+
+def test_spread_over_runs():
+    from benchmarks.stats import spread
+
+    assert spread([1.0, 3.0, 2.0]) == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert spread([0.123456]) == {"n": 1, "mean": 0.12346, "std": 0.0, "min": 0.123456, "max": 0.123456}
 
 
 def test_reports_record_the_command_without_paths_of_this_machine():
@@ -370,6 +377,22 @@ def test_vs_recbole_compares_earlier_runs_of_ours_with_an_earlier_recbole_run(tm
     with pytest.raises(SystemExit):  # arguments for new runs of ours, with none to run
         _run_main(bench, monkeypatch, "--datasets", "ml-100k", "--ours-from", str(tmp_path / "ours.json"),
                   "--output", str(out), "--", "--model.dropout", "0.2")  # fmt: skip
+
+
+def test_vs_recbole_both_sides_train_recboles_sasrec_sizes():
+    from benchmarks.recbole_sasrec import BATCH_SIZE, SASREC, recbole_config
+
+    bench = _load_vs_recbole()
+    args = bench.our_args(Path("/data"), "movielens/ml-100k", 300)
+    ours = {k: args[args.index(f"--model.{k}") + 1] for k in SASREC}
+    assert ours == {k: str(v) for k, v in SASREC.items()}
+    rb = recbole_config("ml-100k", "/data", "/ckpt", 300, 10, 0)
+    assert (rb["hidden_size"], rb["inner_size"], rb["n_layers"], rb["n_heads"], rb["MAX_ITEM_LIST_LENGTH"]) == (
+        64, 256, 2, 2, 50)  # fmt: skip
+    assert rb["hidden_dropout_prob"] == rb["attn_dropout_prob"] == 0.5 and rb["train_batch_size"] == BATCH_SIZE
+    # The shipped SASRec config is that model too, so its runs compare with RecBole's without overrides.
+    shipped = yaml.safe_load((REPO / "configs" / "scientific_sasrec.yaml").read_text())["model"]
+    assert {k: shipped[k] for k in SASREC} == SASREC
 
 
 def test_vs_recbole_extra_arguments_come_last_so_they_win():

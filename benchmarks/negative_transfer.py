@@ -8,7 +8,7 @@ with the same model trained from scratch on the target:
   text+id       full fine-tuning plus a new ID embedding per target item (zero-initialised)
   adaptor+id    the encoder frozen; adaptor and new target ID embeddings trained (UniSRec's transductive recipe)
 
-Writes benchmarks/results/negative_transfer_<target>.json (``_seed<N>`` added for seeds other than 0) and
+Writes benchmarks/results/negative_transfer/<target>.json (``_seed<N>`` added for seeds other than 0) and
 prints a table.
 
 Example:
@@ -69,14 +69,14 @@ def main() -> None:
         "--save-pretrained", default=None, help="copy the pre-trained checkpoint here, for --pretrained"
     )
     parser.add_argument(
-        "--output", default=None, help="default: benchmarks/results/negative_transfer_<target>[_seed<seed>].json"
+        "--output", default=None, help="default: benchmarks/results/negative_transfer/<target>[_seed<seed>].json"
     )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
 
     sources = args.sources or default_sources(args.target)
     suffix = f"_seed{args.seed}" if args.seed else ""  # another seed never overwrites seed 0's report
-    out = Path(args.output or f"benchmarks/results/negative_transfer_{args.target}{suffix}.json")
+    out = Path(args.output or f"benchmarks/results/negative_transfer/{args.target}{suffix}.json")
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="rec_transfer_study_") as tmp:
         tmp = Path(tmp)

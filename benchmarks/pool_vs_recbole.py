@@ -6,12 +6,10 @@ per seed; a report with runs of ours can serve too) and runs of ours from one or
 every pairing and each side's test NDCG@10 / Recall@10 as mean ± std over its runs. Reports must be measured the
 same way (threads, patience); seeds must not repeat on either side.
 
-Example:
+Example (R = benchmarks/results/speed_vs_recbole_ml-100k):
     python -m benchmarks.pool_vs_recbole --dataset ml-100k \
-        --recbole benchmarks/results/speed_vs_recbole_ml100k_recbole_seed0_long.json \
-                  benchmarks/results/speed_vs_recbole_ml100k_recbole_seed1_long.json \
-        --ours benchmarks/results/speed_vs_recbole_ml100k_b64_stride5_sameday.json \
-        --output benchmarks/results/speed_vs_recbole_ml100k_pooled.json
+        --recbole $R/recbole_seed0.json $R/recbole_seed1.json $R/recbole_seed2.json \
+        --ours $R/ours_stride5.json:0,1,2,4 $R/ours_stride5_seed3_rerun.json --output $R/pooled.json
 """
 
 from __future__ import annotations

@@ -4,22 +4,22 @@ For every dataset, RecBole's SASRec (full cross-entropy, in its own virtual envi
 benchmarks/recbole_sasrec.py) and ours (configs/scientific_sasrec.yaml with the same sizes, batch size and
 patience) train to early stopping on the same CPU threads. The headline is time to quality: the seconds our
 model needs to reach RecBole's best validation NDCG@10, against the seconds RecBole needs for it.
-Writes benchmarks/results/speed_vs_recbole.json and prints a table.
+Writes the --output report (JSON) and prints a table.
 
 The two runs never overlap. RecBole's venv (default .venv-recbole) is created on the first run.
 
-Example:
-    python -m benchmarks.vs_recbole [--datasets Scientific ml-100k] [--threads 2] [--skip-install]
+Example (R = benchmarks/results/speed_vs_recbole_Scientific):
+    python -m benchmarks.vs_recbole --datasets Scientific --threads 2 --output $R/new.json [--skip-install]
     # ours (3 seeds) against the RecBole run of an earlier report (same machine, threads, patience)
-    python -m benchmarks.vs_recbole --datasets Scientific --seeds 0 1 2 \
-        --recbole-from benchmarks/results/speed_vs_recbole_unpacked.json
+    python -m benchmarks.vs_recbole --datasets Scientific --seeds 0 1 2 --batch-size 1024 \
+        --recbole-from $R/recbole_and_ours_unpacked.json --output $R/batch1024.json
     # more arguments for our runs only, after --
-    python -m benchmarks.vs_recbole --datasets ml-100k -- --data.init_args.target.init_args.train_stride 10
+    python -m benchmarks.vs_recbole --datasets ml-100k --output O -- --data.init_args.target.init_args.train_stride 5
     # RecBole alone (no --seeds), then an earlier report's runs of ours compared with it, without training again
     python -m benchmarks.vs_recbole --datasets ml-100k --seeds --recbole-max-epochs 20 --output rb.json
     python -m benchmarks.vs_recbole --datasets ml-100k --recbole-from rb.json --ours-from ours.json \
         --output both.json
-    # RecBole with several seeds against ours with several: benchmarks/pool_vs_recbole.py
+    # RecBole with several seeds against ours with several: python -m benchmarks.pool_vs_recbole
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def main() -> None:
         default=None,
         help="reuse our runs (all its seeds) of an earlier report instead of training (same threads, patience)",
     )
-    parser.add_argument("--output", default="benchmarks/results/speed_vs_recbole.json")
+    parser.add_argument("--output", required=True, help="the JSON report to write")
     parser.add_argument("extra", nargs="*", help="more CLI arguments for our runs only, after --")
     args = parser.parse_args()
     if args.ours_from and args.extra:

@@ -4,7 +4,7 @@ Prints one JSON object. ``overhead_ratio`` = cold items/s over bare-forward item
 pooling, model loading and writing cost nothing next to the forward pass).
 
 Example:
-    python -m benchmarks.encode --data /work/shared/data/amazon/Scientific --model minilm
+    python -m benchmarks.encode --data ../shared/data/amazon/Scientific --model minilm
 """
 
 from __future__ import annotations

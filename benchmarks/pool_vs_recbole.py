@@ -7,8 +7,8 @@ every pairing and each side's test NDCG@10 / Recall@10 as mean ± std over its r
 same way (threads, patience); seeds must not repeat on either side.
 
 Example (R = benchmarks/results/speed_vs_recbole_ml-100k):
-    python -m benchmarks.pool_vs_recbole --dataset ml-100k \
-        --recbole $R/recbole_seed0.json $R/recbole_seed1.json $R/recbole_seed2.json \
+    python -m benchmarks.pool_vs_recbole --dataset ml-100k \\
+        --recbole $R/recbole_seed0.json $R/recbole_seed1.json $R/recbole_seed2.json \\
         --ours $R/ours_stride5.json:0,1,2,4 $R/ours_stride5_seed3_rerun.json --output $R/pooled.json
 """
 

@@ -11,8 +11,8 @@ works in a temporary folder, reads the data through a symlink to the .inter file
 next to the data.
 
 Example (inside .venv-recbole):
-    python benchmarks/recbole_sasrec.py --data-path ../shared/data/amazon --dataset Scientific \
-        --epochs 300 --patience 10 --threads 2 --seed 0 --output /tmp/recbole_scientific.json
+    python benchmarks/recbole_sasrec.py --data-path ../shared/data/amazon --dataset Scientific \\
+        --epochs 300 --patience 10 --threads 2 --seed 0 --output recbole_scientific.json
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ VARIANTS: dict[str, dict] = {
 
 METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
 
-PUBLISHED = {  # ../shared/docs/PUBLISHED_RESULTS.md: UniSRec (KDD 2022) and VQ-Rec (WWW 2023), same split
+PUBLISHED = {  # the papers' tables on the same split: UniSRec (KDD 2022) and VQ-Rec (WWW 2023)
     "Scientific": {
         "SASRec (UniSRec paper)": {"ndcg@10": 0.0553, "recall@10": 0.1080, "ndcg@50": 0.0760, "recall@50": 0.2042},
         "SASRec_T (VQ-Rec paper)": {"ndcg@10": 0.0561, "recall@10": 0.0994, "ndcg@50": 0.0815, "recall@50": 0.2162},

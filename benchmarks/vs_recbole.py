@@ -11,13 +11,13 @@ The two runs never overlap. RecBole's venv (default .venv-recbole) is created on
 Example (R = benchmarks/results/speed_vs_recbole_Scientific):
     python -m benchmarks.vs_recbole --datasets Scientific --threads 2 --output $R/new.json [--skip-install]
     # ours (3 seeds) against the RecBole run of an earlier report (same machine, threads, patience)
-    python -m benchmarks.vs_recbole --datasets Scientific --seeds 0 1 2 --batch-size 1024 \
+    python -m benchmarks.vs_recbole --datasets Scientific --seeds 0 1 2 --batch-size 1024 \\
         --recbole-from $R/recbole_and_ours_unpacked.json --output $R/batch1024.json
     # more arguments for our runs only, after --
     python -m benchmarks.vs_recbole --datasets ml-100k --output O -- --data.init_args.target.init_args.train_stride 5
     # RecBole alone (no --seeds), then an earlier report's runs of ours compared with it, without training again
     python -m benchmarks.vs_recbole --datasets ml-100k --seeds --recbole-max-epochs 20 --output rb.json
-    python -m benchmarks.vs_recbole --datasets ml-100k --recbole-from rb.json --ours-from ours.json \
+    python -m benchmarks.vs_recbole --datasets ml-100k --recbole-from rb.json --ours-from ours.json \\
         --output both.json
     # RecBole with several seeds against ours with several: python -m benchmarks.pool_vs_recbole
 """

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from rec_transfer.callbacks import DomainTransfer, FitTimer, LatestCheckpoint, TargetEarlyStopping
+from rec_transfer.callbacks import DomainTransfer, FitTimer
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.models.recommender import TransferRecommender
 
@@ -25,6 +29,46 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False},
     },
 }
+
+
+def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
+    """The target-only version of a transfer config: the baseline that transfer must beat.
+
+    The same model, target domain and trainer settings, without the source domains, the ``DomainTransfer``
+    callback that switches from them and ``model.target_lr`` (the learning rate after that switch). Checkpoint
+    folders, the logger's run name and ``results_json`` get a ``-target_only`` suffix, so both runs can write side
+    by side. ``--compare_target_only`` fits it after the transfer; the benchmarks' text target-only variant is it.
+
+    Args:
+        config: a ``fit`` config: a parsed YAML file or the CLI's namespace (left unchanged).
+    """
+    cfg = copy.deepcopy(config.as_dict() if isinstance(config, Namespace) else dict(config))
+    for key in ("config", "compare_target_only"):  # the files the CLI read; the comparison itself
+        cfg.pop(key, None)
+    cfg.get("model", {}).pop("target_lr", None)
+    cfg.get("data", {}).get("init_args", {}).pop("sources", None)
+    trainer = cfg.setdefault("trainer", {})
+    trainer["callbacks"] = [cb for cb in trainer.get("callbacks") or [] if not _is_transfer(cb["class_path"])]
+    for cb in trainer["callbacks"]:
+        if cb.get("init_args", {}).get("dirpath"):  # checkpoints
+            cb["init_args"]["dirpath"] += "-target_only"
+    logger = trainer.get("logger")
+    if isinstance(logger, dict) and logger.get("init_args", {}).get("name"):
+        logger["init_args"]["name"] += "-target_only"
+    if cfg.get("results_json"):
+        path = Path(cfg["results_json"])
+        cfg["results_json"] = str(path.with_name(f"{path.stem}-target_only{path.suffix}"))
+    return cfg
+
+
+def _is_transfer(class_path: str) -> bool:
+    """Whether a callback's class path names ``DomainTransfer`` (or a subclass of it)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return name == DomainTransfer.__name__
+    return isinstance(cls, type) and issubclass(cls, DomainTransfer)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -99,41 +143,12 @@ class RecTransferCLI(LightningCLI):
         return {k: round(float(v), 5) for k, v in out[0].items()}
 
     def _fit_target_only(self) -> dict[str, float]:
-        """The same model and trainer settings, trained on the target alone: the baseline transfer must beat."""
-        dm = TransferDataModule(target=self.datamodule.target, sources=[])
-        init_args = {k: v for k, v in self.model.hparams.items() if not k.startswith("_")}  # drop CLI bookkeeping
-        model = TransferRecommender(**copy.deepcopy(init_args))
-        src = self.trainer
-        early = next((c for c in src.callbacks if isinstance(c, TargetEarlyStopping)), None)
-        ckpt = _checkpoint_callback(src)
-        callbacks = []
-        if ckpt is not None:
-            callbacks.append(
-                LatestCheckpoint(
-                    dirpath=f"{ckpt.dirpath}-target_only", monitor=ckpt.monitor, mode=ckpt.mode, save_last=True
-                )
-            )
-        if early is not None:
-            callbacks.append(TargetEarlyStopping(monitor=early.monitor, patience=early.patience, mode=early.mode))
-        logger = src.logger
-        if logger is not None:
-            logger = type(logger)(save_dir=logger.save_dir, name=f"{logger.name}-target_only", default_hp_metric=False)
-        trainer = L.Trainer(
-            max_epochs=src.max_epochs,
-            accelerator=src.accelerator,
-            devices=src.num_devices,
-            precision=src.precision,
-            logger=logger,
-            callbacks=callbacks,
-            reload_dataloaders_every_n_epochs=1,
-            use_distributed_sampler=False,
-            enable_progress_bar=src.progress_bar_callback is not None,
-            enable_model_summary=False,
-            check_val_every_n_epoch=src.check_val_every_n_epoch,
-            log_every_n_steps=src.log_every_n_steps,
-        )
-        trainer.fit(model, datamodule=dm)
-        return self._test(trainer, model, dm)
+        """Fits and tests this run's :func:`target_only_config` in this process: the baseline transfer must beat."""
+        parser = self._parser(self.subcommand)
+        init = parser.instantiate_classes(parser.parse_object(target_only_config(self.config[self.subcommand])))
+        trainer = L.Trainer(**init["trainer"])
+        trainer.fit(init["model"], datamodule=init["data"])
+        return self._test(trainer, init["model"], init["data"])
 
     def _print_comparison(self, results: dict) -> None:
         if not self.trainer.is_global_zero:

@@ -6,7 +6,7 @@ peak so far: run one domain per process for a per-domain figure). Without ``--ca
 cache is used, so timings are cold. Defaults are the data module's: no k-core, history cap 50.
 
 Example:
-    python scripts/data_stats.py /work/shared/data/amazon/Scientific
+    python scripts/data_stats.py ../shared/data/amazon/Scientific
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rec_transfer.cli import build_cli
+from rec_transfer.cli import build_cli, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
 from rec_transfer.metrics import pessimistic_rank
@@ -287,3 +287,41 @@ def test_bf16_mixed_fit_through_cli(tmp_path: Path) -> None:
     assert c.trainer.precision == "bf16-mixed" and (tmp_path / "ckpt" / "last.ckpt").is_file()
     results = json.loads((tmp_path / "results.json").read_text())["transfer"]
     assert all(math.isfinite(v) for v in results.values())
+
+
+# ---------------------------------------------------------------- the target-only version of a transfer config
+def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -> None:
+    transfer = yaml.safe_load((REPO / "configs" / "scientific_transfer.yaml").read_text())
+    before = json.dumps(transfer)
+    alone = target_only_config(transfer)
+    assert json.dumps(transfer) == before  # the transfer config is left as it was
+    assert "sources" not in alone["data"]["init_args"] and "target_lr" not in alone["model"]
+    assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
+    assert {k: v for k, v in transfer["model"].items() if k != "target_lr"} == alone["model"]
+    kept = [cb for cb in transfer["trainer"]["callbacks"] if not cb["class_path"].endswith("DomainTransfer")]
+    assert [cb["class_path"] for cb in alone["trainer"]["callbacks"]] == [cb["class_path"] for cb in kept]
+    assert _callback(alone, "LatestCheckpoint")["init_args"]["dirpath"] == "checkpoints/scientific_transfer-target_only"
+    assert alone["trainer"]["logger"]["init_args"]["name"] == "scientific_transfer-target_only"
+    assert alone["results_json"] == "lightning_logs/scientific_transfer/results-target_only.json"
+    assert alone["trainer"]["max_epochs"] == transfer["trainer"]["max_epochs"]
+
+
+def test_shipped_text_target_only_config_is_the_transfer_configs_target_only_version() -> None:
+    # configs/scientific_target_only.yaml is for users; the baseline itself is defined once, by target_only_config.
+    derived = target_only_config(yaml.safe_load((REPO / "configs" / "scientific_transfer.yaml").read_text()))
+    shipped = yaml.safe_load((REPO / "configs" / "scientific_target_only.yaml").read_text())
+    assert shipped["model"] == derived["model"] and shipped["data"] == derived["data"]
+    assert shipped["seed_everything"] == derived["seed_everything"]
+
+    def settings(config: dict) -> list[tuple[str, dict]]:  # what the callbacks do, not where they write
+        return [(cb["class_path"], {k: v for k, v in cb["init_args"].items() if k != "dirpath"})
+                for cb in config["trainer"]["callbacks"]]  # fmt: skip
+
+    assert settings(shipped) == settings(derived)
+
+
+def test_compare_target_only_trains_on_the_target_alone(run) -> None:
+    # The baseline of the quickstart's comparison: no source batches, no switch, no zero-shot point.
+    scalars = read_scalars(run.root / "logs" / "quickstart-target_only")
+    assert f"train/{TARGET}/loss" in scalars and f"val/{TARGET}/ndcg@10" in scalars
+    assert not [tag for tag in scalars if any(f"/{s}/" in tag for s in SOURCES) or tag.startswith("zeroshot")]

@@ -1,0 +1,91 @@
+"""The benchmark runs: one config per seed, reuse of finished runs, the figures over seeds, the recorded command."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from benchmarks.runs import prepare_config, summarize
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_prepared_runs_never_share_checkpoints_or_logs(config, tmp_path):
+    # Parallel seeds writing into one checkpoint folder would test each other's "best" checkpoints.
+    seen = set()
+    for run in ("a-seed0", "a-seed1"):
+        cfg = yaml.safe_load(prepare_config(config, run, tmp_path).read_text())
+        dirpaths = [cb["init_args"]["dirpath"] for cb in cfg["trainer"]["callbacks"] if "dirpath" in cb["init_args"]]
+        assert dirpaths and all(run in d for d in dirpaths)
+        assert cfg["trainer"]["logger"]["init_args"]["name"].endswith(run)
+        assert cfg["results_json"].endswith(f"{run}.json")
+        seen.update(dirpaths)
+    assert len(seen) == 2
+
+
+def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(tmp_path, monkeypatch):
+    from benchmarks import runs
+    from benchmarks.runs import git_commit, run_seed
+
+    commit = git_commit()
+    monkeypatch.setattr(runs, "git_commit", lambda: commit)
+    started = []  # stands in for ``rec-transfer fit``: records the start and fails
+    monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: started.append(cmd) or SimpleNamespace(returncode=1))
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {mode: id}\n")
+    key = {"commit": commit, "config": config.read_text(), "seed": 0, "args": ["--x", "1"]}
+    finished = {"target_only": {"test/x/ndcg@10": 0.5}, "wall_seconds": 12.0, "run_key": key}
+    (tmp_path / "a-seed0.json").write_text(json.dumps(finished))
+    # Reused: read back without starting a run.
+    assert run_seed(config, 0, "a-seed0", ["--x", "1"], tmp_path, reuse=True) == finished
+    assert not started
+
+    def starts_a_run(**changes):  # not reused: it starts ``rec-transfer fit`` (which "fails" here)
+        args = {"config": config, "seed": 0, "run_name": "a-seed0", "extra_args": ["--x", "1"], "reuse": True}
+        with pytest.raises(RuntimeError, match="failed"):
+            run_seed(out_dir=tmp_path, **(args | changes))
+
+    starts_a_run(seed=1)
+    starts_a_run(extra_args=["--x", "2"])
+    starts_a_run(reuse=False)
+    (tmp_path / "a-seed0.json").write_text(json.dumps(finished | {"run_key": key | {"commit": "other"}}))
+    with pytest.raises(RuntimeError, match="failed"):
+        run_seed(config, 0, "a-seed0", ["--x", "1"], tmp_path, reuse=True)
+    assert len(started) == 4
+
+
+def test_best_validation_is_the_first_best_epoch():
+    from benchmarks.stats import best_validation
+
+    history = [{"epoch": 0, "ndcg@10": 0.1}, {"epoch": 1, "ndcg@10": 0.3}, {"epoch": 2, "ndcg@10": 0.3}]
+    assert best_validation(history) == (1, history[1])
+    assert best_validation([]) is None
+
+
+def test_spread_over_runs():
+    from benchmarks.stats import spread
+
+    assert spread([1.0, 3.0, 2.0]) == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert spread([0.123456]) == {"n": 1, "mean": 0.12346, "std": 0.0, "min": 0.123456, "max": 0.123456}
+
+
+def test_reports_record_the_command_without_paths_of_this_machine():
+    from benchmarks.runs import ROOT, command_line
+
+    runner = str(ROOT / "benchmarks" / "transfer.py")
+    argv = [runner, "--data-root", "/data/x", "--work-dir", str(ROOT / "runs"), "--output", "/elsewhere/out.json",
+            "--", "--data.init_args.data_root=/data/x", "--model.lr", "0.1"]  # fmt: skip
+    assert command_line(argv) == (
+        "python -m benchmarks.transfer --data-root '<data_root>' --work-dir runs --output '<abs>/out.json' "
+        "-- '--data.init_args.data_root=<data_root>' --model.lr 0.1"
+    )
+
+
+def test_summarize_mean_and_sample_std():
+    out = summarize([{"test/x": 1.0, "other": 5}, {"test/x": 3.0}], "test/")
+    assert out == {"test/x": {"mean": 2.0, "std": 1.41421, "values": [1.0, 3.0]}}

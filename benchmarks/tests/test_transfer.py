@@ -1,0 +1,129 @@
+"""The transfer benchmark: variant configs, earlier rows kept, table and chart; the fine-tuning study's configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
+    from benchmarks.transfer_table import VARIANTS, default_sources, variant_config
+
+    monkeypatch.chdir(tmp_path)  # configs are found in the checkout, whatever the working directory
+    sources = default_sources("Office")
+    assert "Office" not in sources and "Scientific" in sources
+    for variant in VARIANTS:
+        cfg = variant_config(variant, "Office", sources, source_epochs=3)
+        data = cfg["data"]["init_args"]
+        assert data["target"]["init_args"]["path"] == "amazon/Office"
+        if variant.startswith(("transfer", "zero_shot")):
+            assert [s["init_args"]["path"].split("/")[-1] for s in data["sources"]] == sources
+            (transfer,) = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
+            assert transfer["init_args"]["source_epochs"] == 3
+            # The shipped recipe freezes the encoder on the target (ID pre-training: the IDs too); _full freezes none.
+            assert transfer["init_args"]["freeze"] == VARIANTS[variant].get("freeze", ["encoder"])
+            assert ("encoder" in transfer["init_args"]["freeze"]) == (not variant.startswith("transfer_text_full"))
+            if variant.startswith("zero_shot"):  # stops at the switch, never earlier
+                assert cfg["trainer"]["max_epochs"] == 3 and transfer["init_args"]["source_patience"] is None
+            else:
+                assert cfg["trainer"]["max_epochs"] > 3 and transfer["init_args"]["source_patience"] is not None
+        else:
+            assert not data.get("sources")
+            assert not [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
+    # The text baseline is the transfer recipe's target-only version: the same model and target settings.
+    alone, transfer = (variant_config(v, "Office", sources) for v in ("text_target_only", "transfer_text"))
+    assert alone["model"] == {k: v for k, v in transfer["model"].items() if k != "target_lr"}
+    assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
+    smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
+    encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
+    assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
+    for variant in ("transfer_text_center", "transfer_text_full_center"):
+        centred = variant_config(variant, "Office", sources)["data"]["init_args"]
+        encoders = [d["init_args"]["text_encoder"] for d in [centred["target"], *centred["sources"]]]
+        assert all(e == {"model_name": "minilm", "center": True} for e in encoders)
+        assert len(encoders) == 1 + len(sources)
+    assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
+    with pytest.raises(ValueError, match="cannot also be a source"):
+        variant_config("transfer_text", "Office", ["Office"])
+
+
+def test_earlier_results_kept_only_for_the_same_settings(tmp_path):
+    from benchmarks.transfer_table import earlier_results, in_table_order
+
+    path = tmp_path / "Scientific.json"
+    assert earlier_results(path, ["sasrec"], ["Office"], 4, [0, 1]) == {}  # no earlier report
+    report = {"command": "python old", "git_commit": "abc", "machine": {"device": "cpu"}, "sources": ["Office"],
+              "source_epochs": 4, "seeds": [0, 1], "results": {"sasrec": {}, "transfer_text": {}}}  # fmt: skip
+    path.write_text(json.dumps(report))
+    kept = earlier_results(path, ["sasrec", "zero_shot_text"], ["Office"], 4, [0, 1])
+    assert list(kept) == ["transfer_text"]  # the variant run now replaces its earlier row
+    assert kept["transfer_text"]["provenance"] == {
+        "command": "python old",
+        "git_commit": "abc",
+        "machine": {"device": "cpu"},
+    }
+    for changed in ((["Food"], 4, [0, 1]), (["Office"], 2, [0, 1]), (["Office"], 4, [0])):
+        with pytest.raises(ValueError, match="write this run elsewhere"):
+            earlier_results(path, ["sasrec"], *changed)
+    # Rerunning every earlier variant needs nothing from the old report, whatever its settings.
+    assert earlier_results(path, ["sasrec", "transfer_text"], ["Food"], 1, [0]) == {}
+    assert list(in_table_order({"zero_shot_text": 1, "sasrec": 2, "transfer_text": 3})) == [
+        "sasrec", "transfer_text", "zero_shot_text"]  # fmt: skip
+
+
+def fake_results():
+    def summary(prefix, mean):
+        stats = {"mean": mean, "std": 0.001, "values": [mean]}
+        return {f"{prefix}/Scientific/{m}": stats for m in ("ndcg@10", "recall@10")}
+
+    return {
+        "sasrec": {"summary": summary("test", 0.05), "mean_train_epoch_seconds": 4.0},
+        "transfer_text": {
+            "summary": summary("test", 0.06) | summary("zeroshot_test", 0.03),
+            "mean_train_epoch_seconds": 9.0,
+        },
+    }  # fmt: skip
+
+
+def test_markdown_table_has_each_variant_zero_shot_and_published_rows():
+    from benchmarks.transfer_table import markdown_table
+
+    table = markdown_table(fake_results(), "Scientific", [0, 1, 2]).splitlines()
+    assert "3 seeds" in table[0]
+    (zero,) = [line for line in table if "zero-shot (before" in line]
+    assert "0.0300 ± 0.0010" in zero and zero.count("—") == 2  # no @50 values were given
+    assert any(line.startswith("| SASRec (IDs), target only | 0.0500 ± 0.0010") for line in table)
+    assert any("published: VQ-Rec (re-released ckpt)" in line and "0.0645" in line for line in table)
+
+
+def test_plot_writes_a_png(tmp_path):
+    from benchmarks.transfer_table import plot
+
+    plot(fake_results(), "Scientific", tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("strategy", ["scratch", "adaptor_only", "text+id", "adaptor+id", "full_lr1e-4"])
+def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path, monkeypatch):
+    from benchmarks.negative_transfer import finetune_config
+    from rec_transfer.callbacks import DomainTransfer
+    from rec_transfer.cli import build_cli
+
+    monkeypatch.chdir(REPO)
+    cfg = finetune_config("Office", strategy, tmp_path / "pre.ckpt")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    c = build_cli(["--config", str(tmp_path / "c.yaml"), "--trainer.logger", "false"], run=False)
+    transfer = [cb for cb in c.trainer.callbacks if isinstance(cb, DomainTransfer)]
+    assert c.datamodule.target.path.endswith("amazon/Office") and not c.datamodule.sources
+    if strategy == "scratch":
+        assert c.model.hparams.pretrained is None and not transfer
+    else:
+        assert c.model.hparams.pretrained == str(tmp_path / "pre.ckpt")
+        frozen = ["encoder"] if strategy.startswith("adaptor") else []
+        assert transfer[0].source_epochs == 0 and transfer[0].freeze == frozen
+    assert c.model.hparams.mode == ("text+id" if strategy.endswith("+id") else "text")
+    # Fine-tuning trains at the strategy's lr: no target_lr (the learning rate after a switch) overrides it.
+    assert c.model.hparams.target_lr is None and c.model.hparams.lr == (1e-4 if strategy == "full_lr1e-4" else 1e-3)

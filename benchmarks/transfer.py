@@ -1,0 +1,111 @@
+"""Does transfer help? Target-only baselines, zero-shot, and transfer + fine-tune on one target, over seeds.
+
+Writes benchmarks/results/<target>.json (git commit, command, machine, per-seed values, wall times),
+<target>.md (the table) and <target>.png (a chart) and prints the table. Variants already in
+<target>.json and not run this time stay in the table, each with the command and commit that
+measured it, if that report has the same sources, source epochs and seeds (checked first).
+
+Examples:
+    python -m benchmarks.transfer --target Scientific --seeds 0 1 2
+    python -m benchmarks.transfer --target Office --variants sasrec text_target_only transfer_text
+    python -m benchmarks.transfer --target Scientific --sources Office ml-100k --source-epochs 4 \\
+        -- --trainer.accelerator gpu --trainer.precision bf16-mixed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from benchmarks.runs import bench_configs, provenance
+from benchmarks.transfer_table import (
+    DOMAINS,
+    PUBLISHED,
+    VARIANTS,
+    config_name,
+    default_sources,
+    earlier_results,
+    in_table_order,
+    markdown_table,
+    plot,
+    variant_config,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=sorted(DOMAINS), default="Scientific")
+    parser.add_argument("--sources", choices=sorted(DOMAINS), nargs="+", help="default: every other domain")
+    parser.add_argument("--variants", choices=list(VARIANTS), nargs="+", default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--source-epochs", type=int, default=None, help="override the transfer config's")
+    parser.add_argument("--data-root", default=None, help="folder holding amazon/ and movielens/ (default: configs')")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (e.g. several on one GPU)")
+    parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="runs' logs, checkpoints and results (default: lightning_logs/bench_runs/<target>); "
+        "rerunning the same command reuses the runs that finished",
+    )
+    parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
+    args = parser.parse_args()
+
+    measured = provenance()  # at the start: the commit whose code the runs import
+    sources = args.sources or default_sources(args.target)
+    extra = list(args.extra) + (["--data.init_args.data_root", args.data_root] if args.data_root else [])
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / args.target
+    try:
+        kept = earlier_results(stem.with_suffix(".json"), args.variants, sources, args.source_epochs, args.seeds)
+    except ValueError as e:
+        parser.error(str(e))
+    with tempfile.TemporaryDirectory(prefix="rec_transfer_variants_") as tmp:
+        configs = {}
+        for variant in args.variants:
+            path = Path(tmp) / f"{variant}.yaml"
+            path.write_text(yaml.safe_dump(variant_config(variant, args.target, sources, args.source_epochs)))
+            configs[variant] = path
+        work_dir = args.work_dir or f"lightning_logs/bench_runs/{args.target}"
+        print(f"runs go to {work_dir} (finished ones there are reused)", flush=True)
+        results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=work_dir)
+    for variant, res in results.items():
+        res["config"] = config_name(variant)  # the temporary file is gone; name the shipped one
+        res["provenance"] = measured
+    results = in_table_order(results | kept)
+    report = {
+        **measured,
+        "note": "each variant's provenance: the command that measured it; per_seed git_commit: the code each "
+        "run imported (a rerun reuses runs that finished earlier)",
+        "target": args.target,
+        "sources": sources,
+        "source_epochs": args.source_epochs,
+        "seeds": args.seeds,
+        "ties": "pessimistic: items scored equal to the target rank above it",
+        "zero_shot": "the source-trained model tested on the target before any target training",
+        "results": results,
+        "published": PUBLISHED.get(args.target, {}),
+    }
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(results, args.target, args.seeds)
+    measured_by = {}  # command and commit -> variants they measured
+    for variant, res in results.items():
+        p = res["provenance"]
+        measured_by.setdefault((p["command"], p["git_commit"], p["machine"]["device"]), []).append(variant)
+    header = "".join(
+        f"Command: `{cmd}`  \nCommit: `{commit}`; machine: {device}; rows: {', '.join(variants)}\n\n"
+        for (cmd, commit, device), variants in measured_by.items()
+    )
+    stem.with_suffix(".md").write_text(f"{header}Sources: {', '.join(sources)}\n\n{table}")
+    plot(results, args.target, stem.with_suffix(".png"))
+    print("\n" + table)
+    print(f"wrote {stem}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()

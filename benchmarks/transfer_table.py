@@ -1,0 +1,212 @@
+"""The transfer benchmark: configs per model variant and target, and the Markdown table / PNG chart of results."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from benchmarks.runs import ROOT, not_rerun
+from rec_transfer.cli import target_only_config
+
+# Folder of each domain under the data root.
+DOMAINS = {
+    "Scientific": "amazon/Scientific",
+    "Office": "amazon/Office",
+    "Games": "amazon/Games",
+    "Kitchen": "amazon/Kitchen",
+    "Food": "amazon/Food",
+    "ml-100k": "movielens/ml-100k",
+}
+
+SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfer.yaml"
+
+# Each variant is a shipped config plus changes; transfer variants also report their zero-shot point. Transfer
+# fine-tunes as the transfer config says (the sequence encoder frozen, the adaptor and any IDs trained) unless a
+# variant's "freeze" says otherwise.
+VARIANTS: dict[str, dict] = {
+    "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only"},
+    # The transfer config's target-only version (rec_transfer.cli.target_only_config): the same text model, no sources.
+    "text_target_only": {"config": TRANSFER, "target_only": True, "label": "text, target only"},
+    "transfer_text": {"config": TRANSFER, "label": "transfer + adaptor fine-tune (text)"},
+    "transfer_text_full": {"config": TRANSFER, "label": "transfer + full fine-tune (text)", "freeze": []},
+    # Each domain's vectors centred on their own mean: removes the offset between domains' text vectors.
+    "transfer_text_center": {
+        "config": TRANSFER,
+        "label": "transfer + adaptor fine-tune (text, centred per domain)",
+        "text_encoder": {"center": True},
+    },
+    "transfer_text_full_center": {
+        "config": TRANSFER,
+        "label": "transfer + full fine-tune (text, centred per domain)",
+        "freeze": [],
+        "text_encoder": {"center": True},
+    },
+    # Sources only: the run stops at the switch and tests the source epoch with the best target validation
+    # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
+    "zero_shot_text": {
+        "config": TRANSFER,
+        "label": "zero-shot (sources only, text): best source epoch by target validation",
+        "sources_only": True,
+    },
+    "transfer_text+id": {
+        "config": TRANSFER,
+        "label": "transfer + adaptor/ID fine-tune (text+ID)",
+        "model": {"mode": "text+id"},
+    },
+    # IDs on the sources only: they soak up item-specific signal there; on the target the ID table stays at zero
+    # (frozen), so only the text adaptor trains, as in transfer_text.
+    "transfer_idpretrain": {
+        "config": TRANSFER,
+        "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
+        "model": {"mode": "text+id"},
+        "freeze": ["encoder", "item_tower.id_embeddings"],
+    },
+    # A decoder's last-token states share one large direction; centring removes it (TextEncoderConfig.center).
+    "transfer_smollm2": {
+        "config": TRANSFER,
+        "label": "transfer + adaptor fine-tune (text, SmolLM2, centred)",
+        "text_encoder": {"model_name": "smollm2", "center": True},
+    },
+}
+
+METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
+
+PUBLISHED = {  # the papers' tables on the same split: UniSRec (KDD 2022) and VQ-Rec (WWW 2023)
+    "Scientific": {
+        "SASRec (UniSRec paper)": {"ndcg@10": 0.0553, "recall@10": 0.1080, "ndcg@50": 0.0760, "recall@50": 0.2042},
+        "SASRec_T (VQ-Rec paper)": {"ndcg@10": 0.0561, "recall@10": 0.0994, "ndcg@50": 0.0815, "recall@50": 0.2162},
+        "UniSRec text+ID fine-tune": {"ndcg@10": 0.0634, "recall@10": 0.1235, "ndcg@50": 0.0904, "recall@50": 0.2473},
+        "VQ-Rec (re-released ckpt)": {"ndcg@10": 0.0645, "recall@10": 0.1238, "ndcg@50": 0.0901, "recall@50": 0.2409},
+        "VQ-Rec zero-shot": {"ndcg@10": 0.0361, "recall@10": 0.0640, "ndcg@50": 0.0421, "recall@50": 0.0909},
+    },
+}  # fmt: skip
+
+
+def default_sources(target: str) -> list[str]:
+    return [d for d in DOMAINS if d != target]
+
+
+def config_name(variant: str) -> str:
+    """The shipped config a variant starts from, as reports name it."""
+    spec = VARIANTS[variant]
+    return spec["config"] + (" (target only)" if spec.get("target_only") else "")
+
+
+def variant_config(variant: str, target: str, sources: list[str], source_epochs: int | None = None) -> dict:
+    """The config of ``variant`` with ``target`` (and, for transfer, ``sources``) swapped in."""
+    spec = VARIANTS[variant]
+    if target not in DOMAINS or any(s not in DOMAINS for s in sources):
+        raise ValueError(f"unknown domain in target {target!r} / sources {sources}; known: {sorted(DOMAINS)}")
+    if target in sources:
+        raise ValueError(f"target {target!r} cannot also be a source")
+    cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
+    if spec.get("target_only"):
+        cfg = target_only_config(cfg)
+    cfg["model"].update(spec.get("model", {}))
+    data = cfg["data"]["init_args"]
+    template = data["target"]
+    template["init_args"]["path"] = DOMAINS[target]
+    if "sources" in data:
+        if not sources:
+            raise ValueError(f"variant {variant!r} transfers: give at least one source domain")
+        data["sources"] = []
+        for name in sources:
+            source = copy.deepcopy(template)
+            source["init_args"]["path"] = DOMAINS[name]
+            data["sources"].append(source)
+        for cb in cfg["trainer"]["callbacks"]:
+            if not cb["class_path"].endswith("DomainTransfer"):
+                continue
+            if source_epochs is not None:
+                cb["init_args"]["source_epochs"] = source_epochs
+            if "freeze" in spec:
+                cb["init_args"]["freeze"] = spec["freeze"]
+            if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step
+                cb["init_args"]["source_patience"] = None
+                cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]
+    if "text_encoder" in spec:
+        for domain in [data["target"], *data.get("sources", [])]:
+            domain["init_args"]["text_encoder"].update(spec["text_encoder"])
+    return cfg
+
+
+def earlier_results(
+    path: Path, running: list[str], sources: list[str], source_epochs: int | None, seeds: list[int]
+) -> dict:
+    """The variants of the earlier report at ``path`` that are not ``running`` now, to keep in the new table.
+
+    Only rows of the same sources, source epochs and seeds are kept (others would not compare in one
+    table): checked before any run starts, so a mismatch costs nothing. Each kept variant carries the
+    command and commit that measured it (``provenance``).
+    """
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    kept = not_rerun(earlier, running)
+    settings = (earlier.get("sources"), earlier.get("source_epochs"), earlier.get("seeds"))
+    if kept and settings != (sources, source_epochs, seeds):
+        raise ValueError(
+            f"{path} holds {sorted(kept)} measured with sources, source epochs, seeds {settings}, not "
+            f"{(sources, source_epochs, seeds)}: write this run elsewhere (--output-dir) or rerun those variants too"
+        )
+    return kept
+
+
+def in_table_order(results: dict) -> dict:
+    return {k: results[k] for k in [*VARIANTS, *results] if k in results}
+
+
+def rows(results: dict) -> list[tuple[str, dict]]:
+    """(label, summary) per table row: each variant, then each transfer variant's zero-shot point."""
+    out = []
+    for name, res in results.items():
+        label = VARIANTS.get(name, {}).get("label", name)
+        out.append((label, {m.split("/")[-1]: s for m, s in res["summary"].items() if m.startswith("test/")}))
+        zero = {m.split("/")[-1]: s for m, s in res["summary"].items() if m.startswith("zeroshot_test/")}
+        if zero:
+            out.append((f"{label}: zero-shot (before fine-tuning)", zero))
+    return out
+
+
+def markdown_table(results: dict, target: str, seeds: list[int]) -> str:
+    head = f"| model ({target}, {len(seeds)} seeds: mean ± std) | " + " | ".join(METRICS) + " | s / train epoch |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+    epoch_s = {VARIANTS.get(n, {}).get("label", n): r.get("mean_train_epoch_seconds") for n, r in results.items()}
+    for label, summary in rows(results):
+        cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "—" for m in METRICS]
+        secs = epoch_s.get(label)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {secs if secs is not None else ''} |")
+    for label, values in PUBLISHED.get(target, {}).items():
+        cells = [f"{values[m]:.4f}" if m in values else "—" for m in METRICS]
+        lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, target: str, path: Path) -> None:
+    """Bar chart of test NDCG@10 and Recall@10 (mean, std as error bars), published numbers as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    table = rows(results)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 3.5), sharey=True)
+    for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
+        labels = [label for label, s in table if metric in s]
+        means = [s[metric]["mean"] for _, s in table if metric in s]
+        stds = [s[metric]["std"] for _, s in table if metric in s]
+        ax.barh(labels, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+        for i, (name, values) in enumerate(PUBLISHED.get(target, {}).items()):
+            if metric in values:
+                ax.axvline(values[metric], linestyle="--", color=f"C{i + 1}", label=name)
+        ax.set_xlabel(f"test {metric}")
+        ax.invert_yaxis()
+        if PUBLISHED.get(target):  # below the axes: inside, it hides the bars
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    fig.suptitle(f"{target}: full ranking, leave-one-out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,1 +1,0 @@
-"""Helpers for benchmark scripts: run a config through the CLI per seed and aggregate honestly."""

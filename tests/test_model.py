@@ -4,6 +4,7 @@ import torch
 
 from rec_transfer.data.batching import SequenceView, collate
 from rec_transfer.models.components import ItemTower, MoEAdaptor, SequenceEncoder
+from rec_transfer.models.components.item_text import FrozenItemText
 from rec_transfer.models.recommender import TransferRecommender
 
 
@@ -32,14 +33,14 @@ def test_item_tower_modes():
     vectors = torch.randn(6, 16)
     vectors[0] = 0
     for mode in ("text", "text+id", "id"):
-        tower = ItemTower(8, mode, text_dim=16, experts=3)
+        tower = ItemTower(8, mode, FrozenItemText(16) if mode != "id" else None, experts=3)
         tower.add_domain("a", 5, vectors if mode != "id" else None)
         table = tower("a")
         assert table.shape == (6, 8)
         assert torch.all(table[0] == 0)  # padding row
-    text_only = ItemTower(8, "text", text_dim=16, experts=3)
+    text_only = ItemTower(8, "text", FrozenItemText(16), experts=3)
     text_only.add_domain("a", 5, vectors)
-    assert "text_a" not in text_only.state_dict()  # vectors are rebuilt from the cache, not checkpointed
+    assert not any("vectors" in k for k in text_only.state_dict())  # vectors are rebuilt from the cache, not checkpointed
     assert MoEAdaptor(16, 8, experts=3)(torch.randn(4, 16)).shape == (4, 8)
 
 

@@ -14,6 +14,10 @@ from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
+from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
+from rec_transfer.models.components.losses import chunked_cross_entropy, sample_candidates, sampled_softmax
+
+LossName = Literal["full", "chunked", "sampled"]
 
 
 class TransferRecommender(L.LightningModule):
@@ -41,6 +45,16 @@ class TransferRecommender(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
         top_k: recommendations per user in ``predict``.
+        loss: ``full`` softmax over every item of the domain; ``chunked``: the same, exact, computed in
+            item chunks so memory stays bounded for large catalogues; ``sampled``: softmax over the batch's
+            own targets plus ``num_negatives`` shared uniform negatives with log-q correction, whose cost
+            follows the batch, not the catalogue (the item tower runs only over the items a batch needs).
+        num_negatives: uniform negatives per batch for ``sampled``.
+        item_chunk: items per block for ``chunked``.
+        text_lr: learning rate of the language model's trainable top layers (``text_encoder.train_layers``);
+            ``None``: the model's learning rate.
+        text_items_per_step: at most this many of a batch's items are run through the trainable language
+            model layers with gradients at each step (the others use vectors from the start of the epoch).
         pretrained: a checkpoint of an earlier run (e.g. pre-trained on source domains) whose
             weights this model starts from; its optimizer and trainer state are not used (that
             is ``--ckpt_path``, which resumes). ID tables of domains the data does not serve are
@@ -65,6 +79,11 @@ class TransferRecommender(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         top_k: int = 10,
+        loss: LossName = "full",
+        num_negatives: int = 1024,
+        item_chunk: int = 8192,
+        text_lr: float | None = None,
+        text_items_per_step: int = 256,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -86,7 +105,7 @@ class TransferRecommender(L.LightningModule):
         dm = self.trainer.datamodule
         self.target_domain = getattr(dm, "target_name", None)
         for name, d in dm.domains.items():
-            self.add_domain(name, d.num_items, d.item_vectors)
+            self.add_domain(name, d.num_items, d.item_text, d.item_popularity)
         resuming = self.trainer.ckpt_path is not None  # the checkpoint brings its own weights
         if (
             self.hparams.pretrained
@@ -117,18 +136,42 @@ class TransferRecommender(L.LightningModule):
         self.load_state_dict(state, strict=False)
         self._pretrained_loaded = True
 
-    def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None) -> None:
+    def _text_source(self, text) -> FrozenItemText | TrainableItemText | None:
+        if text is None or self.hparams.mode == "id":
+            return None
+        if isinstance(text, torch.Tensor):
+            return FrozenItemText(text.shape[1])
+        domains = [d for d in self.trainer.datamodule.domains.values() if d.text_encoder is not None]
+        config = domains[0].text_encoder
+        for d in domains[1:]:
+            if d.text_encoder.model_key != config.model_key:
+                raise ValueError(
+                    f"domains {domains[0].name!r} and {d.name!r} use different trainable text encoders "
+                    f"({config.model_key} against {d.text_encoder.model_key}): one model trains one language model"
+                )
+        top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
+        return TrainableItemText(top, center=config.center)
+
+    def add_domain(
+        self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None
+    ) -> None:
+        """Registers a domain: ``text`` is (num_items + 1, D) vectors or token states (row 0: padding item);
+        ``popularity`` (num_items + 1,) each item's share of training targets (for the sampled loss)."""
         if self.item_tower is None:
-            text_dim = None if text_vectors is None else text_vectors.shape[1]
             self.item_tower = ItemTower(
                 self.hparams.hidden_size,
                 self.hparams.mode,
-                text_dim,
+                self._text_source(text),
                 self.hparams.adaptor_experts,
                 self.hparams.adaptor_dropout,
-            )
-        vectors = None if text_vectors is None else text_vectors.to(self.device)
-        self.item_tower.add_domain(name, num_items, vectors)
+            ).to(self.device)
+        if text is not None:
+            text = text.to(self.device) if isinstance(text, torch.Tensor) else text.to(self.device)
+        self.item_tower.add_domain(name, num_items, text)
+        if popularity is None:
+            popularity = torch.full((num_items + 1,), 1.0 / max(num_items, 1))
+            popularity[0] = 0
+        self.register_buffer(f"popularity_{name}", popularity.to(self.device), persistent=False)
         if name in self.item_tower.id_embeddings:
             self.item_tower.id_embeddings[name].to(self.device)
         for metrics in (self.val_metrics, self.test_metrics):
@@ -136,6 +179,8 @@ class TransferRecommender(L.LightningModule):
                 metrics[name] = RankingMetrics().to(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainable_text is not None:
+            self._trainable_text.invalidate()
         # A checkpoint may hold ID tables of domains the current data module does not serve
         # (e.g. predicting on the target after transfer): create them so the weights load.
         prefix = "item_tower.id_embeddings."
@@ -170,11 +215,7 @@ class TransferRecommender(L.LightningModule):
         # Always float32, also under bf16/fp16 autocast: short mantissas (8 bits in bf16) round nearby scores into ties,
         # which the pessimistic ranking counts against the target, and top-K order would be arbitrary among them.
         with torch.autocast(states.device.type, enabled=False):
-            states, items = states.float(), items.float()
-            if self.hparams.similarity == "cosine":
-                states, items = F.normalize(states, dim=-1), F.normalize(items, dim=-1)
-            # The temperature scales the T states, not the T × M logits: same result, far less work.
-            return (states / self.hparams.temperature) @ items.T
+            return self._queries(states.float()) @ self._keys(items.float()).T
 
     def scores(self, states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(T, D) states against (N + 1, D) items → (T, N + 1) float32 logits; padding column is -inf."""
@@ -198,15 +239,58 @@ class TransferRecommender(L.LightningModule):
         table = self.item_table(batch["domain"])
         return self.scores(self.last_states(batch, table), table)
 
+    @property
+    def _trainable_text(self) -> TrainableItemText | None:
+        text = getattr(self.item_tower, "text", None)
+        return text if isinstance(text, TrainableItemText) else None
+
+    def _train_items(self, batch: dict) -> torch.Tensor | None:
+        """The batch's items whose language-model path gets gradients this step (at most ``text_items_per_step``)."""
+        if self._trainable_text is None:
+            return None
+        items = torch.unique(torch.cat([batch["input"].flatten(), batch["target"].flatten()]))
+        items = items[items > 0]
+        cap = self.hparams.text_items_per_step
+        return items[torch.randperm(len(items), device=items.device)[:cap]] if len(items) > cap else items
+
+    def _queries(self, states: torch.Tensor) -> torch.Tensor:
+        """States as the logits need them: normalised for cosine, divided by the temperature (T states,
+        not T × M logits: the same result for far less work)."""
+        if self.hparams.similarity == "cosine":
+            states = F.normalize(states, dim=-1)
+        return states / self.hparams.temperature
+
+    def _keys(self, items: torch.Tensor) -> torch.Tensor:
+        return F.normalize(items, dim=-1) if self.hparams.similarity == "cosine" else items
+
     def loss(self, batch: dict) -> torch.Tensor:
-        """Cross-entropy over all items of the domain, at every real position at once."""
-        table = self.item_table(batch["domain"])
+        """Next-item cross-entropy at every real position at once (``loss`` chooses full, chunked or sampled)."""
+        domain, mask = batch["domain"], batch["target"] > 0  # (R, L)
+        targets = batch["target"][mask]  # (T,)
+        train_items = self._train_items(batch)
+        if self.hparams.loss == "sampled":
+            num_items = self.item_tower.num_items[domain]
+            candidates, labels, log_q = sample_candidates(
+                targets, num_items, self.hparams.num_negatives, getattr(self, f"popularity_{domain}")
+            )
+            needed = torch.unique(torch.cat([batch["input"].flatten(), candidates]))  # (M,) sorted
+            vectors = self.item_tower(domain, needed, train_items)  # (M, D)
+            states = self.encoder(
+                vectors[torch.searchsorted(needed, batch["input"])], batch.get("positions"), batch.get("segments")
+            )  # (R, L, D)
+            with torch.autocast(states.device.type, enabled=False):
+                keys = self._keys(vectors[torch.searchsorted(needed, candidates)].float())
+                return sampled_softmax(self._queries(states[mask].float()), keys, labels, log_q)
+        table = self.item_tower(domain, None, train_items)  # (N + 1, D)
         states = self.encode(batch, table)  # (R, L, D)
-        mask = batch["target"] > 0  # (R, L)
+        if self.hparams.loss == "chunked":
+            with torch.autocast(states.device.type, enabled=False):
+                queries, keys = self._queries(states[mask].float()), self._keys(table[1:].float())
+                return chunked_cross_entropy(queries, keys, targets - 1, self.hparams.item_chunk)
         # Against items 1..N only: the padding row is never a target, and leaving it out spares a
         # -inf column written into (and copied back out of) the (T, N) logits' gradient.
         logits = self.logits(states[mask], table[1:])  # (T, N)
-        return F.cross_entropy(logits, batch["target"][mask] - 1)
+        return F.cross_entropy(logits, targets - 1)
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
@@ -219,6 +303,8 @@ class TransferRecommender(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = self._last_step_end = time.perf_counter()
+        if self._trainable_text is not None:
+            self._trainable_text.new_epoch()
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         self._last_step_end = time.perf_counter()
@@ -276,9 +362,17 @@ class TransferRecommender(L.LightningModule):
             self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
         lr = self.hparams.target_lr if self.finetune and self.hparams.target_lr else self.hparams.lr
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.hparams.weight_decay)
+        text = self._trainable_text
+        text_params = {id(p) for p in text.parameters()} if text is not None else set()
+        groups = [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in text_params]}]
+        if text is not None:
+            text_lr = self.hparams.text_lr or lr
+            groups.append({"params": [p for p in text.parameters() if p.requires_grad], "lr": text_lr})
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("every parameter is frozen: nothing to train (see DomainTransfer's freeze)")
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         warmup = max(1, self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -51,6 +51,8 @@ class TextEncoderConfig:
         center: Subtract the mean vector of the catalogue (one domain's items) after loading; cheap, so not cached.
             Decoder LLM states share one large direction (SmolLM2: mean cosine 0.80-0.89 between items, MiniLM:
             0.23-0.36) that drowns the differences between items until the adaptor has learnt it away.
+        train_layers: Fine-tune the language model's top ``train_layers`` layers inside the recommender (0: the
+            model stays frozen and its vectors are cached). The lower layers' token states are cached instead.
     """
 
     model_name: str = "minilm"
@@ -60,6 +62,41 @@ class TextEncoderConfig:
     batch_size: int = 64
     trust_remote_code: bool = False
     center: bool = False
+    train_layers: int = 0
+
+    @property
+    def model_key(self) -> tuple:
+        """What decides the trainable top layers: domains of one model must agree on it."""
+        return (self.model_name, self.pooling, self.max_length, self.train_layers, self.center)
+
+    def item_token_states(self, texts: Sequence[str], cache_dir: str | Path = ".cache/rec_transfer", progress=True):
+        """Token states below the top ``train_layers`` layers (see ``rec_transfer.text.trainable``), cached."""
+        from rec_transfer.text.token_cache import cached_token_states
+
+        return cached_token_states(
+            texts,
+            self.model_name,
+            self.train_layers,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            cache_dir=cache_dir,
+            trust_remote_code=self.trust_remote_code,
+            progress=progress,
+        )
+
+    def text_top(self, check_texts: Sequence[str] = (), cache_dir: str | Path = ".cache/rec_transfer"):
+        """The trainable top layers (``TextTop``), checked against the full model on ``check_texts``."""
+        from rec_transfer.text.token_cache import build_text_top
+
+        return build_text_top(
+            self.model_name,
+            self.train_layers,
+            self.pooling,
+            check_texts,
+            self.max_length,
+            cache_dir,
+            self.trust_remote_code,
+        )
 
     def item_vectors(
         self,
@@ -71,6 +108,7 @@ class TextEncoderConfig:
         """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``."""
         options = asdict(self)
         center = options.pop("center")
+        options.pop("train_layers")
         vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
         if center:
             return vectors - vectors.mean(dim=0, keepdim=True)

@@ -14,6 +14,7 @@ from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
+from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
 from rec_transfer.models.components.losses import chunked_cross_entropy, sample_candidates, sampled_softmax
 
@@ -53,6 +54,10 @@ class TransferRecommender(L.LightningModule):
         item_chunk: items per block for ``chunked``.
         text_lr: learning rate of the language model's trainable top layers (``text_encoder.train_layers``);
             ``None``: the model's learning rate.
+        align_weight: weight of a domain-adversarial loss during the source phase (0: off): a discriminator
+            learns to tell source item vectors from target item vectors, and the item tower, through a
+            gradient reversal, learns to make them indistinguishable (``DomainDiscriminator``).
+        align_items: items of each side drawn for that loss at each source step.
         text_items_per_step: at most this many of a batch's items are run through the trainable language
             model layers with gradients at each step (the others use vectors from the start of the epoch).
         pretrained: a checkpoint of an earlier run (e.g. pre-trained on source domains) whose
@@ -84,12 +89,15 @@ class TransferRecommender(L.LightningModule):
         item_chunk: int = 8192,
         text_lr: float | None = None,
         text_items_per_step: int = 256,
+        align_weight: float = 0.0,
+        align_items: int = 256,
         pretrained: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
+        self.discriminator = DomainDiscriminator(hidden_size) if align_weight > 0 else None
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self.finetune = False  # set by the DomainTransfer callback after the switch to the target
@@ -122,7 +130,7 @@ class TransferRecommender(L.LightningModule):
         state = torch.load(path, map_location=self.device, weights_only=False)["state_dict"]
         own = self.state_dict()
         # ID tables of domains this run does not serve (the sources') are not needed; nor metric states.
-        optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.")
+        optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.")
         state = {k: v for k, v in state.items() if k in own or not k.startswith(optional)}
         missing = [k for k in own if k not in state and not k.startswith(optional)]
         unexpected = [k for k in state if k not in own]
@@ -316,11 +324,27 @@ class TransferRecommender(L.LightningModule):
         self.train_epoch_seconds.append(self._last_step_end - self._epoch_start)
         self.log("time/train_epoch_s", self.train_epoch_seconds[-1])
 
+    def alignment_loss(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Domain-adversarial loss and discriminator accuracy on random items of ``source`` and of the target."""
+        vectors = []
+        for domain in (source, self.target_domain):
+            items = torch.randint(
+                1, self.item_tower.num_items[domain] + 1, (self.hparams.align_items,), device=self.device
+            )
+            vectors.append(self.item_tower(domain, items))
+        return self.discriminator(*vectors)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))
-        self.log(f"train/{batch['domain']}/loss", loss, batch_size=len(batch["user"]), add_dataloader_idx=False)
-        return loss
+        rec_loss = self.loss(batch)
+        size = len(batch["user"])
+        self.log("train/loss", rec_loss, prog_bar=True, batch_size=size)
+        self.log(f"train/{batch['domain']}/loss", rec_loss, batch_size=size, add_dataloader_idx=False)
+        domain, target = batch["domain"], self.target_domain
+        if self.discriminator is None or domain == target or target not in self.item_tower.num_items:
+            return rec_loss
+        align, accuracy = self.alignment_loss(domain)
+        self.log_dict({"train/align_loss": align, "train/align_accuracy": accuracy}, batch_size=size)
+        return rec_loss + self.hparams.align_weight * align
 
     def _eval_domains(self, loaders) -> list[str]:
         loaders = loaders if isinstance(loaders, list | tuple) else [loaders]

@@ -62,12 +62,6 @@ def _save(path: Path, states: TokenStates, key: str) -> None:
         raise
 
 
-def split_layer(model_name: str, train_layers: int, cache_dir: str | Path) -> int:
-    """The layer whose output is cached when the top ``train_layers`` layers train."""
-    model, _, _ = load_text_model(model_name, cache_dir=cache_dir)
-    return num_layers(model) - train_layers
-
-
 def cached_token_states(
     texts: Sequence[str],
     model_name: str,
@@ -82,11 +76,9 @@ def cached_token_states(
     """Token states of every text below the top ``train_layers`` layers, from the cache or encoded once."""
     _check_template(template)
     resolved = resolve_model(model_name)
-    model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
-    split = num_layers(model) - train_layers
     key = text_cache_key(
         texts,
-        identity=f"{resolved.identity}|tokens@{split}|v{_VERSION}",
+        identity=f"{resolved.identity}|tokens-below-top-{train_layers}|v{_VERSION}",
         pooling=resolve_default_pooling(resolved),
         max_length=max_length,
         normalize=False,
@@ -100,6 +92,8 @@ def cached_token_states(
     with _encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts)):
         states = _load(path, key)
         if states is None:
+            model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
+            split = num_layers(model) - train_layers
             view = _TemplatedView(texts, template) if template else texts
             states = token_states(view, model, tokenizer, split, max_length, batch_size, progress)
             _save(path, states, key)

@@ -208,7 +208,7 @@ def check_split(
             expected.append(pool(forward_hidden(model, inputs), inputs["attention_mask"], top.pooling))
         expected = torch.cat(expected)
     error = float((split.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6))
-    if error > 2e-2:  # float16 token states cost about 1e-3
+    if error > 5e-3:  # float16 token states cost about 3e-4 (MiniLM, SmolLM2)
         raise NotImplementedError(
             f"{type(model).__name__} cannot be split at layer {top.split}: its top layers over the cached states "
             f"give vectors {error:.1%} off the full model's; set text_encoder.train_layers: 0 for this model"

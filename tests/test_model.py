@@ -40,7 +40,8 @@ def test_item_tower_modes():
         assert torch.all(table[0] == 0)  # padding row
     text_only = ItemTower(8, "text", FrozenItemText(16), experts=3)
     text_only.add_domain("a", 5, vectors)
-    assert not any("vectors" in k for k in text_only.state_dict())  # vectors are rebuilt from the cache, not checkpointed
+    # Vectors are rebuilt from the cache, not checkpointed.
+    assert not any("vectors" in k for k in text_only.state_dict())
     assert MoEAdaptor(16, 8, experts=3)(torch.randn(4, 16)).shape == (4, 8)
 
 
@@ -196,7 +197,8 @@ def test_gradient_reversal_and_the_discriminator():
     loss, _ = disc(vectors, target)
     (reversed_grad,) = torch.autograd.grad(loss, vectors)
     labels = torch.cat([torch.zeros(32), torch.ones(32)])
-    plain = torch.nn.functional.binary_cross_entropy_with_logits(disc.net(torch.cat([vectors, target])).squeeze(-1), labels)
+    logits = disc.net(torch.cat([vectors, target])).squeeze(-1)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
     (plain_grad,) = torch.autograd.grad(plain, vectors)
     torch.testing.assert_close(reversed_grad, -plain_grad)  # the vectors move to confuse the discriminator
     opt = torch.optim.Adam(disc.parameters(), lr=1e-2)

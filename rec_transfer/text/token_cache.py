@@ -53,7 +53,8 @@ def _save(path: Path, states: TokenStates, key: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({"values": values, "offsets": offsets}, tmp, metadata={"key": key, "checksum": _checksum(values, offsets)})
+        metadata = {"key": key, "checksum": _checksum(values, offsets)}
+        save_file({"values": values, "offsets": offsets}, tmp, metadata=metadata)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

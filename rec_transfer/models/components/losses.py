@@ -1,4 +1,4 @@
-"""Next-item losses over a domain's catalogue: exact softmax in item chunks, and sampled softmax with log-q correction."""
+"""Next-item losses over a catalogue: exact softmax in item chunks, and sampled softmax with log-q correction."""
 
 from __future__ import annotations
 

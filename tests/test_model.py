@@ -3,6 +3,7 @@
 import torch
 
 from rec_transfer.data.batching import SequenceView, collate
+from rec_transfer.metrics import pessimistic_rank
 from rec_transfer.models.components import ItemTower, MoEAdaptor, SequenceEncoder
 from rec_transfer.models.components.item_text import FrozenItemText
 from rec_transfer.models.recommender import TransferRecommender
@@ -113,28 +114,44 @@ def test_tiny_model_overfits_tiny_domain(tiny_domain):
 
 def test_evaluation_builds_the_item_table_once_and_never_scores_with_stale_weights(tiny_domain):
     torch.manual_seed(0)
-    model = _model(mode="text", similarity="dot", temperature=1.0)
+    model = _model(mode="text", similarity="dot", temperature=1.0, item_chunk=7)  # several chunks of items
     model.add_domain("books", tiny_domain.num_items, torch.randn(tiny_domain.num_items + 1, 16))
     calls = []
     model.item_tower.register_forward_hook(lambda *_: calls.append(1))
     batches = _batches(tiny_domain, "valid", size=8)
     assert len(batches) > 1
+
+    def full_ranks():  # the whole score matrix, built afresh for every batch
+        with torch.no_grad():
+            return torch.cat([pessimistic_rank(model(b), b["target"]) for b in batches])
+
     model.eval()
     with torch.no_grad():
-        cached = torch.cat([model(b) for b in batches])
+        cached = torch.cat([model.ranks(b) for b in batches])
     assert len(calls) == 1  # one table for the whole pass
-    with torch.enable_grad():  # with gradients on, every call builds its own table
-        torch.testing.assert_close(cached, torch.cat([model(b) for b in batches]).detach())
+    assert torch.equal(cached, full_ranks())  # chunked ranking = full ranking
     model.train()  # a training step changes the adaptor; the next evaluation must see it
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model.loss(_batches(tiny_domain, "train")[0]).backward()
     opt.step()
     model.eval()
     with torch.no_grad():
-        after = torch.cat([model(b) for b in batches])
-    with torch.enable_grad():
-        torch.testing.assert_close(after, torch.cat([model(b) for b in batches]).detach())
-    assert not torch.allclose(after, cached)
+        after = torch.cat([model.ranks(b) for b in batches])
+    assert not torch.equal(after, cached) and torch.equal(after, full_ranks())
+
+
+def test_chunked_ranks_count_ties_against_the_target_and_top_k_skips_exclusions():
+    from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
+
+    keys = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [-1.0, 0.0]])  # 3 = 1's twin
+    queries = torch.tensor([[1.0, 0.1], [-0.1, 1.0]])
+    for chunk in (1, 2, 5):
+        # Item 1 ties with item 3: ranked below it whichever comes first.
+        assert chunked_ranks(queries, keys, torch.tensor([1, 2]), chunk).tolist() == [2, 1]
+        assert chunked_ranks(queries, keys, torch.tensor([3, 5]), chunk).tolist() == [2, 3]
+        scores, items = chunked_top_k(queries, keys, 3, chunk, exclude=torch.tensor([[1, 0], [2, 4]]))
+        assert items[0].tolist() == [3, 4, 2] and items[1][0] == 5 and set(items[1][1:].tolist()) == {1, 3}
+    assert chunked_top_k(queries, keys, 10, 2)[1].shape == (2, 5)  # at most N
 
 
 def test_chunked_cross_entropy_is_exact_in_value_and_gradients():

@@ -17,6 +17,7 @@ from rec_transfer.models.components import ItemMode, ItemTower, SequenceEncoder
 from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
 from rec_transfer.models.components.losses import chunked_cross_entropy, sample_candidates, sampled_softmax
+from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 
 LossName = Literal["full", "chunked", "sampled"]
 
@@ -51,7 +52,11 @@ class TransferRecommender(L.LightningModule):
             own targets plus ``num_negatives`` shared uniform negatives with log-q correction, whose cost
             follows the batch, not the catalogue (the item tower runs only over the items a batch needs).
         num_negatives: uniform negatives per batch for ``sampled``.
-        item_chunk: items per block for ``chunked``.
+        item_chunk: items per block for the ``chunked`` loss, and for ranking in evaluation and prediction
+            (which never build a users × items score matrix).
+        eval_dtype: precision of the item table held during evaluation and prediction (``float16`` halves it
+            for large catalogues; scores are always computed in float32).
+        exclude_history: ``predict`` never recommends an item already in the user's history.
         text_lr: learning rate of the language model's trainable top layers (``text_encoder.train_layers``);
             ``None``: the model's learning rate.
         align_weight: weight of a domain-adversarial loss during the source phase (0: off): a discriminator
@@ -87,6 +92,8 @@ class TransferRecommender(L.LightningModule):
         loss: LossName = "full",
         num_negatives: int = 1024,
         item_chunk: int = 8192,
+        eval_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+        exclude_history: bool = True,
         text_lr: float | None = None,
         text_items_per_step: int = 256,
         align_weight: float = 0.0,
@@ -105,7 +112,7 @@ class TransferRecommender(L.LightningModule):
         self.train_epoch_seconds: list[float] = []
         # One entry per target validation: epoch, seconds since fit start, NDCG@10 (for time-to-quality reports).
         self.val_history: list[dict[str, float]] = []
-        # Item tables built once per evaluation pass (see item_table); never saved, dropped by train()/eval().
+        # Item tables built once per evaluation pass (see eval_tables); never saved, dropped by train()/eval().
         self._eval_tables: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ domains
@@ -160,9 +167,7 @@ class TransferRecommender(L.LightningModule):
         top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
         return TrainableItemText(top, center=config.center)
 
-    def add_domain(
-        self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None
-    ) -> None:
+    def add_domain(self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None) -> None:
         """Registers a domain: ``text`` is (num_items + 1, D) vectors or token states (row 0: padding item);
         ``popularity`` (num_items + 1,) each item's share of training targets (for the sampled loss)."""
         if self.item_tower is None:
@@ -199,19 +204,20 @@ class TransferRecommender(L.LightningModule):
                     self.item_tower.id_embeddings[name] = nn.Embedding(*value.shape, padding_idx=0).to(self.device)
 
     # ------------------------------------------------------------------ maths
-    def item_table(self, domain: str) -> torch.Tensor:
-        """(N + 1, D) item vectors of ``domain``.
+    def eval_tables(self, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N + 1, D) item vectors as the sequence encoder reads them, and as scoring reads them (normalised
+        for cosine, in ``eval_dtype``). For evaluation only.
 
-        In evaluation (eval mode, no gradients) the weights cannot change between batches, so the table
-        is built once and reused by every batch of the pass: rebuilding the text adaptor's output for
-        every batch took about 40 % of a validation on Scientific. ``train()``/``eval()`` drop it (Lightning
-        calls ``eval()`` as every validation, test and predict loop starts, after any checkpoint is loaded),
-        so weights changed by training or loading are never scored with a stale table.
+        The weights cannot change during an evaluation pass, so both are built once and reused by every
+        batch of the pass (rebuilding the text adaptor's output per batch was a large part of a validation);
+        ``train()``/``eval()`` drop them (Lightning calls ``eval()`` as every evaluation loop starts, after any
+        checkpoint is loaded), so weights changed by training or loading are never scored with a stale table.
         """
-        if self.training or torch.is_grad_enabled():
-            return self.item_tower(domain)
         if domain not in self._eval_tables:
-            self._eval_tables[domain] = self.item_tower(domain)
+            with torch.no_grad():
+                table = self.item_tower(domain)
+                keys = self._keys(table.float()).to(getattr(torch, self.hparams.eval_dtype))
+            self._eval_tables[domain] = (table, keys)
         return self._eval_tables[domain]
 
     def train(self, mode: bool = True):
@@ -243,9 +249,31 @@ class TransferRecommender(L.LightningModule):
         return states[torch.arange(len(last), device=states.device), last]  # (B, D)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Scores of every item of the batch's domain for each user's next item: (B, N + 1)."""
-        table = self.item_table(batch["domain"])
+        """Scores of every item of the batch's domain for each user's next item: (B, N + 1), padding at -inf.
+
+        Holds a users × items matrix: for small catalogues and inspection. Evaluation and prediction rank
+        in item chunks instead (``ranks``, ``recommend``).
+        """
+        table = self.item_tower(batch["domain"])
         return self.scores(self.last_states(batch, table), table)
+
+    def _eval_queries(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) float32 queries of the batch's users and the (N + 1, D) keys they are scored against."""
+        table, keys = self.eval_tables(batch["domain"])
+        states = self.last_states(batch, table)
+        with torch.autocast(states.device.type, enabled=False):
+            return self._queries(states.float()), keys
+
+    def ranks(self, batch: dict) -> torch.Tensor:
+        """(B,) 1-based rank of each user's target among all items of the domain, ties counted against it."""
+        queries, keys = self._eval_queries(batch)
+        return chunked_ranks(queries, keys, batch["target"], self.hparams.item_chunk)
+
+    def recommend(self, batch: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, k) scores and item ids of the best items, without the user's history if ``exclude_history``."""
+        queries, keys = self._eval_queries(batch)
+        exclude = batch.get("history") if self.hparams.exclude_history else None
+        return chunked_top_k(queries, keys, k, self.hparams.item_chunk, exclude)
 
     @property
     def _trainable_text(self) -> TrainableItemText | None:
@@ -351,13 +379,13 @@ class TransferRecommender(L.LightningModule):
         return [dl.dataset.domain for dl in loaders]
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.val_metrics[batch["domain"]].update(self(batch), batch["target"])
+        self.val_metrics[batch["domain"]].update_ranks(self.ranks(batch))
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics, self._eval_domains(self.trainer.val_dataloaders))
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.test_metrics[batch["domain"]].update(self(batch), batch["target"])
+        self.test_metrics[batch["domain"]].update_ranks(self.ranks(batch))
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics, self._eval_domains(self.trainer.test_dataloaders))
@@ -377,7 +405,7 @@ class TransferRecommender(L.LightningModule):
             metrics[name].reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        scores, items = self(batch).topk(self.hparams.top_k, dim=1)  # (B, K)
+        scores, items = self.recommend(batch, self.hparams.top_k)  # (B, K)
         return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
 
     def on_fit_start(self) -> None:

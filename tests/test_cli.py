@@ -232,14 +232,24 @@ def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:
     rows = read_jsonl(out)
     check_recommendations(rows, dm, top_k)
 
-    # The file is the top-K of the checkpoint's full ranking.
+    # The file is the top-K of the checkpoint's full ranking, without the items already in the user's history.
     users, scores = full_scores(model, dm)
     assert users == list(range(dm.domain.num_users))
     item_ids = dm.domain.items["item_id"]
-    for row, user_scores in zip(rows, scores, strict=True):
-        best = user_scores.topk(top_k)
+    offsets, values = dm.domain.flat()
+    for user, row, user_scores in zip(users, rows, scores, strict=True):
+        history = values[offsets[user] : offsets[user + 1]]
+        best = user_scores.index_fill(0, torch.from_numpy(history.astype("int64")), float("-inf")).topk(top_k)
         assert [item["item_id"] for item in row["items"]] == [item_ids[i - 1] for i in best.indices.tolist()]
         assert [item["score"] for item in row["items"]] == pytest.approx(best.values.tolist(), abs=1e-4)
+        assert not {item["item_id"] for item in row["items"]} & {item_ids[i - 1] for i in history}
+    # With the history kept, it is the plain top-K, and here some of it is history.
+    model.hparams.exclude_history = False
+    with torch.no_grad():
+        kept = torch.cat([model.recommend(batch, top_k)[1] for batch in dm.predict_dataloader()])
+    plain = scores.topk(top_k).indices
+    assert torch.equal(kept, plain)
+    assert any(set(p.tolist()) & set(values[offsets[u] : offsets[u + 1]].tolist()) for u, p in enumerate(plain))
 
     # Items that occur in no training sequence (only as held-out items) are scored through their text like any other.
     offsets, values = dm.domain.flat()

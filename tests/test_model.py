@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from rec_transfer.data.batching import SequenceView, collate
+from rec_transfer.metrics import pessimistic_rank
 from rec_transfer.models.components import ItemTower, MoEAdaptor, SequenceEncoder
+from rec_transfer.models.components.item_text import FrozenItemText
 from rec_transfer.models.recommender import TransferRecommender
 
 
@@ -33,14 +35,15 @@ def test_item_tower_modes():
     vectors = torch.randn(6, 16)
     vectors[0] = 0
     for mode in ("text", "text+id", "id"):
-        tower = ItemTower(8, mode, text_dim=16, experts=3)
+        tower = ItemTower(8, mode, FrozenItemText(16) if mode != "id" else None, experts=3)
         tower.add_domain("a", 5, vectors if mode != "id" else None)
         table = tower("a")
         assert table.shape == (6, 8)
         assert torch.all(table[0] == 0)  # padding row
-    text_only = ItemTower(8, "text", text_dim=16, experts=3)
+    text_only = ItemTower(8, "text", FrozenItemText(16), experts=3)
     text_only.add_domain("a", 5, vectors)
-    assert "text_a" not in text_only.state_dict()  # vectors are rebuilt from the cache, not checkpointed
+    # Vectors are rebuilt from the cache, not checkpointed.
+    assert not any("vectors" in k for k in text_only.state_dict())
     assert MoEAdaptor(16, 8, experts=3)(torch.randn(4, 16)).shape == (4, 8)
 
 
@@ -112,33 +115,155 @@ def test_tiny_model_overfits_tiny_domain(tiny_domain):
 
 def test_evaluation_builds_the_item_table_once_and_never_scores_with_stale_weights(tiny_domain):
     torch.manual_seed(0)
-    model = _model(mode="text", similarity="dot", temperature=1.0)
+    model = _model(mode="text", similarity="dot", temperature=1.0, item_chunk=7)  # several chunks of items
     model.add_domain("books", tiny_domain.num_items, torch.randn(tiny_domain.num_items + 1, 16))
     calls = []
     model.item_tower.register_forward_hook(lambda *_: calls.append(1))
     batches = _batches(tiny_domain, "valid", size=8)
     assert len(batches) > 1
+
+    def full_ranks():  # the whole score matrix, built afresh for every batch
+        with torch.no_grad():
+            return torch.cat([pessimistic_rank(model(b), b["target"]) for b in batches])
+
     model.eval()
     with torch.no_grad():
-        cached = torch.cat([model(b) for b in batches])
+        cached = torch.cat([model.ranks(b) for b in batches])
     assert len(calls) == 1  # one table for the whole pass
-    with torch.enable_grad():  # with gradients on, every call builds its own table
-        torch.testing.assert_close(cached, torch.cat([model(b) for b in batches]).detach())
+    assert torch.equal(cached, full_ranks())  # chunked ranking = full ranking
     model.train()  # a training step changes the adaptor; the next evaluation must see it
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model.loss(_batches(tiny_domain, "train")[0]).backward()
     opt.step()
     model.eval()
     with torch.no_grad():
-        after = torch.cat([model(b) for b in batches])
-    with torch.enable_grad():
-        torch.testing.assert_close(after, torch.cat([model(b) for b in batches]).detach())
-    assert not torch.allclose(after, cached)
+        after = torch.cat([model.ranks(b) for b in batches])
+    assert not torch.equal(after, cached) and torch.equal(after, full_ranks())
+
+
+def test_chunked_ranks_count_ties_against_the_target_and_top_k_skips_exclusions():
+    from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
+
+    keys = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [-1.0, 0.0]])  # 3 = 1's twin
+    queries = torch.tensor([[1.0, 0.1], [-0.1, 1.0]])
+    for chunk in (1, 2, 5):
+        # Item 1 ties with item 3: ranked below it whichever comes first.
+        assert chunked_ranks(queries, keys, torch.tensor([1, 2]), chunk).tolist() == [2, 1]
+        assert chunked_ranks(queries, keys, torch.tensor([3, 5]), chunk).tolist() == [2, 3]
+        scores, items = chunked_top_k(queries, keys, 3, chunk, exclude=torch.tensor([[1, 0], [2, 4]]))
+        assert items[0].tolist() == [3, 4, 2] and items[1][0] == 5 and set(items[1][1:].tolist()) == {1, 3}
+    assert chunked_top_k(queries, keys, 10, 2)[1].shape == (2, 5)  # at most N
+
+
+def test_chunked_cross_entropy_is_exact_in_value_and_gradients():
+    from rec_transfer.models.components.losses import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    states, items = torch.randn(7, 5, requires_grad=True), torch.randn(23, 5, requires_grad=True)
+    targets = torch.randint(0, 23, (7,))
+    expected = torch.nn.functional.cross_entropy(states @ items.T, targets)
+    expected_grads = torch.autograd.grad(expected, (states, items))
+    loss = chunked_cross_entropy(states, items, targets, chunk=4)  # 23 items in 6 uneven chunks
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(torch.autograd.grad(loss, (states, items)), expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_sampled_softmax_candidates_and_log_q():
+    from rec_transfer.models.components.losses import sample_candidates, sampled_softmax
+
+    torch.manual_seed(0)
+    popularity = torch.tensor([0.0, 0.7, 0.2, 0.1, 0.0, 0.0])  # item 0 is padding
+    targets = torch.tensor([1, 1, 2, 3])
+    candidates, labels, log_q = sample_candidates(targets, 5, 3, popularity)
+    assert torch.equal(candidates[labels], targets) and torch.equal(candidates, torch.unique(candidates))
+    assert log_q[candidates == 1] > log_q[candidates == 3]  # the popular item is drawn more often
+    assert bool((log_q <= 0).all())
+    # With every item certain to be drawn, the correction vanishes and the loss is the full softmax's.
+    candidates, labels, log_q = sample_candidates(targets, 5, 10_000, popularity)
+    assert torch.equal(candidates, torch.arange(1, 6)) and float(log_q.abs().max()) < 1e-6
+    states, items = torch.randn(4, 3), torch.randn(5, 3)
+    torch.testing.assert_close(
+        sampled_softmax(states, items, labels, log_q), torch.nn.functional.cross_entropy(states @ items.T, targets - 1)
+    )
+
+
+def test_sampled_loss_runs_the_item_tower_on_the_batch_items_only(tiny_domain):
+    torch.manual_seed(0)
+    model = _model(mode="text", loss="sampled", num_negatives=4)
+    model.add_domain("books", tiny_domain.num_items, torch.randn(tiny_domain.num_items + 1, 16))
+    rows = []
+    model.item_tower.adaptor.register_forward_hook(lambda m, args, out: rows.append(len(out)))
+    batch = _batches(tiny_domain, "train", size=4)[0]
+    loss = model.loss(batch)
+    loss.backward()
+    needed = torch.unique(torch.cat([batch["input"].flatten(), batch["target"].flatten()]))
+    assert len(rows) == 1 and len(needed) <= rows[0] <= len(needed) + 4 < tiny_domain.num_items
+    assert torch.isfinite(loss)
+
+
+def test_gradient_reversal_and_the_discriminator():
+    from rec_transfer.models.components.alignment import DomainDiscriminator, reverse_gradient
+
+    x = torch.randn(3, 4, requires_grad=True)
+    (reverse_gradient(x, 0.5) * 2).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((3, 4), -1.0))
+    torch.manual_seed(0)
+    disc = DomainDiscriminator(8)
+    source, target = torch.randn(32, 8) + 1, torch.randn(32, 8) - 1
+    vectors = source.clone().requires_grad_()
+    loss, _ = disc(vectors, target)
+    (reversed_grad,) = torch.autograd.grad(loss, vectors)
+    labels = torch.cat([torch.zeros(32), torch.ones(32)])
+    logits = disc.net(torch.cat([vectors, target])).squeeze(-1)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    (plain_grad,) = torch.autograd.grad(plain, vectors)
+    torch.testing.assert_close(reversed_grad, -plain_grad)  # the vectors move to confuse the discriminator
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    for _ in range(50):  # ... while the discriminator itself learns to separate the domains
+        loss, accuracy = disc(source, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert accuracy > 0.9
+
+
+def test_trainable_text_bank_is_refreshed_before_evaluation_and_carries_gradients(tiny_domain):
+    from rec_transfer.models.components.item_text import TrainableItemText
+    from rec_transfer.text.trainable import TokenStates, gather_tokens
+
+    class Top(torch.nn.Module):  # a stand-in for TextTop: mean of linearly mapped token states
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(6, 6)
+            self.model = type("M", (), {"config": type("C", (), {"hidden_size": 6})()})()
+
+        def forward(self, states, mask):
+            out = self.lin(states.float()) * mask[..., None]
+            return out.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([0, 3, 1, 2, 4])  # item 0: padding, no tokens
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    tokens = TokenStates(torch.randn(int(lengths.sum()), 6), offsets)
+    text = TrainableItemText(Top())
+    text.add_domain("d", tokens)
+    text.train()
+    opt = torch.optim.SGD(text.parameters(), lr=0.5)
+    rows = text("d", torch.tensor([1, 2, 3, 4]), train_items=torch.tensor([2]))
+    (rows * torch.tensor([[0.0], [1.0], [0.0], [0.0]])).sum().backward()  # only item 2's row counts
+    assert text.top.lin.weight.grad is not None and text.top.lin.weight.grad.abs().sum() > 0
+    opt.step()
+    text.eval()
+    with torch.no_grad():
+        full = text("d")  # refreshed: the weights moved since the bank was filled
+        expected = text.top(*gather_tokens(tokens.values, tokens.offsets, torch.arange(1, 5)))
+    torch.testing.assert_close(full[1:], expected)
+    assert torch.all(full[0] == 0)
 
 
 def test_item_tower_refuses_text_vectors_of_another_width() -> None:
-    tower = ItemTower(hidden=8, mode="text", text_dim=6)
+    tower = ItemTower(hidden=8, mode="text", text=FrozenItemText(6))
     tower.add_domain("books", 3, torch.randn(4, 6))
-    expected = r"'toys' has text vectors of width 5, but the shared adaptor reads width 6 \(domains: books\)"
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(ValueError, match=r"'toys' has text vectors of width 5, the other domains 6"):
         tower.add_domain("toys", 3, torch.randn(4, 5))

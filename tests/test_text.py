@@ -444,3 +444,56 @@ def test_smollm2_smoke():
     assert together.shape == (3, 576)
     assert torch.isfinite(together).all()
     torch.testing.assert_close(together, alone, atol=1e-3, rtol=1e-3)
+
+
+# --- trainable top layers over cached token states ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["tiny_bert", "tiny_llama"])
+@pytest.mark.parametrize("train_layers", [1, 2])
+def test_text_top_over_cached_states_equals_the_frozen_model(which, train_layers, request, tmp_path):
+    """Before any training, top layers over the cached lower states give the frozen model's pooled vectors."""
+    from rec_transfer.text.token_cache import build_text_top, cached_token_states
+    from rec_transfer.text.trainable import gather_tokens
+
+    name = str(request.getfixturevalue(which))
+    states = cached_token_states(SENTENCES, name, train_layers, max_length=16, cache_dir=tmp_path, progress=False)
+    assert len(states) == len(SENTENCES) and states.values.dtype == torch.float16
+    top = build_text_top(name, train_layers, check_texts=SENTENCES, max_length=16, cache_dir=tmp_path)
+    frozen = cached_item_vectors(SENTENCES, model_name=name, max_length=16, cache_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        vectors = top(*gather_tokens(states.values, states.offsets, torch.arange(len(SENTENCES))))
+    torch.testing.assert_close(vectors, frozen, atol=2e-2 * float(frozen.abs().max()), rtol=0)
+    assert all(p.requires_grad for p in top.parameters())
+    assert cached_token_states(SENTENCES, name, train_layers, max_length=16, cache_dir=tmp_path, progress=False)
+
+
+def test_a_model_that_cannot_be_split_is_refused(tmp_path):
+    """GPT-2 adds its position embeddings to ``inputs_embeds``: the top layers would see positions twice."""
+    from transformers import GPT2Config, GPT2Model
+
+    from rec_transfer.text.token_cache import build_text_top
+
+    tokenizer = _train_tokenizer("bpe")
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    torch.manual_seed(0)
+    model = GPT2Model(config)
+    torch.nn.init.normal_(model.wpe.weight, std=1.0)
+    model.save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(NotImplementedError, match="cannot be split at layer 1"):
+        build_text_top(str(tmp_path / "gpt2"), 1, check_texts=SENTENCES, max_length=16, cache_dir=tmp_path)
+
+
+def test_token_state_cache_rebuilds_a_damaged_file(tiny_bert, tmp_path, caplog):
+    from rec_transfer.text.token_cache import cached_token_states
+
+    first = cached_token_states(SENTENCES, str(tiny_bert), 1, max_length=16, cache_dir=tmp_path, progress=False)
+    (path,) = (tmp_path / "token_states").glob("*.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the tensor data
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        again = cached_token_states(SENTENCES, str(tiny_bert), 1, max_length=16, cache_dir=tmp_path, progress=False)
+    assert "does not match" in caplog.text
+    torch.testing.assert_close(again.values, first.values)

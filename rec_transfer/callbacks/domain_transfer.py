@@ -124,7 +124,7 @@ class DomainTransfer(Callback, PhaseSchedule):
             metric = RankingMetrics(sync_on_compute=False).to(pl_module.device)
             for batch in dm.target.view_loader(split):
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                metric.update(pl_module(batch), batch["target"])
+                metric.update_ranks(pl_module.ranks(batch))
             out |= {f"{prefix}/{dm.target_name}/{k}": float(v) for k, v in metric.compute().items()}
         pl_module.train(was_training)
         return out

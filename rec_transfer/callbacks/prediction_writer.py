@@ -36,6 +36,8 @@ class RecommendationWriter(BasePredictionWriter):
         users = domain.sequences.select_columns("user_id")[prediction["user"].tolist()]["user_id"]
         items_table = domain.items
         for user, items, scores in zip(users, prediction["items"].tolist(), prediction["scores"].tolist(), strict=True):
+            kept = [(i, s) for i, s in zip(items, scores, strict=True) if s != float("-inf")]  # fewer left than K
+            items, scores = [i for i, _ in kept], [s for _, s in kept]
             rows = items_table[[i - 1 for i in items]]
             recs = [
                 {"item_id": iid, "text": text, "score": round(float(s), 5)}

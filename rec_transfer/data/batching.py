@@ -38,7 +38,8 @@ class SequenceView(Dataset):
 
     For a history ``s_1 … s_n``: test = (``s_1 … s_{n-1}`` → ``s_n``); valid = (``s_1 … s_{n-2}`` →
     ``s_{n-1}``); train = every position of ``s_1 … s_{n-2}`` predicting the next item; predict =
-    the whole history → the unknown next item. Histories are cut to the latest ``max_len`` items.
+    the whole history → the unknown next item (its rows also carry the whole history, uncut, so that
+    recommendations can leave it out). Histories are cut to the latest ``max_len`` items.
 
     Training histories longer than ``max_len`` are cut into windows of ``max_len`` inputs, the latest
     first, each ending ``stride`` targets before the next; a window trains only its last ``stride``
@@ -92,8 +93,8 @@ class SequenceView(Dataset):
                 targets = targets.copy()
                 targets[: -self.stride] = 0  # 0 = padding: no loss there
             return self.domain, u, seq[:-1], targets
-        if self.split == "predict":
-            return self.domain, u, self.values[max(start, end - self.max_len) : end], 0
+        if self.split == "predict":  # the whole history too: recommendations may leave it out
+            return self.domain, u, self.values[max(start, end - self.max_len) : end], 0, self.values[start:end]
         stop = end - 1 if self.split == "valid" else end
         return self.domain, u, self.values[max(start, stop - 1 - self.max_len) : stop - 1], int(self.values[stop - 1])
 
@@ -146,6 +147,8 @@ def collate(rows: list[tuple], pack_to: int | None = None) -> dict:
     train = isinstance(rows[0][3], np.ndarray)
     if not train:
         batch["target"] = torch.tensor([r[3] for r in rows])  # (B,)
+    if len(rows[0]) > 4:  # prediction rows carry each user's whole history
+        batch["history"] = _pad([r[4] for r in rows], max(1, max(len(r[4]) for r in rows)))  # (B, H)
     if pack_to is None:
         length = max(1, max(len(r[2]) for r in rows))
         batch["input"] = _pad([r[2] for r in rows], length)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -113,6 +114,7 @@ class DomainDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.domain: Domain | None = None
         self.item_vectors: torch.Tensor | None = None
+        self.item_tokens = None  # TokenStates when the text encoder's top layers train
 
     # ------------------------------------------------------------------ data preparation
     @property
@@ -143,11 +145,29 @@ class DomainDataModule(L.LightningDataModule):
             )
         self.domain = Domain.load(self._domain_dir)
         self._flat = self.domain.flat()
-        if self.text_encoder is not None:
+        if self.text_encoder is not None and self.text_encoder.train_layers:
+            tokens = self.text_encoder.item_token_states(self.domain.texts(), cache_dir=self.cache_dir)
+            self.item_tokens = tokens.with_padding_item()
+        elif self.text_encoder is not None:
             # Texts are already rendered by the domain's template, so the cache key covers it.
             vectors = self.text_encoder.item_vectors(self.domain.texts(), cache_dir=self.cache_dir)
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
+        self.item_popularity = self._popularity()
+
+    def _popularity(self) -> torch.Tensor:
+        """(num_items + 1,) each item's share of the training targets (s_2 … s_{n-2} of every history)."""
+        offsets, values = self._flat
+        position = np.arange(len(values)) - np.repeat(offsets[:-1], np.diff(offsets))
+        length = np.repeat(np.diff(offsets), np.diff(offsets))
+        train = (position >= 1) & (position < length - 2)
+        counts = np.bincount(values[train], minlength=self.num_items + 1).astype(np.float64)
+        return torch.from_numpy(counts / max(counts.sum(), 1.0))
+
+    @property
+    def item_text(self):
+        """What the model's text source needs: (num_items + 1, D) vectors, token states, or None (ID-only)."""
+        return self.item_tokens if self.item_tokens is not None else self.item_vectors
 
     # ------------------------------------------------------------------ what the model needs
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -11,8 +12,14 @@ from torch import nn
 
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
+from rec_transfer.models.components.alignment import DomainDiscriminator
+from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
+from rec_transfer.models.components.losses import sample_candidates
+from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.phase import Phase
 from rec_transfer.utils.seeding import EpochSeed
+
+LossName = Literal["full", "chunked", "sampled"]
 
 
 class TransferRecommender(L.LightningModule):
@@ -40,6 +47,24 @@ class TransferRecommender(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
         top_k: recommendations per user in ``predict``.
+        exclude_history: ``predict`` never recommends an item already in the user's history.
+        loss: ``full`` softmax over every item of the domain; ``chunked``: the same, exact, computed in
+            item chunks so memory stays bounded for large catalogues; ``sampled``: softmax over the batch's
+            own targets plus ``num_negatives`` shared uniform negatives with log-q correction, whose cost
+            follows the batch, not the catalogue (the item tower runs only over the items a batch needs).
+        num_negatives: uniform negatives per batch for ``sampled``.
+        item_chunk: items per block for the ``chunked`` loss, and for ranking in evaluation and prediction
+            (which never build a users × items score matrix).
+        eval_dtype: precision of the item table held during evaluation and prediction (``float16`` halves it
+            for large catalogues; scores are always computed in float32).
+        text_lr: learning rate of the language model's trainable top layers (``text_encoder.train_layers``);
+            ``None``: the model's learning rate.
+        text_items_per_step: at most this many of a batch's items are run through the trainable language
+            model layers with gradients at each step (the others use vectors from the start of the epoch).
+        align_weight: weight of a domain-adversarial loss during the source phase (0: off): a discriminator
+            learns to tell source item vectors from target item vectors, and the item tower, through a
+            gradient reversal, learns to make them indistinguishable (``DomainDiscriminator``).
+        align_items: items of each side drawn for that loss at each source step.
         pretrained: a checkpoint of an earlier run (e.g. pre-trained on source domains) whose
             weights this model starts from; its optimizer and trainer state are not used (that
             is ``--ckpt_path``, which resumes). ID tables of domains the data does not serve are
@@ -64,6 +89,15 @@ class TransferRecommender(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         top_k: int = 10,
+        exclude_history: bool = True,
+        loss: LossName = "full",
+        num_negatives: int = 1024,
+        item_chunk: int = 8192,
+        eval_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+        text_lr: float | None = None,
+        text_items_per_step: int = 256,
+        align_weight: float = 0.0,
+        align_items: int = 256,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -71,19 +105,20 @@ class TransferRecommender(L.LightningModule):
         self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
         self.scorer = ItemScorer(similarity, temperature)
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
+        self.discriminator = DomainDiscriminator(hidden_size) if align_weight > 0 else None
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self.transfer_phase: Phase | None = None  # see on_transfer_phase; None: a run without transfer
         self.target_domain: str | None = None
-        # Item tables built once per evaluation pass (see item_table); never saved, dropped by train()/eval().
-        self._eval_tables: dict[str, torch.Tensor] = {}
+        # Item tables built once per evaluation pass (see eval_tables); never saved, dropped by train()/eval().
+        self._eval_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         self.target_domain = getattr(dm, "target_name", None)
         for name, d in dm.domains.items():
-            self.add_domain(name, d.num_items, d.item_vectors)
+            self.add_domain(name, d.num_items, d.item_text, d.item_popularity)
         resuming = self.trainer.ckpt_path is not None  # the checkpoint brings its own weights
         if (
             self.hparams.pretrained
@@ -100,7 +135,7 @@ class TransferRecommender(L.LightningModule):
         state = torch.load(path, map_location=self.device, weights_only=False)["state_dict"]
         own = self.state_dict()
         # ID tables of domains this run does not serve (the sources') are not needed; nor metric states.
-        optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.")
+        optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.")
         state = {k: v for k, v in state.items() if k in own or not k.startswith(optional)}
         missing = [k for k in own if k not in state and not k.startswith(optional)]
         unexpected = [k for k in state if k not in own]
@@ -114,27 +149,50 @@ class TransferRecommender(L.LightningModule):
         self.load_state_dict(state, strict=False)
         self._pretrained_loaded = True
 
-    def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None) -> None:
-        """Registers a domain: its item table and metrics. The first domain's text width sizes the shared adaptor;
-        ``ItemTower.add_domain`` refuses later domains of another width."""
+    def _text_source(self, text) -> FrozenItemText | TrainableItemText | None:
+        """What the item tower reads text from: frozen vectors, or the data's language model with trainable top
+        layers (every domain must name the same one)."""
+        if text is None or self.hparams.mode == "id":
+            return None
+        if isinstance(text, torch.Tensor):
+            return FrozenItemText(text.shape[1])
+        domains = [d for d in self.trainer.datamodule.domains.values() if d.text_encoder is not None]
+        config = domains[0].text_encoder
+        for d in domains[1:]:
+            if d.text_encoder.model_key != config.model_key:
+                raise ValueError(
+                    f"domains {domains[0].name!r} and {d.name!r} use different trainable text encoders "
+                    f"({config.model_key} against {d.text_encoder.model_key}): one model trains one language model"
+                )
+        top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
+        return TrainableItemText(top, center=config.center)
+
+    def add_domain(self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None) -> None:
+        """Registers a domain: its item table and metrics. ``text`` is (num_items + 1, D) vectors or token states
+        (row 0: padding item); the first domain's sizes the shared adaptor, and the text source refuses later
+        domains of another width. ``popularity`` (num_items + 1,): each item's share of the training targets
+        (for the sampled loss; uniform if not given)."""
         if self.item_tower is None:
-            text_dim = None if text_vectors is None else text_vectors.shape[1]
             self.item_tower = ItemTower(
                 self.hparams.hidden_size,
                 self.hparams.mode,
-                text_dim,
+                self._text_source(text),
                 self.hparams.adaptor_experts,
                 self.hparams.adaptor_dropout,
-            )
-        vectors = None if text_vectors is None else text_vectors.to(self.device)
-        self.item_tower.add_domain(name, num_items, vectors)
+            ).to(self.device)
+        self.item_tower.add_domain(name, num_items, None if text is None else text.to(self.device))
         if name in self.item_tower.id_embeddings:
             self.item_tower.id_embeddings[name].to(self.device)
+        if popularity is None:
+            popularity = torch.full((num_items + 1,), 1.0 / max(num_items, 1)).index_fill_(0, torch.tensor([0]), 0)
+        self.register_buffer(f"popularity_{name}", popularity.to(self.device), persistent=False)
         for metrics in (self.val_metrics, self.test_metrics):
             if name not in metrics:
                 metrics[name] = RankingMetrics().to(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainable_text is not None:  # new weights: every memory bank must be recomputed
+            self._trainable_text.invalidate()
         # A checkpoint may hold ID tables of domains the current data module does not serve
         # (e.g. predicting on the target after transfer): create them so the weights load.
         prefix = "item_tower.id_embeddings."
@@ -145,19 +203,21 @@ class TransferRecommender(L.LightningModule):
                     self.item_tower.id_embeddings[name] = nn.Embedding(*value.shape, padding_idx=0).to(self.device)
 
     # ------------------------------------------------------------------ maths
-    def item_table(self, domain: str) -> torch.Tensor:
-        """(N + 1, D) item vectors of ``domain``.
+    def eval_tables(self, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N + 1, D) item vectors as the sequence encoder reads them, and as scoring reads them (``scorer.keys``,
+        in ``eval_dtype``). For evaluation only.
 
-        In evaluation (eval mode, no gradients) the weights cannot change between batches, so the table
-        is built once and reused by every batch of the pass: rebuilding the text adaptor's output over the
-        whole catalogue for every batch would be a large share of the pass. ``train()``/``eval()`` drop it (Lightning
-        calls ``eval()`` as every validation, test and predict loop starts, after any checkpoint is loaded),
-        so weights changed by training or loading are never scored with a stale table.
+        The weights cannot change during an evaluation pass, so both are built once and reused by every batch of
+        the pass: rebuilding the text adaptor's output over the whole catalogue for every batch would be a large
+        share of the pass. ``train()``/``eval()`` drop them (Lightning calls ``eval()`` as every validation, test
+        and predict loop starts, after any checkpoint is loaded), so weights changed by training or loading are
+        never scored with a stale table.
         """
-        if self.training or torch.is_grad_enabled():
-            return self.item_tower(domain)
         if domain not in self._eval_tables:
-            self._eval_tables[domain] = self.item_tower(domain)
+            with torch.no_grad():
+                table = self.item_tower(domain)
+                keys = self.scorer.keys(table).to(getattr(torch, self.hparams.eval_dtype))
+            self._eval_tables[domain] = (table, keys)
         return self._eval_tables[domain]
 
     def train(self, mode: bool = True):
@@ -176,38 +236,108 @@ class TransferRecommender(L.LightningModule):
         return states[torch.arange(len(last), device=states.device), last]  # (B, D)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Scores of every item of the batch's domain for each user's next item: (B, N + 1)."""
-        table = self.item_table(batch["domain"])
+        """Scores of every item of the batch's domain for each user's next item: (B, N + 1), padding at -inf.
+
+        Holds a users × items matrix: for small catalogues and inspection. Evaluation and prediction rank in
+        item chunks instead (``ranks``, ``recommend``).
+        """
+        table = self.item_tower(batch["domain"])
         return self.scorer(self.last_states(batch, table), table)
 
+    def _eval_queries(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) float32 queries of the batch's users and the (N + 1, D) keys they are scored against."""
+        table, keys = self.eval_tables(batch["domain"])
+        with torch.autocast(self.device.type, enabled=False):
+            return self.scorer.queries(self.last_states(batch, table)), keys
+
+    def ranks(self, batch: dict) -> torch.Tensor:
+        """(B,) 1-based rank of each user's target among all items of the domain, ties counted against it."""
+        queries, keys = self._eval_queries(batch)
+        return chunked_ranks(queries, keys, batch["target"], self.hparams.item_chunk)
+
+    def recommend(self, batch: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, k) scores and item ids of the best items, without the user's history if ``exclude_history``."""
+        queries, keys = self._eval_queries(batch)
+        exclude = batch.get("history") if self.hparams.exclude_history else None
+        return chunked_top_k(queries, keys, k, self.hparams.item_chunk, exclude)
+
+    @property
+    def _trainable_text(self) -> TrainableItemText | None:
+        text = getattr(self.item_tower, "text", None)
+        return text if isinstance(text, TrainableItemText) else None
+
+    def _train_items(self, batch: dict) -> torch.Tensor | None:
+        """The batch's items whose language-model path gets gradients this step (at most ``text_items_per_step``)."""
+        if self._trainable_text is None:
+            return None
+        items = torch.unique(torch.cat([batch["input"].flatten(), batch["target"].flatten()]))
+        items = items[items > 0]
+        cap = self.hparams.text_items_per_step
+        return items[torch.randperm(len(items), device=items.device)[:cap]] if len(items) > cap else items
+
     def loss(self, batch: dict) -> torch.Tensor:
-        """Cross-entropy over all items of the domain, at every real position at once."""
-        table = self.item_table(batch["domain"])
-        return self.scorer.loss(self.encode(batch, table), batch["target"], table)
+        """Next-item cross-entropy at every real position at once (``loss`` chooses full, chunked or sampled)."""
+        domain, train_items = batch["domain"], self._train_items(batch)
+        if self.hparams.loss != "sampled":
+            table = self.item_tower(domain, None, train_items)  # (N + 1, D)
+            chunk = self.hparams.item_chunk if self.hparams.loss == "chunked" else None
+            return self.scorer.loss(self.encode(batch, table), batch["target"], table, chunk)
+        mask = batch["target"] > 0  # (R, L)
+        candidates, labels, log_q = sample_candidates(
+            batch["target"][mask],
+            self.item_tower.num_items[domain],
+            self.hparams.num_negatives,
+            getattr(self, f"popularity_{domain}"),
+        )
+        # The item tower runs over the items this batch needs only: its inputs and the candidates.
+        needed = torch.unique(torch.cat([batch["input"].flatten(), candidates]))  # (M,) sorted
+        vectors = self.item_tower(domain, needed, train_items)  # (M, D)
+        inputs = vectors[torch.searchsorted(needed, batch["input"])]  # (R, L, D)
+        states = self.encoder(inputs, batch.get("positions"), batch.get("segments"))  # (R, L, D)
+        return self.scorer.sampled_loss(states[mask], vectors[torch.searchsorted(needed, candidates)], labels, log_q)
+
+    def alignment_loss(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Domain-adversarial loss and discriminator accuracy on random items of ``source`` and of the target."""
+        vectors = []
+        for domain in (source, self.target_domain):
+            count = self.item_tower.num_items[domain]
+            items = torch.randint(1, count + 1, (self.hparams.align_items,), device=self.device)
+            vectors.append(self.item_tower(domain, items))
+        return self.discriminator(*vectors)
 
     # ------------------------------------------------------------------ Lightning hooks
     def configure_callbacks(self) -> list[Callback]:
         # Every trainer of this model reseeds per epoch (exact resume of dropout masks), however it was built.
         return [EpochSeed()]
 
+    def on_train_epoch_start(self) -> None:
+        if self._trainable_text is not None:
+            self._trainable_text.new_epoch()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))
-        self.log(f"train/{batch['domain']}/loss", loss, batch_size=len(batch["user"]), add_dataloader_idx=False)
-        return loss
+        rec_loss = self.loss(batch)
+        size = len(batch["user"])
+        self.log("train/loss", rec_loss, prog_bar=True, batch_size=size)
+        self.log(f"train/{batch['domain']}/loss", rec_loss, batch_size=size, add_dataloader_idx=False)
+        domain, target = batch["domain"], self.target_domain
+        if self.discriminator is None or domain == target or target not in self.item_tower.num_items:
+            return rec_loss
+        align, accuracy = self.alignment_loss(domain)
+        self.log_dict({"train/align_loss": align, "train/align_accuracy": accuracy}, batch_size=size)
+        return rec_loss + self.hparams.align_weight * align
 
     def _eval_domains(self, loaders) -> list[str]:
         loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
         return [dl.dataset.domain for dl in loaders]
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.val_metrics[batch["domain"]].update(self(batch), batch["target"])
+        self.val_metrics[batch["domain"]].update_ranks(self.ranks(batch))
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics, self._eval_domains(self.trainer.val_dataloaders))
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.test_metrics[batch["domain"]].update(self(batch), batch["target"])
+        self.test_metrics[batch["domain"]].update_ranks(self.ranks(batch))
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics, self._eval_domains(self.trainer.test_dataloaders))
@@ -221,7 +351,7 @@ class TransferRecommender(L.LightningModule):
             metrics[name].reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        scores, items = self(batch).topk(self.hparams.top_k, dim=1)  # (B, K)
+        scores, items = self.recommend(batch, self.hparams.top_k)  # (B, K)
         return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
 
     def on_fit_start(self) -> None:
@@ -234,10 +364,18 @@ class TransferRecommender(L.LightningModule):
         self.transfer_phase = phase
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
         target = self.transfer_phase == "target"
         lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.hparams.weight_decay)
+        text = self._trainable_text
+        text_params = {id(p) for p in text.parameters()} if text is not None else set()
+        groups = [
+            {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in text_params]},
+            {"params": [p for p in text.parameters() if p.requires_grad] if text else [], "lr": self.hparams.text_lr},
+        ]
+        groups = [{k: v for k, v in g.items() if v is not None} for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("every parameter is frozen: nothing to train (see DomainTransfer's freeze)")
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
         warmup = max(1, self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -11,6 +11,8 @@ import torch
 
 from rec_transfer.text.cache import cached_item_vectors
 from rec_transfer.text.pooling import PoolingMethod
+from rec_transfer.text.token_cache import build_text_top, cached_token_states
+from rec_transfer.text.trainable import TextTop, TokenStates
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ class TextEncoderConfig:
         center: Subtract the mean vector of the catalogue (one domain's items) after loading; cheap, so not cached.
             Decoder LLM states share one large direction (a high mean cosine between items, far above an encoder
             model's) that drowns the differences between items until the adaptor has learnt it away.
+        train_layers: Fine-tune the language model's top ``train_layers`` layers inside the recommender (0: the
+            model stays frozen and its pooled vectors are cached). The lower layers' token states are cached
+            instead (``rec_transfer.text.trainable``).
     """
 
     model_name: str = "minilm"
@@ -39,6 +44,39 @@ class TextEncoderConfig:
     batch_size: int = 64
     trust_remote_code: bool = False
     center: bool = False
+    train_layers: int = 0
+
+    @property
+    def model_key(self) -> tuple:
+        """What decides the trainable top layers: the domains of one model must agree on it."""
+        return (self.model_name, self.pooling, self.max_length, self.train_layers, self.center)
+
+    def item_token_states(
+        self, texts: Sequence[str], cache_dir: str | Path = ".cache/rec_transfer", progress: bool = True
+    ) -> TokenStates:
+        """Token states below the top ``train_layers`` layers, from the cache or encoded once."""
+        return cached_token_states(
+            texts,
+            self.model_name,
+            self.train_layers,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            cache_dir=cache_dir,
+            trust_remote_code=self.trust_remote_code,
+            progress=progress,
+        )
+
+    def text_top(self, check_texts: Sequence[str] = (), cache_dir: str | Path = ".cache/rec_transfer") -> TextTop:
+        """The trainable top layers, checked against the full model on ``check_texts``."""
+        return build_text_top(
+            self.model_name,
+            self.train_layers,
+            self.pooling,
+            check_texts,
+            self.max_length,
+            cache_dir,
+            self.trust_remote_code,
+        )
 
     def item_vectors(
         self,
@@ -50,6 +88,7 @@ class TextEncoderConfig:
         """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``."""
         options = asdict(self)
         center = options.pop("center")
+        options.pop("train_layers")
         vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
         if center:
             return vectors - vectors.mean(dim=0, keepdim=True)

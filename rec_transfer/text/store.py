@@ -1,9 +1,10 @@
-"""The text-vector files: cache keys, and validated safetensors files written atomically.
+"""The text caches' files: cache keys, and validated safetensors files written atomically.
 
 A file ``<cache_dir>/text_vectors/<key>.safetensors`` holds one float32 tensor ``vectors`` (N, D) and metadata
-describing how it was made plus a sha256 of the tensor bytes. Reading validates the file: anything unexpected
-(parse error, truncation, wrong shape, metadata or checksum mismatch) logs a warning and reads as a miss.
-Reading needs neither the language model nor ``transformers``.
+describing how it was made plus a sha256 of the tensor bytes; ``<cache_dir>/token_states/<key>.safetensors`` holds
+a catalogue's lower-layer token states (``TokenStates``) for a language model that trains its top layers. Reading
+validates the file: anything unexpected (parse error, truncation, wrong shape, metadata or checksum mismatch) logs
+a warning and reads as a miss. Reading needs neither the language model nor ``transformers``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rec_transfer.text.pooling import PoolingMethod
+from rec_transfer.text.trainable import TokenStates
 from rec_transfer.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,11 @@ def cache_path(cache_dir: str | Path, key: str) -> Path:
     return Path(cache_dir) / "text_vectors" / f"{key}.safetensors"
 
 
-def _tensor_checksum(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().numpy()).hexdigest()
+def _tensor_checksum(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def load_vectors(path: Path, expected: dict[str, str]) -> torch.Tensor | None:
@@ -114,3 +119,33 @@ def save_vectors(path: Path, tensor: torch.Tensor, metadata: dict[str, str]) -> 
     metadata = {**metadata, "dim": str(tensor.shape[1]), "checksum": _tensor_checksum(tensor)}
     with atomic_path(path) as tmp:
         save_file({_TENSOR_NAME: tensor}, tmp, metadata=metadata)
+
+
+def token_states_path(cache_dir: str | Path, key: str) -> Path:
+    """File that holds the token states of ``key`` (see ``rec_transfer.text.trainable``)."""
+    return Path(cache_dir) / "token_states" / f"{key}.safetensors"
+
+
+def load_token_states(path: Path, key: str) -> TokenStates | None:
+    """The cached token states, or None when missing, unreadable or not matching ``key`` (never raises)."""
+    if not path.exists():
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            values, offsets = f.get_tensor("values"), f.get_tensor("offsets")
+    except Exception as err:  # safetensors raises its own error type, OSError or ValueError on bad files
+        log.warning("Token state cache %s is unreadable (%s); rebuilding it", path, err)
+        return None
+    if metadata.get("key") != key or metadata.get("checksum") != _tensor_checksum(values, offsets):
+        log.warning("Token state cache %s does not match its key or checksum; rebuilding it", path)
+        return None
+    return TokenStates(values, offsets)
+
+
+def save_token_states(path: Path, states: TokenStates, key: str) -> None:
+    """Writes ``states`` with their key and checksum, atomically."""
+    values, offsets = states.values.contiguous(), states.offsets.contiguous()
+    metadata = {"key": key, "checksum": _tensor_checksum(values, offsets)}
+    with atomic_path(path) as tmp:
+        save_file({"values": values, "offsets": offsets}, tmp, metadata=metadata)

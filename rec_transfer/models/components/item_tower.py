@@ -8,49 +8,49 @@ import torch
 from torch import nn
 
 from rec_transfer.models.components.adaptor import MoEAdaptor
+from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
 
 ItemMode = Literal["text", "text+id", "id"]
 
 
 class ItemTower(nn.Module):
-    """One item table per domain, sharing one text adaptor across domains.
+    """One item table per domain, sharing one text source and one text adaptor across domains.
 
-    Text vectors are buffers that are not saved in checkpoints: they are rebuilt from the text
-    cache, so a checkpoint stays small and never carries stale vectors.
+    Args:
+        hidden: width of item vectors.
+        mode: ``text``, ``text+id`` or ``id``.
+        text: where text vectors come from (``FrozenItemText`` or ``TrainableItemText``); None for ``id``.
+        experts: whitening experts in the adaptor.
+        adaptor_dropout: dropout on text vectors inside the adaptor.
     """
 
     def __init__(
         self,
         hidden: int,
         mode: ItemMode = "text",
-        text_dim: int | None = None,
+        text: FrozenItemText | TrainableItemText | None = None,
         experts: int = 8,
         adaptor_dropout: float = 0.2,
     ):
         super().__init__()
-        self.mode, self.hidden, self.text_dim = mode, hidden, text_dim
+        self.mode, self.hidden = mode, hidden
         if mode != "id":
-            if text_dim is None:
+            if text is None:
                 raise ValueError(f"item mode {mode!r} needs text vectors: set the data module's text_encoder")
-            self.adaptor = MoEAdaptor(text_dim, hidden, experts, adaptor_dropout)
+            self.text = text
+            self.adaptor = MoEAdaptor(text.dim, hidden, experts, adaptor_dropout)
         self.id_embeddings = nn.ModuleDict()
         self.num_items: dict[str, int] = {}
 
     def has_domain(self, name: str) -> bool:
         return name in self.num_items
 
-    def add_domain(self, name: str, num_items: int, text_vectors: torch.Tensor | None = None) -> None:
-        """Registers a domain; ``text_vectors`` is (num_items + 1, text_dim) with row 0 for padding."""
+    def add_domain(self, name: str, num_items: int, text=None) -> None:
+        """Registers a domain; ``text`` is (num_items + 1, D) vectors or ``TokenStates`` with row 0 for padding."""
         if self.mode != "id":
-            if text_vectors is None or text_vectors.shape[0] != num_items + 1:
-                raise ValueError(f"domain {name!r}: expected text vectors of shape ({num_items + 1}, D)")
-            if text_vectors.shape[1] != self.text_dim:
-                known = ", ".join(self.num_items) or "none yet"
-                raise ValueError(
-                    f"domain {name!r} has text vectors of width {text_vectors.shape[1]}, but the shared adaptor "
-                    f"reads width {self.text_dim} (domains: {known}); every domain needs the same text model"
-                )
-            self.register_buffer(f"text_{name}", text_vectors, persistent=False)
+            if text is None or len(text) != num_items + 1:
+                raise ValueError(f"domain {name!r}: expected text for {num_items + 1} rows (row 0: padding)")
+            self.text.add_domain(name, text)
         if self.mode != "text" and name not in self.id_embeddings:
             emb = nn.Embedding(num_items + 1, self.hidden, padding_idx=0)
             if self.mode == "text+id":
@@ -62,12 +62,25 @@ class ItemTower(nn.Module):
             self.id_embeddings[name] = emb
         self.num_items[name] = num_items
 
-    def forward(self, domain: str) -> torch.Tensor:
-        """The whole item table of ``domain``: (num_items + 1, hidden), row 0 all zeros."""
+    def forward(
+        self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Vectors of ``items`` (K,) → (K, hidden), or the whole table (num_items + 1, hidden) when None.
+
+        Row 0 (padding) is all zeros. ``train_items``: items whose language-model path gets gradients
+        this step (a trainable text source only).
+        """
         parts = []
         if self.mode != "id":
-            parts.append(self.adaptor(getattr(self, f"text_{domain}")[1:]))  # (N, D)
+            if items is None:
+                vectors = self.text(domain, None, train_items)[1:]  # (N, T)
+            else:
+                vectors = self.text(domain, items, train_items)  # (K, T)
+            parts.append(self.adaptor(vectors))
         if self.mode != "text":
-            parts.append(self.id_embeddings[domain].weight[1:])  # (N, D)
-        table = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-        return torch.cat([table.new_zeros(1, self.hidden), table])
+            weight = self.id_embeddings[domain].weight
+            parts.append(weight[1:] if items is None else weight[items])
+        out = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        if items is None:
+            return torch.cat([out.new_zeros(1, self.hidden), out])
+        return out * (items != 0)[:, None].to(out.dtype)

@@ -1,0 +1,134 @@
+"""Where an item's text vector comes from: frozen vectors, or a trainable language-model top with a memory bank."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rec_transfer.text.trainable import TextTop, TokenStates, gather_tokens
+
+
+def _place(rows: torch.Tensor, items: torch.Tensor | None, fresh: torch.Tensor, fresh_items: torch.Tensor):
+    """``rows`` (one per entry of ``items``, or per item when ``items`` is None) with ``fresh_items``' rows replaced."""
+    size = rows.shape[0] if items is None else int(max(int(items.max()), int(fresh_items.max()))) + 1
+    slot = torch.full((size,), -1, dtype=torch.long, device=rows.device)
+    slot[fresh_items] = torch.arange(len(fresh_items), device=rows.device)
+    slot = slot if items is None else slot[items]  # (K,)
+    hit = slot >= 0
+    return torch.where(hit[:, None], fresh[slot.clamp(min=0)].to(rows.dtype), rows)
+
+
+def _check_width(name: str, width: int, expected: int) -> None:
+    if width != expected:
+        raise ValueError(
+            f"domain {name!r} has text vectors of width {width}, the other domains {expected}: "
+            "every domain of one model must use the same text encoder"
+        )
+
+
+class FrozenItemText(nn.Module):
+    """Precomputed text vectors per domain, as non-saved buffers (rebuilt from the text cache, never stale)."""
+
+    trainable = False
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def add_domain(self, name: str, vectors: torch.Tensor) -> None:
+        """``vectors``: (num_items + 1, D), row 0 the padding item."""
+        _check_width(name, vectors.shape[1], self.dim)
+        self.register_buffer(f"vectors_{name}", vectors, persistent=False)
+
+    def num_rows(self, name: str) -> int:
+        return getattr(self, f"vectors_{name}").shape[0]
+
+    def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):
+        vectors = getattr(self, f"vectors_{domain}")
+        return vectors if items is None else vectors[items]
+
+
+class TrainableItemText(nn.Module):
+    """Text vectors from a trainable language-model top (``TextTop``) over cached lower-layer token states.
+
+    Running the top layers over a whole catalogue at every step costs far more than the rest of the step
+    on a CPU, so each training step recomputes, with gradients, only the items the caller names
+    (``train_items``: the batch's own, capped); every other row comes from a bank of vectors computed with
+    the weights of the start of the epoch and updated with each recomputed row. Evaluation refreshes the
+    bank first whenever the weights have moved since, so scores are always those of the current weights.
+
+    Args:
+        top: the trainable top layers.
+        center: subtract each domain's mean vector (taken at each refresh), as ``TextEncoderConfig.center``.
+        chunk: items per forward pass during a refresh (bounds memory).
+    """
+
+    trainable = True
+
+    def __init__(self, top: TextTop, center: bool = False, chunk: int = 256):
+        super().__init__()
+        self.top, self.center, self.chunk = top, center, chunk
+        self.dim = int(top.model.config.hidden_size)
+        self.domains: list[str] = []
+        self.steps = 0  # training forwards so far: the weights' version
+        self.epoch_mark = 0  # self.steps when the current training epoch started
+        self.refreshed: dict[str, int] = {}  # domain -> self.steps at its last refresh
+
+    def add_domain(self, name: str, tokens: TokenStates) -> None:
+        """``tokens``: every item's token states with an empty padding item 0 (``TokenStates.with_padding_item``)."""
+        _check_width(name, tokens.dim, self.dim)
+        self.register_buffer(f"values_{name}", tokens.values, persistent=False)
+        self.register_buffer(f"offsets_{name}", tokens.offsets, persistent=False)
+        self.register_buffer(f"bank_{name}", torch.zeros(len(tokens), self.dim), persistent=False)
+        self.register_buffer(f"mean_{name}", torch.zeros(self.dim), persistent=False)
+        if name not in self.domains:
+            self.domains.append(name)
+        self.refreshed.pop(name, None)
+
+    def num_rows(self, name: str) -> int:
+        return getattr(self, f"bank_{name}").shape[0]
+
+    def new_epoch(self) -> None:
+        """Marks a training epoch's start: banks older than this are refreshed before their next use."""
+        self.epoch_mark = self.steps
+
+    def invalidate(self) -> None:
+        """The weights were replaced (a checkpoint was loaded): every bank must be recomputed."""
+        self.refreshed.clear()
+
+    def _encode(self, domain: str, items: torch.Tensor) -> torch.Tensor:
+        values, offsets = getattr(self, f"values_{domain}"), getattr(self, f"offsets_{domain}")
+        return self.top(*gather_tokens(values, offsets, items)).float()  # (K, D)
+
+    @torch.no_grad()
+    def refresh(self, domain: str) -> None:
+        bank = getattr(self, f"bank_{domain}")
+        items = torch.arange(1, len(bank), device=bank.device)
+        # Longest first in similar-length chunks: little padding, as when the texts were encoded.
+        offsets = getattr(self, f"offsets_{domain}")
+        items = items[torch.argsort(offsets[items + 1] - offsets[items], descending=True)]
+        for start in range(0, len(items), self.chunk):
+            part = items[start : start + self.chunk]
+            bank[part] = self._encode(domain, part)
+        getattr(self, f"mean_{domain}").copy_(bank[1:].mean(dim=0) if len(bank) > 1 else bank.new_zeros(self.dim))
+        self.refreshed[domain] = self.steps
+
+    def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):
+        """Text vectors of ``items`` (all rows when None); ``train_items`` are recomputed with gradients."""
+        training = self.training and torch.is_grad_enabled()
+        last = self.refreshed.get(domain)
+        if last is None or (last < self.epoch_mark if training else last != self.steps):
+            self.refresh(domain)
+        bank = getattr(self, f"bank_{domain}")
+        rows = bank if items is None else bank[items]
+        if training and train_items is not None and len(train_items):
+            fresh = self._encode(domain, train_items)  # (F, D)
+            with torch.no_grad():
+                bank[train_items] = fresh.detach()
+            rows = _place(rows, items, fresh, train_items)
+            self.steps += 1
+        if self.center:
+            rows = rows - getattr(self, f"mean_{domain}")
+            if items is None:
+                rows = torch.cat([rows.new_zeros(1, self.dim), rows[1:]])  # the padding row stays zero
+        return rows

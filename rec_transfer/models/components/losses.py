@@ -1,0 +1,94 @@
+"""Next-item losses over a catalogue: exact softmax in item chunks, and sampled softmax with log-q correction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``states @ items.T`` against ``targets``, never holding more than T × chunk logits.
+
+    Written by hand: PyTorch has no memory-bounded softmax over a large output set on CPU (the fused
+    kernels of other libraries need Triton/GPUs). Forward keeps a running log-sum-exp over item chunks;
+    backward recomputes each chunk's logits once.
+    """
+
+    @staticmethod
+    def forward(ctx, states: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        rows = states.shape[0]
+        peak = torch.full((rows,), float("-inf"), dtype=states.dtype, device=states.device)  # (T,)
+        total = torch.zeros(rows, dtype=states.dtype, device=states.device)  # (T,)
+        for start in range(0, items.shape[0], chunk):
+            logits = states @ items[start : start + chunk].T  # (T, C)
+            new_peak = torch.maximum(peak, logits.max(dim=1).values)
+            total = total * torch.exp(peak - new_peak) + torch.exp(logits - new_peak[:, None]).sum(dim=1)
+            peak = new_peak
+        lse = peak + torch.log(total)  # (T,)
+        target_logits = (states * items[targets]).sum(dim=1)  # (T,)
+        ctx.save_for_backward(states, items, targets, lse)
+        ctx.chunk = chunk
+        return (lse - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        states, items, targets, lse = ctx.saved_tensors
+        scale = grad / states.shape[0]
+        grad_states = torch.zeros_like(states)
+        grad_items = torch.zeros_like(items)
+        for start in range(0, items.shape[0], ctx.chunk):
+            part = items[start : start + ctx.chunk]  # (C, D)
+            probs = torch.exp(states @ part.T - lse[:, None]) * scale  # (T, C) softmax, scaled
+            grad_states += probs @ part
+            grad_items[start : start + ctx.chunk] += probs.T @ states
+        grad_states -= scale * items[targets]
+        grad_items.index_add_(0, targets, -scale * states)
+        return grad_states, grad_items, None, None
+
+
+def chunked_cross_entropy(
+    states: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 8192
+) -> torch.Tensor:
+    """Exact ``F.cross_entropy(states @ items.T, targets)`` with memory bounded by ``chunk`` items at a time.
+
+    Args:
+        states: (T, D) query vectors (already normalised / scaled as the logits need).
+        items: (N, D) every candidate item.
+        targets: (T,) indices into ``items``.
+        chunk: items per block.
+    """
+    return _ChunkedCrossEntropy.apply(states, items, targets, chunk)
+
+
+def sample_candidates(
+    targets: torch.Tensor, num_items: int, num_negatives: int, popularity: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's own targets plus shared uniform negatives, and how likely each was to be drawn.
+
+    Args:
+        targets: (T,) item ids in ``1..num_items``.
+        num_items: the catalogue size N.
+        num_negatives: uniform draws from ``1..N`` (with replacement) added to the targets.
+        popularity: (N + 1,) each item's share of the domain's training targets (sums to 1).
+
+    Returns:
+        ``candidates`` (C,) sorted unique ids, ``labels`` (T,) each target's position among them, and
+        ``log_q`` (C,): the log-probability that each candidate is in such a set: a target of one of the T
+        draws by popularity, or one of the uniform draws. Subtracting it from the logits (log-q correction)
+        makes the sampled softmax an estimate of the full one; without it popular items, which are in
+        almost every set as someone's target, would be pushed down.
+    """
+    negatives = torch.randint(1, num_items + 1, (num_negatives,), device=targets.device)
+    candidates = torch.unique(torch.cat([targets, negatives]))  # (C,) sorted
+    labels = torch.searchsorted(candidates, targets)
+    p = popularity.to(targets.device, torch.float64)[candidates]
+    miss = len(targets) * torch.log1p(-p.clamp(max=1 - 1e-12)) + num_negatives * math.log1p(-1 / max(num_items, 2))
+    log_q = torch.log(-torch.expm1(miss)).float()  # log(1 - P(never drawn))
+    return candidates, labels, log_q
+
+
+def sampled_softmax(states: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor):
+    """Cross-entropy over candidate items with log-q correction: (T, D) states, (C, D) candidate vectors."""
+    return F.cross_entropy(states @ candidates.T - log_q, labels)

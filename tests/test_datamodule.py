@@ -290,3 +290,21 @@ def test_text_widths_must_match_across_domains(tmp_path: Path) -> None:
         ValueError, match=r"width of item text vectors differs between domains \(books: 8, toys: 8, posters: 12\)"
     ):
         TransferDataModule(target=target, sources=sources).setup()
+
+
+@pytest.mark.parametrize("mixing", [0.0, 0.5, 1.0])
+def test_source_mixing_shares_the_epoch_among_domains(mixing):
+    lengths = [np.full(n, 3) for n in (400, 40, 8)]  # 50, 5 and 1 batches of 8
+    sampler = DomainBatchSampler(lengths, 8, seed=1, mixing=mixing)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 56  # the epoch keeps its length
+    domain = [0 if b[0] < 400 else 1 if b[0] < 440 else 2 for b in batches]
+    counts = [domain.count(d) for d in range(3)]
+    if mixing == 1.0:
+        assert counts == [50, 5, 1]
+    elif mixing == 0.0:
+        assert max(counts) - min(counts) <= 1  # as many batches from each domain
+    else:
+        assert counts[0] > counts[1] > counts[2] and counts[0] < 50
+    assert all(len(set(b)) == len(b) for b in batches)
+    assert list(DomainBatchSampler(lengths, 8, seed=1, mixing=mixing)) == batches  # deterministic

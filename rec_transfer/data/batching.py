@@ -201,6 +201,10 @@ class DomainBatchSampler(Sampler[list[int]]):
         epoch: the epoch whose order to draw.
         shuffle: shuffle rows and batches (off: domains and rows in order).
         pool_batches: length-sorting pool, in batches: one for all domains, or one per domain.
+        mixing: how the epoch's batches are shared among domains: domain ``d`` with ``n_d`` batches of its own
+            gets a share ∝ ``n_d ** mixing`` of the same total. ``1``: every batch once (large domains dominate);
+            ``0``: the same number of batches from every domain (a small one repeats, a large one is subsampled,
+            differently each epoch); in between, temperature sampling as in multilingual training.
     """
 
     def __init__(
@@ -211,8 +215,11 @@ class DomainBatchSampler(Sampler[list[int]]):
         epoch: int = 0,
         shuffle: bool = True,
         pool_batches: int | Sequence[int] = 1,
+        mixing: float = 1.0,
     ):
-        self.lengths, self.seed, self.epoch = [np.asarray(x) for x in lengths], seed, epoch
+        if not 0 <= mixing <= 1:
+            raise ValueError(f"mixing must be between 0 and 1, got {mixing}")
+        self.lengths, self.seed, self.epoch, self.mixing = [np.asarray(x) for x in lengths], seed, epoch, mixing
         self.batch_sizes = _per_domain(batch_size, len(self.lengths), "batch_size")
         self.pool_batches = _per_domain(pool_batches, len(self.lengths), "pool_batches")
         self.shuffle = shuffle
@@ -220,18 +227,44 @@ class DomainBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _domain_batches(self, rng: np.random.Generator, lengths: np.ndarray, batch_size: int, pool: int, start: int):
+        """One pass over a domain's rows in batches (shuffled, length-sorted inside pools of ``pool`` batches)."""
+        idx = rng.permutation(len(lengths)) if self.shuffle else np.arange(len(lengths))
+        batches = []
+        for p in range(0, len(lengths), batch_size * pool):
+            chunk = idx[p : p + batch_size * pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        return batches
+
+    def _domains(self) -> list[tuple[np.ndarray, int, int]]:
+        return list(zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True))
+
+    def _counts(self) -> list[int]:
+        """Batches each domain contributes to an epoch (see ``mixing``); their sum is the natural epoch's."""
+        natural = np.array([self._natural(*d) for d in self._domains()])
+        if self.mixing == 1 or len(natural) == 1:
+            return natural.tolist()
+        weights = natural.astype(np.float64) ** self.mixing
+        shares = natural.sum() * weights / weights.sum()
+        counts = np.floor(shares).astype(int)
+        counts[np.argsort(counts - shares)[: natural.sum() - counts.sum()]] += 1  # largest remainders
+        return np.maximum(counts, 1).tolist()
+
+    @staticmethod
+    def _natural(lengths: np.ndarray, batch_size: int, pool: int) -> int:
+        rows = batch_size * pool
+        return (len(lengths) // rows) * pool + math.ceil((len(lengths) % rows) / batch_size)
+
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
         batches, start = [], 0
-        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
-            size = len(lengths)
-            idx = rng.permutation(size) if self.shuffle else np.arange(size)
-            pool = batch_size * pool_batches
-            for p in range(0, size, pool):
-                chunk = idx[p : p + pool]
-                chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-                batches += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-            start += size
+        for (lengths, batch_size, pool), count in zip(self._domains(), self._counts(), strict=True):
+            own: list[np.ndarray] = []
+            while len(own) < count:  # more than one pass when mixing repeats a small domain
+                own += self._domain_batches(rng, lengths, batch_size, pool, start)
+            batches += own[:count]
+            start += len(lengths)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         rank, world = dist_info()
@@ -245,8 +278,4 @@ class DomainBatchSampler(Sampler[list[int]]):
             yield b.tolist()
 
     def __len__(self) -> int:
-        n = 0
-        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
-            pool = batch_size * pool_batches
-            n += (len(lengths) // pool) * pool_batches + math.ceil((len(lengths) % pool) / batch_size)
-        return math.ceil(n / dist_info()[1])
+        return math.ceil(sum(self._counts()) / dist_info()[1])

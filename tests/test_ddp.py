@@ -1,4 +1,4 @@
-"""Two CPU processes on gloo (``ddp_spawn``): a transfer fit, sharded training batches, exact sharded evaluation.
+"""Two CPU processes on gloo (``ddp_spawn``): a transfer fit, split training batches, exact sharded evaluation.
 
 Every rank records what it trained on and the (synced) validation metrics of each epoch; the checkpoint of each epoch
 is then validated again in this single process, which must give the same numbers: evaluation users are split
@@ -15,14 +15,15 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from rec_transfer.callbacks import DomainTransfer
+from rec_transfer.callbacks import DomainTransfer, TargetEarlyStopping
 from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.data.batching import DomainBatchSampler
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
 
 BATCH_SIZE = 16
 EVAL_BATCH_SIZE = 7  # odd user counts and small eval batches: the two ranks run different numbers of eval batches
-EPOCHS = 2  # epoch 0 on the sources, epoch 1 on the target
+EPOCHS = 3  # epoch 0 on the sources, then the target until early stopping (patience 1, no validation improves by 1)
 
 
 class RankRecorder(Callback):
@@ -47,6 +48,7 @@ class RankRecorder(Callback):
 
     def on_train_end(self, trainer, pl_module):
         out = {"world_size": trainer.world_size, "batches": self.batches, "val": self.val}
+        out |= {"epochs": trainer.current_epoch, "should_stop": trainer.should_stop}
         Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(out))
 
 
@@ -85,30 +87,31 @@ def test_ddp_fit_shards_batches_and_evaluates_exactly(tmp_path: Path) -> None:
         DomainTransfer(source_epochs=1),
         ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, save_last=True),
         RankRecorder(str(records)),
+        TargetEarlyStopping(monitor="hp/val_ndcg@10", mode="max", patience=1, min_delta=1.0),
     ]
-    fit = trainer(2, callbacks, max_epochs=EPOCHS, num_sanity_val_steps=0)
+    fit = trainer(2, callbacks, max_epochs=EPOCHS + 3, num_sanity_val_steps=0)
     fit.fit(model(), datamodule=make_data(cache))
     assert (ckpt_dir / "last.ckpt").is_file()
 
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["world_size"] == 2 for r in ranks)
+    # Early stopping decided the same on both ranks: the first target validation sets the best, the next stops.
+    assert [(r["epochs"], r["should_stop"]) for r in ranks] == [(EPOCHS, True)] * 2
 
-    # Training: the same number of batches on both ranks each epoch, different batches, every example covered.
-    expected_domains = {0: {"books", "toys"}, 1: {"posters"}}
+    # Training: each step's batch split between the ranks, so an epoch has the steps of one process and sees every
+    # example exactly once (no batch repeated to even out the ranks).
+    expected_domains = {0: {"books", "toys"}, 1: {"posters"}, 2: {"posters"}}
     for epoch in range(EPOCHS):
         per_rank = [[(d, users) for e, d, users in r["batches"] if e == epoch] for r in ranks]
-        assert len(per_rank[0]) == len(per_rank[1]) > 0
+        phase = [warm.domains[name] for name in sorted(expected_domains[epoch])]
+        single = DomainBatchSampler([m.view("train").lengths() for m in phase], BATCH_SIZE, epoch=epoch)
+        assert len(per_rank[0]) == len(per_rank[1]) == len(single) > 0  # the steps of one process
+        assert [d for d, _ in per_rank[0]] == [d for d, _ in per_rank[1]]  # both halves of a step: one domain
         assert {d for batches in per_rank for d, _ in batches} == expected_domains[epoch]
-        # At most one batch on both ranks: the wrapped-around one that evens out an odd number of batches.
-        assert len({(d, tuple(u)) for d, u in per_rank[0]} & {(d, tuple(u)) for d, u in per_rank[1]}) <= 1
-        seen = sum(sum(len(u) for _, u in batches) for batches in per_rank)
-        needed = 0
         for name in expected_domains[epoch]:
             want = Counter(warm.domains[name].view("train").users.tolist())
             got = Counter(u for batches in per_rank for d, users in batches if d == name for u in users)
-            assert not want - got, f"epoch {epoch}: {name} examples never trained on"
-            needed += want.total()
-        assert seen - needed <= BATCH_SIZE  # nothing repeated beyond that batch
+            assert got == want, f"epoch {epoch}: {name} examples missed or repeated"
 
     # Evaluation: both ranks hold the same synced metrics, equal to one process validating the same weights.
     assert ranks[0]["val"] == ranks[1]["val"]

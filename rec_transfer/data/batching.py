@@ -13,7 +13,6 @@ as without packing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -184,19 +183,31 @@ def _per_domain(value: int | Sequence[int], domains: int, name: str) -> list[int
     return values
 
 
+def _batch_sizes(rows: int, batch_size: int, pool_batches: int) -> list[int]:
+    """Sizes of one domain's batches, in order: full pools of ``pool_batches`` batches, then the last pool's."""
+    pool = batch_size * pool_batches
+    sizes = [batch_size] * ((rows // pool) * pool_batches)
+    tail = rows % pool
+    return sizes + [min(batch_size, tail - i) for i in range(0, tail, batch_size)]
+
+
 class DomainBatchSampler(Sampler[list[int]]):
     """Shuffled batches, each from one domain, over the concatenation of several domains.
 
     Written by hand because no library sampler keeps each batch inside one domain while mixing
     domains across steps. ``pool_batches=1`` gives plain random batches; with more, rows of similar
     length are batched together (sorted inside shuffled pools of ``pool_batches`` batches), which
-    cuts padding when rows are not packed (see ``collate``). Under DDP every rank gets the same
-    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The
-    order depends only on ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
+    cuts padding when rows are not packed (see ``collate``). The order depends only on ``(seed, epoch)``:
+    a resumed run sees the same batches as an uninterrupted one.
+
+    Under DDP a batch is the batch of one optimizer step, whatever the number of processes: each of the ``W``
+    processes takes every ``W``-th row of it, so an epoch has as many steps and sees every row once, as in one
+    process (no batch repeated to even out the ranks). A domain's last batch, if it has fewer rows than ``W``,
+    joins the batch before it, so that no process is left without rows.
 
     Args:
         lengths: every row's length, one array per domain.
-        batch_size: rows per batch: one for all domains, or one per domain.
+        batch_size: rows per batch (per optimizer step): one for all domains, or one per domain.
         seed: shuffling seed.
         epoch: the epoch whose order to draw.
         shuffle: shuffle rows and batches (off: domains and rows in order).
@@ -222,31 +233,37 @@ class DomainBatchSampler(Sampler[list[int]]):
 
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        rank, world = dist_info()
         batches, start = [], 0
-        for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
+        for d, (lengths, batch_size, pool_batches) in enumerate(
+            zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True)
+        ):
             size = len(lengths)
+            if 0 < size < world:
+                raise ValueError(f"domain {d} has {size} training rows: fewer than the {world} processes to share them")
             idx = rng.permutation(size) if self.shuffle else np.arange(size)
             pool = batch_size * pool_batches
+            domain = []
             for p in range(0, size, pool):
                 chunk = idx[p : p + pool]
                 chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-                batches += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+                domain += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+            if len(domain) > 1 and len(domain[-1]) < world:
+                domain[-2:] = [np.concatenate(domain[-2:])]
+            batches += domain
             start += size
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        rank, world = dist_info()
-        if world > 1:
-            per_rank = math.ceil(len(batches) / world)
-            batches = (batches * world)[: per_rank * world][rank::world]
-        return batches
+        return [b[rank::world] for b in batches] if world > 1 else batches
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self._batches():
             yield b.tolist()
 
     def __len__(self) -> int:
+        world = dist_info()[1]
         n = 0
         for lengths, batch_size, pool_batches in zip(self.lengths, self.batch_sizes, self.pool_batches, strict=True):
-            pool = batch_size * pool_batches
-            n += (len(lengths) // pool) * pool_batches + math.ceil((len(lengths) % pool) / batch_size)
-        return math.ceil(n / dist_info()[1])
+            sizes = _batch_sizes(len(lengths), batch_size, pool_batches)
+            n += len(sizes) - (len(sizes) > 1 and sizes[-1] < world)
+        return n

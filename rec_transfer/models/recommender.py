@@ -19,6 +19,7 @@ from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.phase import Phase
 from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
+from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
 
 LossName = Literal["full", "chunked", "sampled"]
@@ -323,6 +324,7 @@ class TransferRecommender(L.LightningModule):
         size = len(batch["user"])
         self.log("train/loss", rec_loss, prog_bar=True, batch_size=size)
         self.log(f"train/{batch['domain']}/loss", rec_loss, batch_size=size, add_dataloader_idx=False)
+        rec_loss = rec_loss * step_share((batch["target"] > 0).sum())  # DDP: the gradient of one process (see there)
         domain, target = batch["domain"], self.target_domain
         if self.discriminator is None or domain == target or target not in self.item_tower.num_items:
             return rec_loss

@@ -1,12 +1,15 @@
-"""``ModelCheckpoint`` whose ``last.ckpt`` really is the latest validated state."""
+"""``ModelCheckpoint`` whose ``last.ckpt`` really is the latest validated state, written whole; and which file
+``--ckpt_path`` means."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rec_transfer.utils.checkpoints import CheckpointError, checkpoint_problem
@@ -20,7 +23,21 @@ class LatestCheckpoint(ModelCheckpoint):
     With a ``monitor``, Lightning 2.6 rewrites ``last.ckpt`` only when a top-k checkpoint is saved
     in the same step, so ``--ckpt_path last`` would go back to the best epoch and redo the epochs
     after it. Here ``last.ckpt`` follows every validation, as users expect.
+
+    Each checkpoint is written beside its final name and renamed onto it: Lightning writes through a temporary file
+    in the system's temp folder and moves it, which is a copy when that is another filesystem, so a kill could leave
+    a truncated checkpoint under the final name.
     """
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if not isinstance(self._fs, LocalFileSystem):
+            return super()._save_checkpoint(trainer, filepath)
+        # Not named like a checkpoint (no "last", no ".ckpt"): a leftover of a kill is never taken for one.
+        partial = Path(filepath).with_name(f".checkpoint-{os.getpid()}.partial")
+        super()._save_checkpoint(trainer, str(partial))  # every rank calls; rank 0 writes, then all pass a barrier
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_checkpoint_saved = filepath
 
     def _save_last_now(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skips if already saved this step

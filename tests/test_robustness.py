@@ -339,6 +339,25 @@ def test_truncated_last_checkpoint_falls_back_to_the_newest_whole_one(stopped, t
         cli(tmp_path, "test", "--config", run.config, "--ckpt_path", last)  # a named file is refused, no fallback
 
 
+def test_a_checkpoint_killed_while_written_leaves_the_previous_one(tmp_path: Path) -> None:
+    from rec_transfer.callbacks import LatestCheckpoint
+
+    def save(filepath, weights_only=False):  # what an interrupted write leaves: half a file
+        Path(filepath).write_bytes(b"PK half a checkpoint")
+        raise KeyboardInterrupt
+
+    callback = LatestCheckpoint(dirpath=tmp_path)
+    trainer = SimpleNamespace(save_checkpoint=save, global_step=3, is_global_zero=True, loggers=[])
+    (tmp_path / "last.ckpt").write_bytes(b"previous")
+    with pytest.raises(KeyboardInterrupt):
+        callback._save_checkpoint(trainer, str(tmp_path / "last.ckpt"))
+    assert (tmp_path / "last.ckpt").read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+    trainer.save_checkpoint = lambda filepath, weights_only=False: Path(filepath).write_bytes(b"new")
+    callback._save_checkpoint(trainer, str(tmp_path / "last.ckpt"))
+    assert (tmp_path / "last.ckpt").read_bytes() == b"new"
+
+
 class CrashOnPredictBatch(Callback):
     """Raises after the recommendation writer has written the first batch: a predict killed half-way."""
 

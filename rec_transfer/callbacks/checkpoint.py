@@ -34,7 +34,11 @@ class LatestCheckpoint(ModelCheckpoint):
             return super()._save_checkpoint(trainer, filepath)
         # Not named like a checkpoint (no "last", no ".ckpt"): a leftover of a kill is never taken for one.
         partial = Path(filepath).with_name(f".checkpoint-{os.getpid()}.partial")
-        super()._save_checkpoint(trainer, str(partial))  # every rank calls; rank 0 writes, then all pass a barrier
+        try:
+            super()._save_checkpoint(trainer, str(partial))  # every rank calls; rank 0 writes, all pass a barrier
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         if trainer.is_global_zero:
             os.replace(partial, filepath)
         self._last_checkpoint_saved = filepath

@@ -29,26 +29,34 @@ def file_key(path: Path) -> FileKey:
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yields (1-based line number, line without its newline); decoding and gzip failures become DataFormatError.
-
-    Lines are split on bytes and decoded one by one, so a bad byte is reported on its own line and column (a text
-    stream decodes ahead in blocks, and would blame the line being read when the block failed).
-    """
+    """Yields (1-based line number, line without its newline); decoding and gzip failures become DataFormatError."""
     lineno = 0
     try:
         with open(path, "rb") as raw:
             is_gzip = raw.read(2) == b"\x1f\x8b"
-        # Split on "\n" only, so a stray "\r" inside a text field does not split the row.
-        with (gzip.open if is_gzip else open)(path, "rb") as f:
-            for lineno, data in enumerate(f, start=1):
-                text = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                yield lineno, text.rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        bad = e.object[e.start : e.start + 1]
-        message = f"not valid UTF-8 text ({e.reason}: byte {bad!r} at byte {e.start + 1} of the line)"
-        raise DataFormatError(path, message, lineno) from None
+        # newline="\n" so a stray "\r" inside a text field does not split the row.
+        opener = gzip.open if is_gzip else open
+        with opener(path, "rt", encoding="utf-8-sig", newline="\n") as f:
+            for lineno, line in enumerate(f, start=1):
+                yield lineno, line.rstrip("\r\n")
+    except UnicodeDecodeError:
+        # The text stream decodes ahead in blocks, so the line being read is not the bad one: find it.
+        bad_line, message = _find_bad_utf8(path, is_gzip)
+        raise DataFormatError(path, message, bad_line) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataFormatError(path, f"not a readable gzip file ({e})", lineno + 1) from None
+
+
+def _find_bad_utf8(path: str | Path, is_gzip: bool) -> tuple[int | None, str]:
+    """The first line that is not UTF-8, and what is wrong with it, read line by line (only once decoding failed)."""
+    with (gzip.open if is_gzip else open)(path, "rb") as f:
+        for lineno, data in enumerate(f, start=1):
+            try:
+                data.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                bad = e.object[e.start : e.start + 1]
+                return lineno, f"not valid UTF-8 text ({e.reason}: byte {bad!r} at byte {e.start + 1} of the line)"
+    return None, "not valid UTF-8 text"
 
 
 def first_line(path: Path) -> str:

@@ -6,7 +6,7 @@ import copy
 import importlib
 import json
 import logging
-import time
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from rec_transfer.callbacks import DomainTransfer, FitTimer
+from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.data.transfer import TransferDataModule
+from rec_transfer.models.hparams import checkpoint_hparams
 from rec_transfer.models.recommender import TransferRecommender
+from rec_transfer.utils.checkpoints import load_checkpoint
+from rec_transfer.utils.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 TRAINER_DEFAULTS = {
     # The transfer swaps training data between epochs; batches are sharded by our own sampler.
@@ -63,12 +69,28 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
 
 def _is_transfer(class_path: str) -> bool:
     """Whether a callback's class path names ``DomainTransfer`` (or a subclass of it)."""
+    return _names_subclass(class_path, DomainTransfer)
+
+
+def _names_subclass(class_path: str, base: type) -> bool:
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        return name == DomainTransfer.__name__
-    return isinstance(cls, type) and issubclass(cls, DomainTransfer)
+        return name == base.__name__
+    return isinstance(cls, type) and issubclass(cls, base)
+
+
+def _checkpoint_dirs(config: Namespace) -> list[str]:
+    """The fixed ``dirpath`` of every ``ModelCheckpoint`` in a subcommand's config: where ``last`` is looked for."""
+    dirs = []
+    for cb in config.get("trainer.callbacks") or []:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            dirs.append(cb.dirpath)
+        elif isinstance(cb, Namespace) and _names_subclass(cb.get("class_path", ""), ModelCheckpoint):
+            if cb.get("init_args.dirpath"):
+                dirs.append(cb.get("init_args.dirpath"))
+    return dirs
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -99,24 +121,60 @@ class RecTransferCLI(LightningCLI):
     def _sub(self, key: str):
         return self.config[self.subcommand].get(key)
 
-    def before_fit(self) -> None:
-        self._fit_start = time.perf_counter()
-        # Lightning only warns when "last" finds nothing and then trains from scratch; a user who
-        # asked to resume should hear that nothing was found.
-        if self._sub("ckpt_path") == "last":
-            ckpt = _checkpoint_callback(self.trainer)
-            last = Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}.ckpt" if ckpt and ckpt.dirpath else None
-            if last is None or not last.exists():
-                raise FileNotFoundError(
-                    f"--ckpt_path last: no last checkpoint at {last} (ModelCheckpoint needs a fixed dirpath "
-                    "and save_last: true); drop --ckpt_path to start a new run"
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self._args = args  # to tell the values a user gave from the defaults (_given_model_args)
+
+    def _given_model_args(self, subcommand: str) -> dict[str, Any]:
+        """The model arguments the user set, in config files or on the command line (not the defaults)."""
+        args = self._args
+        if isinstance(args, dict | Namespace):
+            given = self.parser.parse_object(args, defaults=False)
+        else:
+            given = self.parser.parse_args(sys.argv[1:] if args is None else args, defaults=False)
+        model = given.get(f"{subcommand}.model")
+        return model.as_dict() if isinstance(model, Namespace) else dict(model or {})
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolves ``--ckpt_path`` to one whole checkpoint file, and lays its hyperparameters under the user's.
+
+        Lightning warns and goes on with an untrained model when ``last`` finds nothing, and lets a checkpoint's
+        hyperparameters replace whatever the user gave. Here a missing checkpoint is an error in every subcommand
+        (validate, test and predict need one), and ``checkpoint_hparams`` decides per key: values that the weights
+        fix are refused when they differ, the others given by the user are applied.
+        """
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        requested = config.get("ckpt_path")
+        if config.get("weights_only") is False:
+            raise ValueError("--weights_only false: checkpoints are only loaded weights-only here (no pickled code)")
+        if requested is None:
+            if subcommand != "fit":
+                raise ValueError(
+                    f"{subcommand} needs trained weights: pass --ckpt_path with a checkpoint file, or --ckpt_path last "
+                    "for the last checkpoint of the config's run"
                 )
+            return
+        if str(requested) in ("best", "hpc"):
+            return  # Lightning resolves these (and raises when there is none)
+        path = find_checkpoint(requested, _checkpoint_dirs(config))
+        config["ckpt_path"] = str(path)
+        saved = dict(load_checkpoint(path).get("hyper_parameters") or {})
+        saved.pop("_instantiator", None)
+        if not saved:
+            return
+        hparams, applied = checkpoint_hparams(saved, self._given_model_args(subcommand))
+        for key, (old, new) in sorted(applied.items()):
+            log.info("model.%s: %r as given, over the checkpoint's %r", key, new, old)
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def after_fit(self) -> None:
         timer = next(c for c in self.trainer.callbacks if isinstance(c, FitTimer))
         epoch_s = timer.train_epoch_seconds
         results: dict = {
-            "fit_seconds": round(time.perf_counter() - self._fit_start, 2),
+            "fit_seconds": round(timer.fit_seconds, 2),
             "epochs": self.trainer.current_epoch,
             "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
             "val_history": timer.val_history,
@@ -130,8 +188,7 @@ class RecTransferCLI(LightningCLI):
             results["target_only"] = self._fit_target_only()
             self._print_comparison(results)
         if self._sub("results_json") and self.trainer.is_global_zero:
-            Path(self._sub("results_json")).parent.mkdir(parents=True, exist_ok=True)
-            Path(self._sub("results_json")).write_text(json.dumps(results, indent=2))
+            atomic_write(self._sub("results_json"), json.dumps(results, indent=2))
 
     def _has_sources(self) -> bool:
         return isinstance(self.datamodule, TransferDataModule) and bool(self.datamodule.sources)

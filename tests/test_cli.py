@@ -129,7 +129,7 @@ def run(tmp_path_factory) -> SimpleNamespace:
 def test_fit_writes_checkpoint_logs_and_results(run) -> None:
     last = run.root / "ckpt" / "last.ckpt"
     assert last.is_file() and run.best.is_file() and run.best.parent == last.parent
-    state = torch.load(last, map_location="cpu", weights_only=False)
+    state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == run.cli.trainer.current_epoch - 1  # the latest epoch, not the best one
     assert any(k.startswith("DomainTransfer") for k in state["callbacks"]) and state["state_dict"]
 

@@ -178,7 +178,7 @@ def test_transfer_mixes_source_batches_one_domain_each(tmp_path: Path) -> None:
         assert sorted(users[m.name]) == sorted(m.view("train").users.tolist())
 
 
-@pytest.mark.parametrize("sizes", [[10, 5], [13, 7, 1]])
+@pytest.mark.parametrize("sizes", [[10, 5], [13, 7, 3]])
 def test_batch_sampler_under_two_ranks(monkeypatch: pytest.MonkeyPatch, sizes: list[int]) -> None:
     bounds = np.cumsum([0, *sizes])
     per_rank = []
@@ -191,10 +191,13 @@ def test_batch_sampler_under_two_ranks(monkeypatch: pytest.MonkeyPatch, sizes: l
         for b in batches:  # one domain per batch
             assert len({int(np.searchsorted(bounds, i, side="right")) for i in b}) == 1
         per_rank.append(batches)
-    n_batches = sum(-(-s // 4) for s in sizes)  # odd here, so the batch list wraps around
-    assert len(per_rank[0]) == len(per_rank[1]) == -(-n_batches // 2)
-    covered = {i for batches in per_rank for b in batches for i in b}
-    assert covered == set(range(sum(sizes)))
+    # Each step's batch is split between the ranks: the steps of one process, but a last batch of one row, which
+    # joins the batch before it so that both ranks get rows.
+    n_steps = sum(-(-s // 4) - (s % 4 == 1 and s > 4) for s in sizes)
+    assert len(per_rank[0]) == len(per_rank[1]) == n_steps
+    assert all(a and b for a, b in zip(*per_rank, strict=True))
+    rows = sorted(i for batches in per_rank for b in batches for i in b)
+    assert rows == list(range(sum(sizes)))  # every row once: no batch repeated to even out the ranks
 
 
 def test_batch_sampler_groups_similar_lengths() -> None:

@@ -128,7 +128,7 @@ def test_resume_matches_uninterrupted(cache_dir, tmp_path, uninterrupted, crash)
     ckpt_dir = tmp_path / "ckpt"
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(cache_dir, ckpt_dir, crash=crash)
-    last = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
     assert last["epoch"] == crash[0] - 1  # the latest finished epoch, improving or not
     trainer, resumed, _ = fit(cache_dir, ckpt_dir, ckpt_path="last")
     assert trainer.current_epoch == MAX_EPOCHS

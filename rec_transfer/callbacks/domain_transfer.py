@@ -164,8 +164,44 @@ class TargetEarlyStopping(EarlyStopping):
 
     It also skips the end of an epoch that a resumed run replays before any metric is logged
     (Lightning finishes the interrupted epoch's hooks first), instead of failing on a missing metric.
+
+    Whether it stopped the fit is kept in the checkpoint: a run resumed from a checkpoint written after it stopped
+    ends where the uninterrupted run ended, without training another epoch (Lightning does not checkpoint
+    ``trainer.should_stop``). Under DDP the decision is reduced across ranks (any rank stops all), and the metric
+    it watches is synced, so every rank stops at the same epoch.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stopped = False
+        self._stop_after_replay = False
 
     def _should_skip_check(self, trainer: L.Trainer) -> bool:
         replayed = not trainer.callback_metrics
         return super()._should_skip_check(trainer) or replayed or current_phase(trainer) != "target"
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        was_stopping = trainer.should_stop
+        super()._run_early_stopping_check(trainer)
+        self.stopped = self.stopped or (trainer.should_stop and not was_stopping)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "stopped": self.stopped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.stopped = bool(state_dict.get("stopped", False))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.stopped or trainer.ckpt_path is None:  # only a fit resumed from a checkpoint written after the stop
+            return
+        progress = trainer.fit_loop.epoch_progress.current
+        if progress.processed >= progress.started:  # written once its epoch was over: stop before the next one
+            trainer.should_stop = True
+        else:  # written at the validation inside its epoch: let Lightning finish that epoch first, as it did
+            self._stop_after_replay = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._stop_after_replay:
+            trainer.should_stop, self._stop_after_replay = True, False

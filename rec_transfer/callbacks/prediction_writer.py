@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from rec_transfer.utils.files import atomic_path
+
 
 class RecommendationWriter(BasePredictionWriter):
     """One JSON object per user: ``{"domain", "user_id", "items": [{"item_id", "text", "score"}]}``.
+
+    The file appears whole or not at all: lines go to a temporary file beside it, renamed onto ``output`` when
+    prediction ends; a failed or killed prediction leaves the previous file (if any) as it was.
 
     Args:
         output: the JSONL file; under DDP each rank writes ``<output>.rank<N>``.
@@ -20,6 +26,7 @@ class RecommendationWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output = Path(output)
         self._file = None
+        self._pending = ExitStack()
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = (
@@ -27,8 +34,8 @@ class RecommendationWriter(BasePredictionWriter):
             if trainer.world_size == 1
             else self.output.with_name(f"{self.output.name}.rank{trainer.global_rank}")
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("w")
+        self._pending = ExitStack()  # closes the file, then renames it onto its path (or drops it on an error)
+        self._file = self._pending.enter_context(self._pending.enter_context(atomic_path(path)).open("w"))
         self._path = path
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
@@ -46,5 +53,8 @@ class RecommendationWriter(BasePredictionWriter):
             self._file.write(json.dumps({"domain": prediction["domain"], "user_id": user, "items": recs}) + "\n")
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._file.close()
+        self._pending.close()
         print(f"wrote recommendations to {self._path}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._pending.__exit__(type(exception), exception, exception.__traceback__)

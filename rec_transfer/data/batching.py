@@ -13,7 +13,6 @@ as without packing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -184,19 +183,31 @@ def _per_domain(value: int | Sequence[int], domains: int, name: str) -> list[int
     return values
 
 
+def _batch_sizes(rows: int, batch_size: int, pool_batches: int) -> list[int]:
+    """Sizes of one domain's batches, in order: full pools of ``pool_batches`` batches, then the last pool's."""
+    pool = batch_size * pool_batches
+    sizes = [batch_size] * ((rows // pool) * pool_batches)
+    tail = rows % pool
+    return sizes + [min(batch_size, tail - i) for i in range(0, tail, batch_size)]
+
+
 class DomainBatchSampler(Sampler[list[int]]):
     """Shuffled batches, each from one domain, over the concatenation of several domains.
 
     Written by hand because no library sampler keeps each batch inside one domain while mixing
     domains across steps. ``pool_batches=1`` gives plain random batches; with more, rows of similar
     length are batched together (sorted inside shuffled pools of ``pool_batches`` batches), which
-    cuts padding when rows are not packed (see ``collate``). Under DDP every rank gets the same
-    number of batches (the batch list is wrapped around), so no rank waits on a missing step. The
-    order depends only on ``(seed, epoch)``: a resumed run sees the same batches as an uninterrupted one.
+    cuts padding when rows are not packed (see ``collate``). The order depends only on ``(seed, epoch)``:
+    a resumed run sees the same batches as an uninterrupted one.
+
+    Under DDP a batch is the batch of one optimizer step, whatever the number of processes: each of the ``W``
+    processes takes every ``W``-th row of it, so an epoch has as many steps and sees every row once, as in one
+    process (no batch repeated to even out the ranks). A domain's last batch, if it has fewer rows than ``W``,
+    joins the batch before it, so that no process is left without rows.
 
     Args:
         lengths: every row's length, one array per domain.
-        batch_size: rows per batch: one for all domains, or one per domain.
+        batch_size: rows per batch (per optimizer step): one for all domains, or one per domain.
         seed: shuffling seed.
         epoch: the epoch whose order to draw.
         shuffle: shuffle rows and batches (off: domains and rows in order).
@@ -228,13 +239,16 @@ class DomainBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def _domain_batches(self, rng: np.random.Generator, lengths: np.ndarray, batch_size: int, pool: int, start: int):
-        """One pass over a domain's rows in batches (shuffled, length-sorted inside pools of ``pool`` batches)."""
+        """One pass over a domain's rows in batches (shuffled, length-sorted inside pools of ``pool`` batches); a
+        last batch with fewer rows than processes joins the one before it."""
         idx = rng.permutation(len(lengths)) if self.shuffle else np.arange(len(lengths))
         batches = []
         for p in range(0, len(lengths), batch_size * pool):
             chunk = idx[p : p + batch_size * pool]
             chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
             batches += [start + chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < dist_info()[1]:
+            batches[-2:] = [np.concatenate(batches[-2:])]
         return batches
 
     def _domains(self) -> list[tuple[np.ndarray, int, int]]:
@@ -242,7 +256,12 @@ class DomainBatchSampler(Sampler[list[int]]):
 
     def _counts(self) -> list[int]:
         """Batches each domain contributes to an epoch (see ``mixing``); their sum is the natural epoch's."""
-        natural = np.array([self._natural(*d) for d in self._domains()])
+        world = dist_info()[1]
+        natural = []
+        for lengths, batch_size, pool in self._domains():
+            sizes = _batch_sizes(len(lengths), batch_size, pool)
+            natural.append(len(sizes) - (len(sizes) > 1 and sizes[-1] < world))
+        natural = np.array(natural)
         if self.mixing == 1 or len(natural) == 1:
             return natural.tolist()
         weights = natural.astype(np.float64) ** self.mixing
@@ -251,15 +270,15 @@ class DomainBatchSampler(Sampler[list[int]]):
         counts[np.argsort(counts - shares)[: natural.sum() - counts.sum()]] += 1  # largest remainders
         return np.maximum(counts, 1).tolist()
 
-    @staticmethod
-    def _natural(lengths: np.ndarray, batch_size: int, pool: int) -> int:
-        rows = batch_size * pool
-        return (len(lengths) // rows) * pool + math.ceil((len(lengths) % rows) / batch_size)
-
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        rank, world = dist_info()
         batches, start = [], 0
-        for (lengths, batch_size, pool), count in zip(self._domains(), self._counts(), strict=True):
+        for d, ((lengths, batch_size, pool), count) in enumerate(zip(self._domains(), self._counts(), strict=True)):
+            if 0 < len(lengths) < world:
+                raise ValueError(
+                    f"domain {d} has {len(lengths)} training rows: fewer than the {world} processes to share them"
+                )
             own: list[np.ndarray] = []
             while len(own) < count:  # more than one pass when mixing repeats a small domain
                 own += self._domain_batches(rng, lengths, batch_size, pool, start)
@@ -267,15 +286,11 @@ class DomainBatchSampler(Sampler[list[int]]):
             start += len(lengths)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        rank, world = dist_info()
-        if world > 1:
-            per_rank = math.ceil(len(batches) / world)
-            batches = (batches * world)[: per_rank * world][rank::world]
-        return batches
+        return [b[rank::world] for b in batches] if world > 1 else batches
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self._batches():
             yield b.tolist()
 
     def __len__(self) -> int:
-        return math.ceil(sum(self._counts()) / dist_info()[1])
+        return sum(self._counts())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -22,21 +24,24 @@ from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.text import TextEncoderConfig
 from rec_transfer.utils.distributed import dist_info
-from rec_transfer.utils.files import file_fingerprint
+from rec_transfer.utils.files import file_digest, safe_name
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic:"
 T = TypeVar("T")
+# Bump when what a processed domain holds changes meaning, so old ones are not reused (2: checksums, clean ids).
+DOMAIN_CACHE_VERSION = 2
 
 
 def _source_fingerprint(path: str, extra: dict) -> str:
-    """What the processed domain depends on: every input file's name, size and mtime, or the generator's settings."""
-    parts = [path, json.dumps(extra, sort_keys=True, default=str)]
+    """What the processed domain depends on: every input file's name and content (sha256; see ``file_digest`` for
+    the cost), or the generator's settings."""
+    parts = [f"v{DOMAIN_CACHE_VERSION}", path, json.dumps(extra, sort_keys=True, default=str)]
     if not path.startswith(SYNTHETIC):
         p = Path(path)
         files = sorted(p.iterdir()) if p.is_dir() else [p]
-        parts += [":".join(map(str, file_fingerprint(f))) for f in files if f.is_file()]
+        parts += [f"{f.name}:{file_digest(f)}" for f in files if f.is_file()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -108,20 +113,24 @@ class DomainDataModule(L.LightningDataModule):
         self.length_pool, self.pack = length_pool, pack
         if name is None:
             name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
-        self.name = name
+        self.name = safe_name(name, "domain name")  # it names cache folders and files
         self.preprocess_config = PreprocessConfig(kcore=kcore, max_history=max_history, text_template=text_template)
         self.text_encoder = text_encoder
         self.cache_dir = Path(cache_dir)
         self.domain: Domain | None = None
         self.item_vectors: torch.Tensor | None = None
         self.item_tokens = None  # TokenStates when the text encoder's top layers train
+        self._domain_key: tuple[str, Path] | None = None  # (inputs, folder) of the processed domain
 
     # ------------------------------------------------------------------ data preparation
     @property
     def _domain_dir(self) -> Path:
         extra = {"format": self.format, "name": self.name, "synthetic": self.synthetic}
-        key = _source_fingerprint(self.path, {**extra, **asdict(self.preprocess_config)})
-        return self.cache_dir / "domains" / f"{self.name}-{key}"
+        inputs = json.dumps([self.path, str(self.cache_dir), extra, asdict(self.preprocess_config)], default=str)
+        if self._domain_key is None or self._domain_key[0] != inputs:  # the files are hashed once per process
+            key = _source_fingerprint(self.path, {**extra, **asdict(self.preprocess_config)})
+            self._domain_key = (inputs, self.cache_dir / "domains" / f"{self.name}-{key}")
+        return self._domain_key[1]
 
     def _read_raw(self):
         if self.path.startswith(SYNTHETIC):
@@ -131,9 +140,19 @@ class DomainDataModule(L.LightningDataModule):
         return read_domain(self.path, format=self.format, name=self.name, cache_dir=self.cache_dir / "raw")
 
     def prepare_data(self) -> None:
-        """Reads and preprocesses the domain once (rank 0); later runs load the cached result."""
-        if not (self._domain_dir / "meta.json").exists():
-            preprocess(self._read_raw(), self.preprocess_config).save(self._domain_dir)
+        """Reads and preprocesses the domain once (rank 0); later runs load the cached result, or rebuild it if it
+        is unreadable or does not match its checksums."""
+        folder = self._domain_dir
+        if (folder / "meta.json").exists():
+            try:
+                Domain.load(folder)
+                return
+            except ValueError as e:
+                log.warning("%s: rebuilding it", e)
+                aside = folder.with_name(f".{folder.name}.broken-{os.getpid()}")
+                folder.rename(aside)  # one rename, so no reader sees it half-deleted
+                shutil.rmtree(aside, ignore_errors=True)
+        preprocess(self._read_raw(), self.preprocess_config).save(folder)
 
     def setup(self, stage: str | None = None) -> None:
         if self.domain is not None:

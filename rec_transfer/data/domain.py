@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
-from rec_transfer.utils.files import atomic_dir
+from rec_transfer.utils.files import atomic_dir, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,31 @@ class Domain:
         return self.items[index - 1]["item_id"]
 
     def save(self, folder: str | Path) -> None:
-        """Writes the domain atomically (temp folder, then rename); ``meta.json`` marks it complete."""
+        """Writes the domain atomically (temp folder, then rename); ``meta.json`` marks it complete and holds the
+        sha256 of every other file, which ``load`` checks."""
         with atomic_dir(folder, marker="meta.json") as tmp:
             self.sequences.save_to_disk(str(tmp / "sequences"))
             self.items.save_to_disk(str(tmp / "items"))
-            (tmp / "meta.json").write_text(json.dumps({"name": self.name, "counts": self.counts}))
+            files = {f.relative_to(tmp).as_posix(): file_digest(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+            meta = {"name": self.name, "counts": self.counts, "files": files}
+            (tmp / "meta.json").write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, folder: str | Path) -> Domain:
+        """Reads a domain that ``save`` wrote.
+
+        Raises:
+            ValueError: the folder is not what ``save`` wrote: ``meta.json`` unreadable, a file missing or changed
+                (each file is checked against its sha256, so the tables cannot hold anything else than was written).
+        """
         folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            changed = [n for n, digest in meta["files"].items() if file_digest(folder / n) != digest]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"processed domain {folder} is unreadable ({type(e).__name__}: {e})") from None
+        if changed:
+            raise ValueError(f"processed domain {folder} does not match its checksums: {', '.join(changed)}")
         return cls(
             name=meta["name"],
             sequences=datasets.load_from_disk(str(folder / "sequences")),

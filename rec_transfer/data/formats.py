@@ -2,7 +2,7 @@
 
 Readers live in ``rec_transfer.data.readers``: RecBole atomic files, UniSRec processed files and raw Amazon
 Reviews JSON lines. Each streams rows into a memory-mapped Arrow cache keyed by its input files' path, size
-and mtime, so an edited file is read again.
+and content hash, so an edited file is read again.
 """
 
 from __future__ import annotations
@@ -14,29 +14,47 @@ from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
 from rec_transfer.data.readers import read_amazon, read_recbole, read_unisrec
 from rec_transfer.data.readers.amazon import JSON_SUFFIXES, amazon_files
+from rec_transfer.utils.files import safe_name
 
 __all__ = ["read_amazon", "read_domain", "read_recbole", "read_unisrec"]
 
 Format = Literal["auto", "recbole", "unisrec", "amazon"]
 
 
+_SPLIT_SUFFIXES = (".train.inter", ".valid.inter", ".test.inter")
+
+
 def detect_format(path: Path) -> Literal["recbole", "unisrec", "amazon"]:
-    """The format of a domain folder from the names of its files."""
+    """The format of a domain folder from the names of its files; a folder holding the files of several formats is
+    refused, naming them, rather than read as one of them."""
     if not path.is_dir():
         raise DataFormatError(path, "expected a folder holding a domain's files; it does not exist")
-    names = [p.name for p in path.iterdir()]
-    suffixes = {
-        suffix for suffix in (".train.inter", ".text", ".inter", ".item") if any(n.endswith(suffix) for n in names)
+    names = sorted(p.name for p in path.iterdir())
+    inter = [n for n in names if n.endswith(".inter") and not n.endswith(_SPLIT_SUFFIXES)]  # RecBole's, not UniSRec's
+    files = {
+        "unisrec": [n for n in names if n.endswith((*_SPLIT_SUFFIXES, ".text"))],
+        "recbole": sorted(inter + [n for n in names if n.endswith(".item")]),
+        "amazon": [n for n in names if n.endswith(JSON_SUFFIXES)],
     }
-    if {".train.inter", ".text"} <= suffixes:
-        return "unisrec"
-    if {".inter", ".item"} <= suffixes:
-        return "recbole"
-    if any(n.endswith(JSON_SUFFIXES) for n in names):
-        return "amazon"
-    found = ", ".join(sorted(names)) or "(nothing)"
+    complete = {
+        "unisrec": any(n.endswith(".train.inter") for n in names) and any(n.endswith(".text") for n in names),
+        "recbole": bool(inter) and any(n.endswith(".item") for n in names),
+        "amazon": bool(files["amazon"]),
+    }
+    found = [f for f, ok in complete.items() if ok]
+    if len(found) > 1:
+        listing = "; ".join(f"{f}: {', '.join(files[f])}" for f in found)
+        raise DataFormatError(
+            path,
+            f"holds the files of several formats ({listing}): set format to one of {', '.join(found)} "
+            "or move the other files out",
+        )
+    if found:
+        return found[0]  # type: ignore[return-value]
     raise DataFormatError(
-        path, f"unknown format: expected *.inter + *.item, *.train.inter + *.text or JSON lines; found: {found}"
+        path,
+        "unknown format: expected *.inter + *.item, *.train.inter + *.text or JSON lines; "
+        f"found: {', '.join(names) or '(nothing)'}",
     )
 
 
@@ -65,6 +83,8 @@ def read_domain(
         DataFormatError: the folder is missing, its format is not recognised, or the data is malformed.
     """
     path = Path(path)
+    if name is not None:
+        safe_name(name, "domain name")  # also the files' stem: <path>/<name>.inter must stay inside <path>
     if format == "auto":
         format = "amazon" if "reviews" in kwargs or "meta" in kwargs else detect_format(path)
     if format == "amazon":

@@ -16,7 +16,10 @@ from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
 from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
+from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.phase import Phase
+from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
+from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
 
 LossName = Literal["full", "chunked", "sampled"]
@@ -132,7 +135,9 @@ class TransferRecommender(L.LightningModule):
         """Copies the model weights of checkpoint ``path`` (not its optimizer or trainer state)."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist")
-        state = torch.load(path, map_location=self.device, weights_only=False)["state_dict"]
+        state = load_checkpoint(path, map_location=self.device).get("state_dict")
+        if not isinstance(state, dict):
+            raise CheckpointError(path, "holds no model weights (state_dict); expected a checkpoint of a fit")
         own = self.state_dict()
         # ID tables of domains this run does not serve (the sources') are not needed; nor metric states.
         optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.")
@@ -319,6 +324,7 @@ class TransferRecommender(L.LightningModule):
         size = len(batch["user"])
         self.log("train/loss", rec_loss, prog_bar=True, batch_size=size)
         self.log(f"train/{batch['domain']}/loss", rec_loss, batch_size=size, add_dataloader_idx=False)
+        rec_loss = rec_loss * step_share((batch["target"] > 0).sum())  # DDP: the gradient of one process (see there)
         domain, target = batch["domain"], self.target_domain
         if self.discriminator is None or domain == target or target not in self.item_tower.num_items:
             return rec_loss
@@ -363,19 +369,31 @@ class TransferRecommender(L.LightningModule):
         optimizers are built: the target phase trains with ``target_lr``."""
         self.transfer_phase = phase
 
-    def configure_optimizers(self):
+    def _param_groups(self) -> list[dict]:
+        """The optimizer's parameter groups, each with its learning rate, as the phase and hyperparameters say."""
         target = self.transfer_phase == "target"
         lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
         text = self._trainable_text
         text_params = {id(p) for p in text.parameters()} if text is not None else set()
         groups = [
-            {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in text_params]},
+            {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in text_params], "lr": lr},
             {"params": [p for p in text.parameters() if p.requires_grad] if text else [], "lr": self.hparams.text_lr},
         ]
-        groups = [{k: v for k, v in g.items() if v is not None} for g in groups if g["params"]]
+        return [{**g, "lr": lr if g["lr"] is None else g["lr"]} for g in groups if g["params"]]
+
+    def configure_optimizers(self):
+        groups = self._param_groups()
         if not groups:
             raise ValueError("every parameter is frozen: nothing to train (see DomainTransfer's freeze)")
-        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         warmup = max(1, self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # A resumed optimizer holds the checkpoint's learning rates and weight decay: a resume that changes them
+        # (models/hparams.py, TRAINING) applies the new ones; unchanged ones come out as the same floats.
+        if self.trainer.ckpt_path is not None and len(self.trainer.optimizers) == 1:
+            configs = self.trainer.lr_scheduler_configs
+            scheduler = configs[0].scheduler if len(configs) == 1 else None
+            apply_optimizer_settings(self.trainer.optimizers[0], scheduler, self._param_groups(), self.hparams)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,10 +25,14 @@ from rec_transfer.text.models import load_text_model, resolve_default_pooling, r
 from rec_transfer.text.pooling import POOLING_METHODS, PoolingMethod
 from rec_transfer.text.store import CACHE_FORMAT_VERSION, cache_path, load_vectors, save_vectors, text_cache_key
 from rec_transfer.utils.distributed import collective_device, dist_info
+from rec_transfer.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_FIELD = "{text}"
+# How long a process waits for another one encoding the same texts (a catalogue of millions through an LLM on one
+# GPU takes tens of minutes) before it gives up, naming the holder.
+LOCK_TIMEOUT_S = 3600.0
 
 
 class _TemplatedView(Sequence[str]):
@@ -72,6 +79,7 @@ def cached_item_vectors(
     cache_dir: str | Path = ".cache/rec_transfer",
     trust_remote_code: bool = False,
     progress: bool = True,
+    lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> torch.Tensor:
     """Item text vectors, from the disk cache when possible, else encoded and cached.
 
@@ -94,6 +102,8 @@ def cached_item_vectors(
             ``<cache_dir>/models/``.
         trust_remote_code: Allow custom model code from the hub.
         progress: Show a progress bar while encoding.
+        lock_timeout: Seconds to wait for another process encoding the same texts before giving up with a
+            ``TimeoutError`` that says who holds the lock (a hung process would otherwise block every run).
 
     Returns:
         float32 CPU tensor of shape (N, D), row i for ``texts[i]``.
@@ -136,7 +146,7 @@ def cached_item_vectors(
 
     with contextlib.ExitStack() as stack:
         if not distributed:  # ranks of one job already coordinate through collectives
-            stack.enter_context(_encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts)))
+            stack.enter_context(_encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts), lock_timeout))
             vectors = load_vectors(path, expected)
             if vectors is not None:
                 log.info("Loaded %d text vectors from %s, encoded meanwhile by another process", len(texts), path)
@@ -168,19 +178,38 @@ def cached_item_vectors(
 
 
 @contextlib.contextmanager
-def _encoding_lock(lock_path: Path, count: int) -> Iterator[None]:
+def _encoding_lock(lock_path: Path, count: int, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Held while one process encodes a catalogue, so that others started alongside wait and read its file instead.
 
-    An OS lock (flock): a process that dies holding it releases it, so no stale lock can block later runs.
+    An OS lock (flock): a process that dies holding it releases it, so no stale lock can block later runs. A live
+    process that hangs holding it would, so waiting ends after ``timeout`` seconds with a ``TimeoutError`` naming
+    the lock and its holder (``<lock>.owner`` says which process took it, and when).
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)  # beside, not among, the vector files
+    owner = lock_path.with_name(lock_path.name + ".owner")
     lock = FileLock(lock_path)
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        log.warning("Another process is encoding these %d texts (%s holds the lock); waiting", count, lock_path)
-        lock.acquire()
+        holder = _lock_holder(owner)
+        log.warning("Another process is encoding these %d texts (%s); waiting up to %.0f s", count, holder, timeout)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise TimeoutError(
+                f"waited {timeout:.0f} s for the encoding lock {lock_path}, held by another process ({holder}) "
+                f"encoding the same {count} texts: it may be hung. Stop it, or wait longer with a larger "
+                "lock_timeout (text_encoder.lock_timeout in a config)"
+            ) from None
     try:
+        atomic_write(owner, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         yield
     finally:
         lock.release()
+
+
+def _lock_holder(owner: Path) -> str:
+    try:
+        return owner.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"

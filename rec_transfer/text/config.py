@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from rec_transfer.text.cache import cached_item_vectors
+from rec_transfer.text.cache import LOCK_TIMEOUT_S, cached_item_vectors
 from rec_transfer.text.pooling import PoolingMethod
 from rec_transfer.text.token_cache import build_text_top, cached_token_states
 from rec_transfer.text.trainable import TextTop, TokenStates
@@ -35,6 +35,8 @@ class TextEncoderConfig:
         train_layers: Fine-tune the language model's top ``train_layers`` layers inside the recommender (0: the
             model stays frozen and its pooled vectors are cached). The lower layers' token states are cached
             instead (``rec_transfer.text.trainable``).
+        lock_timeout: Seconds to wait for another process encoding the same texts before giving up, naming it (a
+            hung process holding the lock would otherwise block every run).
     """
 
     model_name: str = "minilm"
@@ -45,6 +47,7 @@ class TextEncoderConfig:
     trust_remote_code: bool = False
     center: bool = False
     train_layers: int = 0
+    lock_timeout: float = LOCK_TIMEOUT_S
 
     @property
     def model_key(self) -> tuple:
@@ -64,6 +67,7 @@ class TextEncoderConfig:
             cache_dir=cache_dir,
             trust_remote_code=self.trust_remote_code,
             progress=progress,
+            lock_timeout=self.lock_timeout,
         )
 
     def text_top(self, check_texts: Sequence[str] = (), cache_dir: str | Path = ".cache/rec_transfer") -> TextTop:

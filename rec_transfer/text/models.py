@@ -12,11 +12,13 @@ Hub models are identified by their revision (commit hash).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,13 +140,49 @@ def _local_identity(path: Path) -> str:
     return f"{path}#{digest.hexdigest()[:32]}"
 
 
+# What a hub id looks like ("gpt2", "org/name"); anything else that is not on disk is a mistyped path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_HUB_TIMEOUT_S = 10
+
+
+def _unknown_model(name: str, why: str) -> FileNotFoundError:
+    """The error for a name that resolves nowhere: leads with the name, says why and what names are accepted."""
+    close = difflib.get_close_matches(name, list(_SHORT_NAMES), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return FileNotFoundError(
+        f"text model {name!r}{hint}: {why}. A text model is a short name ({', '.join(_SHORT_NAMES)}), a local model "
+        "folder or .gguf file, or a Hugging Face hub id (downloaded when online, read from the local hub cache when "
+        "offline)"
+    )
+
+
 def _hub_identity(repo_id: str) -> str:
+    """``hub:<id>@<revision>``, asking the hub once (no retries) whether the model exists, and nothing when offline
+    (``HF_HUB_OFFLINE``) or when the hub cannot be reached: then only the local hub cache is read."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError
     from transformers.utils import cached_file
 
-    # The hub cache stores files under snapshots/<commit>/, so the config's folder name is the revision.
-    config_path = cached_file(repo_id, "config.json")
+    if not _HUB_ID.fullmatch(repo_id):
+        raise _unknown_model(repo_id, "no such local file or folder (and not a hub id)")
+    offline, why = constants.HF_HUB_OFFLINE, "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+    if not offline:
+        try:
+            HfApi().model_info(repo_id, timeout=_HUB_TIMEOUT_S)
+        except RepositoryNotFoundError as e:
+            reason = str(e).strip().splitlines()[0]
+            raise _unknown_model(repo_id, f"no local file or folder, and no such model on the hub ({reason})") from None
+        except Exception as e:  # no network, proxy, timeout: the HTTP client's own error types
+            offline, why = True, f"not in the local Hugging Face cache, and the hub cannot be reached ({e})"
+    try:
+        # The hub cache stores files under snapshots/<commit>/, so the config's folder name is the revision.
+        config_path = cached_file(repo_id, "config.json", local_files_only=offline)
+    except OSError:
+        config_path = None
     if config_path is None:
-        raise FileNotFoundError(f"Could not resolve {repo_id!r} as a local path, short name or hub model id.")
+        raise _unknown_model(repo_id, why if offline else "the hub holds no config.json for it")
+    if offline and not constants.HF_HUB_OFFLINE:
+        log.warning("text model %r: the hub cannot be reached; using the copy in the local cache", repo_id)
     return f"hub:{repo_id}@{Path(config_path).parent.name}"
 
 
@@ -158,7 +196,8 @@ def resolve_model(name: str) -> ResolvedModel:
         The resolved model.
 
     Raises:
-        FileNotFoundError: A short name's package is not installed, or the name resolves nowhere.
+        FileNotFoundError: A short name's package is not installed, or the name resolves nowhere (at once when
+            offline or without network; the message leads with the name).
     """
     if name in _SHORT_NAMES:
         path = _short_name_path(name)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from rec_transfer.text.cache import _check_template, _encoding_lock, _TemplatedView
+from rec_transfer.text.cache import LOCK_TIMEOUT_S, _check_template, _encoding_lock, _TemplatedView
 from rec_transfer.text.models import load_text_model, resolve_default_pooling, resolve_model
 from rec_transfer.text.pooling import PoolingMethod
 from rec_transfer.text.store import load_token_states, save_token_states, text_cache_key, token_states_path
@@ -27,12 +27,13 @@ def cached_token_states(
     cache_dir: str | Path = ".cache/rec_transfer",
     trust_remote_code: bool = False,
     progress: bool = True,
+    lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> TokenStates:
     """Token states of every text below the top ``train_layers`` layers, from the cache or encoded once.
 
     Keyed like the pooled vectors (model identity, length, template, the texts) plus ``train_layers``; a hit
     reads one validated file without loading the model. Processes that miss the same file at once encode it
-    once (a file lock, as for the vectors).
+    once (a file lock, as for the vectors, given up after ``lock_timeout`` seconds).
     """
     _check_template(template)
     resolved = resolve_model(model_name)
@@ -49,7 +50,7 @@ def cached_token_states(
     if states is not None:
         log.info("Loaded cached token states of %d texts from %s", len(texts), path)
         return states
-    with _encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts)):
+    with _encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts), lock_timeout):
         states = load_token_states(path, key)
         if states is None:
             model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)

@@ -23,3 +23,18 @@ def collective_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def step_share(count: torch.Tensor) -> torch.Tensor | float:
+    """``world × count / (count summed over the ranks)``; 1 without DDP.
+
+    DDP averages the ranks' gradients. A rank's mean loss over its ``count`` elements, multiplied by this, makes that
+    average the gradient of the mean over all ranks' elements: what one process computes on the whole batch, however
+    unevenly the elements fall on the ranks.
+    """
+    world = dist_info()[1]
+    if world == 1:
+        return 1.0
+    total = count.detach().float().clone()
+    dist.all_reduce(total)
+    return world * count.detach().float() / total.clamp(min=1)

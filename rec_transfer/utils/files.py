@@ -1,10 +1,11 @@
-"""Files and folders that readers never see half-written, and cheap fingerprints of input files.
+"""Files and folders that readers never see half-written; fingerprints of input files (cheap, and by content).
 
 Written by hand: the standard library has no atomic write, and the packages that offered one are unmaintained.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -18,6 +19,34 @@ def file_fingerprint(path: str | Path) -> tuple[str, int, int]:
     path = Path(path)
     stat = path.stat()
     return path.name, stat.st_size, stat.st_mtime_ns
+
+
+def safe_name(name: str, what: str) -> str:
+    """``name`` if it can name a file inside a folder (no separators, not ``.`` or ``..``, not empty); else ValueError.
+
+    Names from configs end up in cache paths (``<cache_dir>/domains/<name>-<key>``) and file names: ``../x`` would
+    write outside the folder.
+    """
+    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\0")) or name != name.strip():
+        raise ValueError(
+            f"{what} {name!r} cannot name a file inside a folder: it must not be empty, '.' or '..', hold '/', '\\' "
+            "or a NUL character, or start or end with spaces"
+        )
+    return name
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex), read in 1 MiB blocks: what caches of data read from the file are keyed on.
+
+    Size and mtime can stay the same across an edit (a same-size change with the mtime restored, a copy that keeps
+    times), so they cannot key a cache; the bytes can. The price is one read of the file per lookup, about 1 s per
+    GB at sha256's speed (the interaction files here are tens of MB: milliseconds).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager

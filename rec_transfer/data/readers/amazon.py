@@ -16,7 +16,7 @@ from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
 from rec_transfer.data.readers.arrow import INTERACTION_FEATURES, build
 from rec_transfer.data.readers.items import first_row_per_item, items_features
-from rec_transfer.data.readers.lines import FileKey, file_key, iter_lines, parse_time
+from rec_transfer.data.readers.lines import FileKey, clean_id, file_key, iter_lines, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +72,21 @@ def _clean_text(value: Any, sep: str) -> str:
     return " ".join(text.split())
 
 
-def _meta_rows(path: str, item_key: str, text_fields: tuple[str, ...]) -> Iterator[dict[str, str]]:
+def _meta_rows(path: str, item_key: str, text_fields: tuple[str, ...], stats) -> Iterator[dict[str, str]]:
     for lineno, record in _json_records(path):
         item = record.get(item_key)
-        if not item:
+        if item is None:
             raise DataFormatError(
                 path, f"record has no {item_key!r} key (item id); found keys {sorted(record)}", lineno
             )
         yield {
-            "item_id": str(item),
+            "item_id": clean_id(path, str(item), lineno, item_key, stats),
             **{f: _clean_text(record.get(f), " " if f == "description" else ", ") for f in text_fields},
         }
 
 
 def _meta_gen(source: FileKey, item_key: str, text_fields: tuple[str, ...], stats, **_: Any):
-    yield from first_row_per_item(_meta_rows(source[0], item_key, text_fields), stats)
+    yield from first_row_per_item(_meta_rows(source[0], item_key, text_fields, stats), stats)
 
 
 def _reviews_gen(source: FileKey, item_files: tuple[str, ...], version: str, stats, **_: Any):
@@ -96,18 +96,22 @@ def _reviews_gen(source: FileKey, item_files: tuple[str, ...], version: str, sta
     dropped = kept = 0
     for lineno, record in _json_records(path):
         user, item = record.get(user_key), record.get(item_key)
-        if not user or not item:
-            missing = user_key if not user else item_key
+        if user is None or item is None:
+            missing = user_key if user is None else item_key
             raise DataFormatError(
                 path, f"record has no {missing!r} key; expected {user_key!r} and {item_key!r}", lineno
             )
+        user, item = (
+            clean_id(path, str(user), lineno, user_key, stats),
+            clean_id(path, str(item), lineno, item_key, stats),
+        )
         if item not in known:
             dropped += 1
             continue
         kept += 1
         yield {
-            "user_id": str(user),
-            "item_id": str(item),
+            "user_id": user,
+            "item_id": item,
             "timestamp": parse_time(path, record.get(time_key), lineno, time_key) / divisor,
         }
     if not kept:

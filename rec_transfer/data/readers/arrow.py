@@ -7,6 +7,7 @@ Generators stream rows into a memory-mapped Arrow cache; their keyword arguments
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +18,10 @@ import datasets
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.utils.files import atomic_write
 
+logger = logging.getLogger(__name__)
+
 # Bump when the rows a generator yields change meaning, so old caches are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: ids without surrounding whitespace
 _WRITER_BATCH_SIZE = 100_000
 _COUNTS_FILE = "rec_transfer_counts.json"
 
@@ -88,4 +91,7 @@ def build(
         atomic_write(counts_file, json.dumps(stats))
     elif counts_file.is_file():
         stats = json.loads(counts_file.read_text())
+    if stats.get("ids_with_spaces"):
+        source = gen_kwargs.get("source") or gen_kwargs["sources"][0]
+        logger.warning('%s: removed spaces around %d ids ("u1 " is u1)', source[0], stats["ids_with_spaces"])
     return ds, stats

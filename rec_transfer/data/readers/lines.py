@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from rec_transfer.data.errors import DataFormatError
-from rec_transfer.utils.files import file_fingerprint
+from rec_transfer.utils.files import file_digest
 
-# (resolved path, size, mtime in ns): passed to the Arrow cache layer so an edited file is read again.
-FileKey = tuple[str, int, int]
+# (resolved path, size, sha256 of the bytes): passed to the Arrow cache layer so an edited file is read again.
+FileKey = tuple[str, int, str]
 
 
 def file_key(path: Path) -> FileKey:
@@ -25,8 +25,7 @@ def file_key(path: Path) -> FileKey:
             f"found in {folder}: {', '.join(found) or '(nothing)'}" if found is not None else f"{folder} is missing"
         )
         raise DataFormatError(path, f"file not found; {listing}")
-    _, size, mtime_ns = file_fingerprint(path)
-    return (str(path.resolve()), size, mtime_ns)
+    return (str(path.resolve()), path.stat().st_size, file_digest(path))
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -40,10 +39,24 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         with opener(path, "rt", encoding="utf-8-sig", newline="\n") as f:
             for lineno, line in enumerate(f, start=1):
                 yield lineno, line.rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, f"not valid UTF-8 text ({e.reason})", lineno + 1) from None
+    except UnicodeDecodeError:
+        # The text stream decodes ahead in blocks, so the line being read is not the bad one: find it.
+        bad_line, message = _find_bad_utf8(path, is_gzip)
+        raise DataFormatError(path, message, bad_line) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataFormatError(path, f"not a readable gzip file ({e})", lineno + 1) from None
+
+
+def _find_bad_utf8(path: str | Path, is_gzip: bool) -> tuple[int | None, str]:
+    """The first line that is not UTF-8, and what is wrong with it, read line by line (only once decoding failed)."""
+    with (gzip.open if is_gzip else open)(path, "rb") as f:
+        for lineno, data in enumerate(f, start=1):
+            try:
+                data.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                bad = e.object[e.start : e.start + 1]
+                return lineno, f"not valid UTF-8 text ({e.reason}: byte {bad!r} at byte {e.start + 1} of the line)"
+    return None, "not valid UTF-8 text"
 
 
 def first_line(path: Path) -> str:
@@ -53,6 +66,17 @@ def first_line(path: Path) -> str:
             return line
         break
     raise DataFormatError(path, "file is empty or starts with a blank line; expected a header", 1)
+
+
+def clean_id(path: str, value: str, lineno: int, field: str, stats: dict[str, int]) -> str:
+    """An id as a file gives it, without surrounding whitespace: ``"u1 "`` is user ``u1``, not a second user (counted
+    in ``stats["ids_with_spaces"]``); an empty id raises, naming the file, line and field."""
+    cleaned = value.strip()
+    if not cleaned:
+        raise DataFormatError(path, f"empty {field}; every row needs one", lineno)
+    if len(cleaned) != len(value):
+        stats["ids_with_spaces"] = stats.get("ids_with_spaces", 0) + 1
+    return cleaned
 
 
 def parse_time(path: str, value: Any, lineno: int, field: str = "timestamp") -> float:

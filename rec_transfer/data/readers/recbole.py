@@ -9,25 +9,26 @@ from typing import Any
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
 from rec_transfer.data.readers.arrow import INTERACTION_FEATURES, build
-from rec_transfer.data.readers.lines import FileKey, file_key, parse_time
+from rec_transfer.data.readers.lines import FileKey, clean_id, file_key, parse_time
 from rec_transfer.data.readers.tsv import read_header, read_tsv_items, tsv_rows
 
 logger = logging.getLogger(__name__)
 
 
-def _inter_gen(source: FileKey, columns: tuple[int, int, int | None], n_fields: int, **_: Any):
+def _inter_gen(source: FileKey, columns: tuple[int, int, int | None], n_fields: int, stats, **_: Any):
     path, (u_col, i_col, t_col) = source[0], columns
     positions: dict[str, float] = {}
     rows = 0
     for lineno, parts in tsv_rows(path, n_fields):
-        user = parts[u_col]
+        user = clean_id(path, parts[u_col], lineno, "user_id", stats)
+        item = clean_id(path, parts[i_col], lineno, "item_id", stats)
         if t_col is None:
             t = float(positions.get(user, 0))
             positions[user] = t + 1
         else:
             t = parse_time(path, parts[t_col], lineno)
         rows += 1
-        yield {"user_id": user, "item_id": parts[i_col], "timestamp": t}
+        yield {"user_id": user, "item_id": item, "timestamp": t}
     if not rows:
         raise DataFormatError(path, "no data rows after the header", 2)
 
@@ -57,7 +58,7 @@ def read_recbole(folder: str | Path, name: str | None = None, cache_dir: str | P
     t_col = names.index("timestamp") if "timestamp" in names else None
     if t_col is None:
         logger.info("%s has no timestamp:float column; using each row's position in its user's history", inter_path)
-    interactions, _ = build(
+    interactions, inter_counts = build(
         _inter_gen,
         INTERACTION_FEATURES,
         cache_dir,
@@ -66,4 +67,4 @@ def read_recbole(folder: str | Path, name: str | None = None, cache_dir: str | P
         n_fields=len(fields),
     )
     items, text_fields, counts = read_tsv_items(item_path, None, {"item_id": "token"}, cache_dir)
-    return RawDomain(name, interactions, items, text_fields, str(folder), counts)
+    return RawDomain(name, interactions, items, text_fields, str(folder), {**inter_counts, **counts})

@@ -13,7 +13,7 @@ import datasets
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.readers.arrow import build
 from rec_transfer.data.readers.items import first_row_per_item, items_features
-from rec_transfer.data.readers.lines import FileKey, file_key, first_line, iter_lines
+from rec_transfer.data.readers.lines import FileKey, clean_id, file_key, first_line, iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ def read_header(path: Path, required: dict[str, str], optional: dict[str, str] |
         if not sep or not name or kind not in RECBOLE_TYPES:
             raise DataFormatError(path, f"header entry {entry!r} is not field:type with type in {RECBOLE_TYPES}", 1)
         fields.append((name, kind))
+    names = [name for name, _ in fields]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        columns = "; ".join(f"{n} in columns {[i + 1 for i, m in enumerate(names) if m == n]}" for n in twice)
+        raise DataFormatError(path, f"header names a field more than once ({columns}); each field once", 1)
     found = dict(fields)
     expected = ", ".join(f"{n}:{t}" for n, t in required.items())
     if optional:
@@ -56,7 +61,10 @@ def tsv_rows(path: str, n_fields: int) -> Iterator[tuple[int, list[str]]]:
 
 def _items_gen(source: FileKey, item_col: int, text_cols: tuple[tuple[str, int], ...], n_fields: int, stats, **_: Any):
     path = source[0]
-    rows = ({"item_id": p[item_col], **{name: p[col] for name, col in text_cols}} for _, p in tsv_rows(path, n_fields))
+    rows = (
+        {"item_id": clean_id(path, p[item_col], lineno, "item_id", stats), **{name: p[col] for name, col in text_cols}}
+        for lineno, p in tsv_rows(path, n_fields)
+    )
     empty = True
     for row in first_row_per_item(rows, stats):
         empty = False

@@ -8,11 +8,11 @@ from typing import Any
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
 from rec_transfer.data.readers.arrow import INTERACTION_FEATURES, build
-from rec_transfer.data.readers.lines import FileKey, file_key
+from rec_transfer.data.readers.lines import FileKey, clean_id, file_key
 from rec_transfer.data.readers.tsv import read_header, read_tsv_items, tsv_rows
 
 
-def _sequences_gen(sources: tuple[FileKey, ...], columns: tuple[tuple[int, int, int, int], ...], **_: Any):
+def _sequences_gen(sources: tuple[FileKey, ...], columns: tuple[tuple[int, int, int, int], ...], stats, **_: Any):
     order: dict[str, None] = {}
     longest: dict[str, list[str]] = {}
     rows: dict[str, dict[str, tuple[list[str], int]]] = {"valid": {}, "test": {}}
@@ -20,7 +20,8 @@ def _sequences_gen(sources: tuple[FileKey, ...], columns: tuple[tuple[int, int, 
         ("train", "valid", "test"), sources, columns, strict=True
     ):
         for lineno, parts in tsv_rows(path, n_fields):
-            user, seq = parts[u_col], [*parts[h_col].split(), parts[i_col]]
+            user = clean_id(path, parts[u_col], lineno, "user_id", stats)
+            seq = [*parts[h_col].split(), clean_id(path, parts[i_col], lineno, "item_id", stats)]
             order.setdefault(user)
             if split in rows:
                 if user in rows[split]:
@@ -76,8 +77,10 @@ def read_unisrec(folder: str | Path, name: str | None = None, cache_dir: str | P
     for path in paths:
         names = [n for n, _ in read_header(path, required)]
         columns.append((*(names.index(n) for n in required), len(names)))
-    interactions, _ = build(_sequences_gen, INTERACTION_FEATURES, cache_dir, sources=sources, columns=tuple(columns))
+    interactions, inter_counts = build(
+        _sequences_gen, INTERACTION_FEATURES, cache_dir, sources=sources, columns=tuple(columns)
+    )
     items, text_fields, counts = read_tsv_items(
         text_path, ["text"], {"item_id": "token", "text": "token_seq"}, cache_dir
     )
-    return RawDomain(name, interactions, items, text_fields, str(folder), counts)
+    return RawDomain(name, interactions, items, text_fields, str(folder), {**inter_counts, **counts})

@@ -175,6 +175,11 @@ class TransferRecommender(L.LightningModule):
         (row 0: padding item); the first domain's sizes the shared adaptor, and the text source refuses later
         domains of another width. ``popularity`` (num_items + 1,): each item's share of the training targets
         (for the sampled loss; uniform if not given)."""
+        if text is None and self.hparams.mode != "id":
+            raise ValueError(
+                f"model.mode {self.hparams.mode!r} reads item texts, but domain {name!r} has none "
+                "(text_encoder: null): drop that line (MiniLM is the default) or use mode: id"
+            )
         if self.item_tower is None:
             self.item_tower = ItemTower(
                 self.hparams.hidden_size,

@@ -194,7 +194,7 @@ class RecTransferCLI(LightningCLI):
         if trainer.is_global_zero:
             where = f" in {trainer.log_dir}" if trainer.loggers else ""
             log.info("target-only baseline (the same model and seed, no sources)%s", where)
-            if trainer.log_dir:
+            if trainer.loggers:  # how the baseline was configured, beside its logs
                 atomic_write(Path(trainer.log_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         trainer.fit(init["model"], datamodule=init["data"], ckpt_path=resume)
         test = self._test(trainer, init["model"], init["data"])
@@ -272,12 +272,25 @@ class _PlainInfo(logging.Formatter):
         return f"{record.levelname} {record.name}: {super().format(record)}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, so a progress bar that redirects it prints our lines above
+    itself instead of through itself."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def quiet_output() -> None:
     """One line per stage: our own INFO lines, none of Lightning's (device lines, tips, seeds, restore notes: the
     start line and the summary say what matters), and no upstream deprecation we can do nothing about."""
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(_PlainInfo())
         root.addHandler(handler)
         root.setLevel(logging.INFO)

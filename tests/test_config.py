@@ -4,11 +4,14 @@ cut-offs."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from cli_helpers import REPO
 
+from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint
 from rec_transfer.cli import build_cli
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.datamodule import DEFAULT_MAX_LEN
@@ -89,3 +92,15 @@ def test_the_model_evaluates_at_its_cutoffs() -> None:
     out = model.val_metrics["books"].compute()
     assert {"precision@5", "hitrate@20", "f1@5", "ndcg@10", "recall@20", "mrr"} <= out.keys()
     assert out["hitrate@5"] == 0.5 and out["hitrate@20"] == 1.0 and not any(math.isnan(v) for v in out.values())
+
+
+def test_a_transfer_without_transfer_or_checkpoint_callbacks_gets_the_defaults(tmp_path: Path) -> None:
+    config = yaml.safe_load(Path(QUICKSTART).read_text())
+    config["trainer"]["callbacks"] = []
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    c = build_cli(["--config", str(path)], run=False)
+    transfer = [cb for cb in c.trainer.callbacks if isinstance(cb, DomainTransfer)]
+    checkpoint = [cb for cb in c.trainer.callbacks if isinstance(cb, LatestCheckpoint)]
+    assert len(transfer) == 1 and transfer[0].source_epochs == DomainTransfer().source_epochs
+    assert len(checkpoint) == 1 and checkpoint[0].monitor == "hp/val_ndcg@10" and checkpoint[0].save_last

@@ -97,10 +97,17 @@ def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
     """A copy of ``config`` whose checkpoints, logs and results go to their own places for this run."""
     cfg = yaml.safe_load(Path(config).read_text())
     trainer = cfg.setdefault("trainer", {})
-    for cb in trainer.get("callbacks", []):
+    callbacks = trainer.setdefault("callbacks", [])
+    if not any(cb["class_path"].endswith("Checkpoint") for cb in callbacks):  # the CLI's default one, made explicit
+        callbacks.append({"class_path": "rec_transfer.callbacks.LatestCheckpoint",
+                          "init_args": {"monitor": "hp/val_ndcg@10", "mode": "max", "save_last": True}})  # fmt: skip
+    for cb in callbacks:
         if cb["class_path"].endswith("Checkpoint"):  # ModelCheckpoint and subclasses such as LatestCheckpoint
             cb["init_args"]["dirpath"] = str(out_dir / "checkpoints" / run_name)
-    logger = trainer.get("logger")
+    logger = trainer.setdefault(
+        "logger",
+        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "lightning_logs"}},
+    )
     if isinstance(logger, dict):
         logger.setdefault("init_args", {})["name"] = f"bench/{run_name}"
     cfg["results_json"] = str(out_dir / f"{run_name}.json")

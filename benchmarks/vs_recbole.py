@@ -47,7 +47,14 @@ RECBOLE_RUNNER = ROOT / "benchmarks" / "recbole_sasrec.py"
 # recbole.quick_start) needs pkg_resources, which setuptools removed in 81.
 RECBOLE_REQUIREMENTS = ["recbole==1.2.1", "torch==2.13.0", "numpy<2", "setuptools>=77.0.3,<81"]
 DATASETS = {"Scientific": "amazon/Scientific", "ml-100k": "movielens/ml-100k"}  # name → folder under --data-root
-MODEL_ARGS = [arg for key, value in SASREC.items() for arg in (f"--model.{key}", str(value))]
+
+
+def sasrec_flag(key: str) -> str:
+    """Our CLI flag of a ``SASREC`` setting: the data sets ``max_len`` (the model reads it), the model the rest."""
+    return "--data.init_args.max_len" if key == "max_len" else f"--model.{key}"
+
+
+MODEL_ARGS = [arg for key, value in SASREC.items() for arg in (sasrec_flag(key), str(value))]
 
 
 # ---------------------------------------------------------------- running both sides

@@ -4,32 +4,44 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from rec_transfer.callbacks import DomainTransfer, FitTimer
+from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.models.hparams import checkpoint_hparams
 from rec_transfer.models.recommender import TransferRecommender
+from rec_transfer.runs import (
+    follow_checkpoint,
+    merge_results,
+    name_run,
+    nest_logger,
+    read_results,
+    resolve_checkpoint,
+    write_results,
+)
+from rec_transfer.summary import format_summary
 from rec_transfer.utils.checkpoints import load_checkpoint
 from rec_transfer.utils.files import atomic_write
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rec_transfer")
 
 TRAINER_DEFAULTS = {
     # The transfer swaps training data between epochs; batches are sharded by our own sampler.
     "reload_dataloaders_every_n_epochs": 1,
     "use_distributed_sampler": False,
+    "enable_model_summary": False,  # a table of every submodule; the start line gives the parameter count
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False},
@@ -109,21 +121,32 @@ class RecTransferCLI(LightningCLI):
             "--compare_target_only",
             type=bool,
             default=False,
-            help="after fit, train the same model on the target alone and print both test results",
+            help="after fit, train the same model on the target alone (same seed) and print both test results",
         )
         parser.add_argument(
             "--results_json",
             type=str | None,
             default=None,
-            help="write the final test metrics (and the target-only comparison) to this JSON file",
+            help="where fit writes its results (default: results.json in the run's log folder); a resumed fit "
+            "merges into it",
         )
-
-    def _sub(self, key: str):
-        return self.config[self.subcommand].get(key)
+        # The data decides the history length; the model reads it (max_len is set once, under data).
+        parser.link_arguments("data", "model.max_len", compute_fn=_data_max_len, apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         self._args = args  # to tell the values a user gave from the defaults (_given_model_args)
+        subcommand = self.config.get("subcommand")
+        prepare_config(self.config[subcommand] if subcommand else self.config)
+        if subcommand not in (None, "fit"):  # config.yaml in the log folder records how a model was trained
+            self.save_config_callback = None
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
+        config["callbacks"] = _with_defaults(config, transfer=self._has_sources())
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _sub(self, key: str):
+        return self.config[self.subcommand].get(key)
 
     def _given_model_args(self, subcommand: str) -> dict[str, Any]:
         """The model arguments the user set, in config files or on the command line (not the defaults)."""
@@ -170,25 +193,36 @@ class RecTransferCLI(LightningCLI):
             log.info("model.%s: %r as given, over the checkpoint's %r", key, new, old)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
+    def before_fit(self) -> None:
+        if self._sub("ckpt_path"):
+            log.info("resuming from %s", self._sub("ckpt_path"))
+            # It writes on into its own run folder (and its baseline's): that they hold checkpoints is no news.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
     def after_fit(self) -> None:
-        timer = next(c for c in self.trainer.callbacks if isinstance(c, FitTimer))
-        epoch_s = timer.train_epoch_seconds
-        results: dict = {
-            "fit_seconds": round(timer.fit_seconds, 2),
-            "epochs": self.trainer.current_epoch,
-            "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
-            "val_history": timer.val_history,
-        }
-        transfer = next((c for c in self.trainer.callbacks if isinstance(c, DomainTransfer)), None)
-        if transfer is not None and transfer.zero_shot_metrics:  # read before testing reloads callback state
-            results["zero_shot"] = {k: round(v, 5) for k, v in transfer.zero_shot_metrics.items()}
+        trainer = self.trainer
+        path = Path(self._sub("results_json") or Path(trainer.log_dir or trainer.default_root_dir) / "results.json")
+        # A resumed fit adds to what the interrupted one wrote, e.g. a target-only result that had finished.
+        previous = trainer.strategy.broadcast(read_results(path) if self._sub("ckpt_path") else {})
+        timer = next(c for c in trainer.callbacks if isinstance(c, FitTimer))
+        new = fit_results(trainer, timer.fit_seconds)
+        results = merge_results(previous, new, trained=bool(timer.train_epoch_seconds))
+        results["run"]["results_json"] = str(path)
         if self._sub("test_after_fit"):
-            results["transfer" if self._has_sources() else "target_only"] = self._test(self.trainer, self.model)
+            results["transfer" if self._has_sources() else "target_only"] = self._test(trainer, self.model)
+        self._write(path, results)
         if self._sub("compare_target_only") and self._has_sources():
-            results["target_only"] = self._fit_target_only()
-            self._print_comparison(results)
-        if self._sub("results_json") and self.trainer.is_global_zero:
-            atomic_write(self._sub("results_json"), json.dumps(results, indent=2))
+            if "target_only" in previous and "target_only_run" in previous:
+                log.info("target-only baseline: finished before the interruption, read back from %s", path)
+            else:
+                results["target_only"], results["target_only_run"] = self._fit_target_only(trainer.log_dir)
+                self._write(path, results)
+        if trainer.is_global_zero:
+            print("\n" + format_summary(results) + "\n", flush=True)
+
+    def _write(self, path: Path, results: dict) -> None:
+        if self.trainer.is_global_zero:
+            write_results(path, results)
 
     def _has_sources(self) -> bool:
         return isinstance(self.datamodule, TransferDataModule) and bool(self.datamodule.sources)
@@ -196,38 +230,153 @@ class RecTransferCLI(LightningCLI):
     def _test(self, trainer: L.Trainer, model: L.LightningModule, datamodule=None) -> dict[str, float]:
         ckpt = _checkpoint_callback(trainer)
         ckpt_path = "best" if ckpt is not None and ckpt.best_model_path else None
+        if trainer.is_global_zero:
+            what = f"the best checkpoint ({ckpt.best_model_path})" if ckpt_path else "the final weights"
+            log.info("testing %s on %s", what, (datamodule or self.datamodule).target_name)
         out = trainer.test(model, datamodule=datamodule or self.datamodule, ckpt_path=ckpt_path, verbose=False)
         return {k: round(float(v), 5) for k, v in out[0].items()}
 
-    def _fit_target_only(self) -> dict[str, float]:
-        """Fits and tests this run's :func:`target_only_config` in this process: the baseline transfer must beat."""
-        parser = self._parser(self.subcommand)
-        init = parser.instantiate_classes(parser.parse_object(target_only_config(self.config[self.subcommand])))
-        trainer = L.Trainer(**init["trainer"])
-        trainer.fit(init["model"], datamodule=init["data"])
-        return self._test(trainer, init["model"], init["data"])
+    def _fit_target_only(self, log_dir: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+        """Fits and tests this run's :func:`target_only_config` in this process: the baseline transfer must beat.
 
-    def _print_comparison(self, results: dict) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        target = self.datamodule.target_name
-        rows = [f"test/{target}/{m}" for m in ("ndcg@10", "recall@10", "ndcg@50", "recall@50")]
-        print(f"\n{'metric':<28}{'transfer':>12}{'target only':>14}")
-        for r in rows:
-            transfer, alone = results["transfer"].get(r, float("nan")), results["target_only"].get(r, float("nan"))
-            print(f"{r:<28}{transfer:>12.4f}{alone:>14.4f}")
-        gain = results["transfer"][rows[0]] - results["target_only"][rows[0]]
-        print(f"transfer {'beats' if gain > 0 else 'does NOT beat'} target-only on NDCG@10 by {gain:+.4f}\n")
+        It starts from the run's seed, as a run of that config on its own would, so its numbers do not depend on
+        what ran before it (an interrupted and resumed fit gets the same). Its logs and checkpoints go to
+        ``target_only/`` inside the run's folder; a resumed fit continues an interrupted baseline from there.
+        """
+        cfg = target_only_config(self.config[self.subcommand])
+        cfg.pop("ckpt_path", None)
+        nested = log_dir is not None and nest_logger(cfg, log_dir, "target_only")
+        seed = self._sub("seed_everything")
+        if seed is not None and seed is not False:
+            L.seed_everything(seed, workers=True, verbose=False)
+        parser = self._parser(self.subcommand)
+        init = parser.instantiate_classes(parser.parse_object(cfg))
+        trainer = L.Trainer(**{**init["trainer"], "callbacks": _with_defaults(init["trainer"], transfer=False)})
+        last = Path(log_dir, "target_only", "checkpoints", "last.ckpt") if nested else None
+        resume = str(last) if last is not None and self._sub("ckpt_path") and last.is_file() else None
+        if trainer.is_global_zero:
+            where = f" in {trainer.log_dir}" if trainer.loggers else ""
+            log.info("target-only baseline (the same model and seed, no sources)%s", where)
+            if trainer.loggers:  # how the baseline was configured, beside its logs
+                atomic_write(Path(trainer.log_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        trainer.fit(init["model"], datamodule=init["data"], ckpt_path=resume)
+        test = self._test(trainer, init["model"], init["data"])
+        return test, fit_results(trainer)
+
+
+def prepare_config(config: Namespace) -> None:
+    """What the parsed config of a subcommand needs before anything is built: the run's name after the config file,
+    ``--ckpt_path last|best`` resolved (a resumed fit continues in its own version folder), no language model for
+    ID-only models, and per-epoch lines instead of a progress bar when the output is not a terminal."""
+    name_run(config)
+    resolve_checkpoint(config)
+    follow_checkpoint(config)
+    model, data = config.get("model"), config.get("data")
+    if model is not None and model.get("mode") == "id" and data is not None:
+        args = data.get("init_args") or Namespace()
+        for domain in [args.get("target"), *(args.get("sources") or [])]:
+            if isinstance(domain, Namespace) and "text_encoder" in (domain.get("init_args") or Namespace()):
+                domain.init_args.text_encoder = None  # an ID-only model reads no text: encode none
+    trainer = config.get("trainer")
+    if trainer is not None and trainer.get("enable_progress_bar") is None and not sys.stdout.isatty():
+        trainer.enable_progress_bar = False  # a file or pipe would get only the bar's last frame, at the end
+
+
+def fit_results(trainer: L.Trainer, seconds: float | None = None) -> dict[str, Any]:
+    """What a finished fit wrote to ``results.json``, before testing: time, best validation, where things are."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, FitTimer)), None)
+    progress = next((c for c in trainer.callbacks if isinstance(c, EpochProgress)), None)
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    ckpt = _checkpoint_callback(trainer)
+    dm = trainer.datamodule
+    epoch_s = timer.train_epoch_seconds if timer else []
+    results: dict[str, Any] = {
+        "target": dm.target_name,
+        "sources": list(getattr(dm, "source_names", [])),
+        "epochs": trainer.current_epoch,
+        "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
+        "val_history": timer.val_history if timer else [],
+        "best_validation": progress.best if progress else None,
+        "stopped_early": bool(stopper and stopper.stopped_epoch),
+        "run": {
+            "log_dir": trainer.log_dir if trainer.loggers else None,
+            "best_checkpoint": ckpt.best_model_path if ckpt else None,
+            "last_checkpoint": ckpt.last_model_path if ckpt else None,
+        },
+    }
+    if seconds is not None:
+        results = {"fit_seconds": round(seconds, 2), **results}
+    transfer = next((c for c in trainer.callbacks if isinstance(c, DomainTransfer)), None)
+    if transfer is not None and transfer.zero_shot_metrics:  # read before testing reloads callback state
+        results["zero_shot"] = {k: round(v, 5) for k, v in transfer.zero_shot_metrics.items()}
+    return results
+
+
+def _with_defaults(trainer_config: Mapping[str, Any], transfer: bool) -> list:
+    configured = list(trainer_config.get("callbacks") or [])
+    return configured + default_callbacks(
+        configured,
+        transfer=transfer,
+        logger=trainer_config.get("logger") is not False,
+        checkpointing=trainer_config.get("enable_checkpointing") is not False,
+    )
+
+
+def _data_max_len(data: L.LightningDataModule) -> int:
+    return data.max_len
+
+
+class _PlainInfo(logging.Formatter):
+    """Information as bare lines (they tell the story of a run); warnings and errors keep their level and origin."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO and not record.exc_info:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {super().format(record)}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, so a progress bar that redirects it prints our lines above
+    itself instead of through itself."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def quiet_output() -> None:
+    """One line per stage: our own INFO lines, none of Lightning's (device lines, tips, seeds, restore notes: the
+    start line and the summary say what matters), and no upstream deprecation we can do nothing about."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(_PlainInfo())
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    log.setLevel(logging.INFO)  # also under a root logger that someone set to WARNING
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # torch deprecated LeafSpec; Lightning 2.6's pytree helper still builds one at every step.
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    # Lightning counts log_every_n_steps across epochs, so a small domain's loss is still logged; the per-epoch line
+    # and the epoch-level curves do not depend on it.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI:
     """The CLI object (``run=False``: parse and instantiate only, no subcommand), for tests and notebooks."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_output()
     return RecTransferCLI(
         TransferRecommender,
         L.LightningDataModule,
         subclass_mode_data=True,
-        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [FitTimer()]},  # in every run, whatever the config says
+        trainer_defaults=TRAINER_DEFAULTS,  # callbacks every run needs: default_callbacks
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the model builds its own optimizer (and the transfer rebuilds it)
         args=args,

@@ -21,15 +21,37 @@ def pessimistic_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return (scores >= target_score).sum(dim=1)  # (B,)
 
 
+# NDCG@10 chooses checkpoints, stops training early and ends the source phase: every evaluation computes it.
+MONITORED_CUTOFF = 10
+
+
+def metric_cutoffs(ks: tuple[int, ...] | list[int] = (10, 50)) -> tuple[int, ...]:
+    """The sorted cut-offs K of an evaluation: ``ks`` and always ``MONITORED_CUTOFF``; each K must be >= 1."""
+    bad = [k for k in ks if int(k) != k or k < 1]
+    if bad:
+        raise ValueError(f"metric cut-offs must be whole numbers >= 1, got {bad}")
+    return tuple(sorted({int(k) for k in ks} | {MONITORED_CUTOFF}))
+
+
 class RankingMetrics(Metric):
-    """Recall@K, NDCG@K (one relevant item) and MRR, accumulated as sums so DDP sync is exact."""
+    """Full-ranking metrics of one held-out item per user, accumulated as sums so DDP sync is exact.
+
+    For every cut-off K: ``recall@K``, ``ndcg@K``, ``hitrate@K``, ``precision@K`` and ``f1@K``; and ``mrr``. With one
+    relevant item per user (the leave-one-out protocol), a user's top K holds it or not, so HitRate@K = Recall@K (the
+    share of users whose item is in their top K), Precision@K = HitRate@K / K and F1@K = 2·P·R / (P + R) =
+    2·HitRate@K / (K + 1); averaging F1 per user gives the same number. They are reported under the names papers
+    use (the method's own evaluation names precision, recall and F1).
+
+    Args:
+        ks: the cut-offs K; ``MONITORED_CUTOFF`` (10) is always added (see ``metric_cutoffs``).
+    """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ks: tuple[int, ...] = (10, 50), **kwargs):
+    def __init__(self, ks: tuple[int, ...] | list[int] = (10, 50), **kwargs):
         super().__init__(**kwargs)
-        self.ks = tuple(ks)
+        self.ks = metric_cutoffs(ks)
         for k in self.ks:
             self.add_state(f"recall_{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"ndcg_{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -37,6 +59,15 @@ class RankingMetrics(Metric):
         self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update_ranks(self, rank: torch.Tensor) -> None:
+        """Adds a batch of 1-based ranks (B,) of each user's held-out item."""
+        self.update(rank=rank)  # through torchmetrics' wrapped update: it counts updates and drops cached results
+
+    def update(
+        self, scores: torch.Tensor | None = None, target: torch.Tensor | None = None, rank: torch.Tensor | None = None
+    ) -> None:
+        """Scores (B, N + 1) with padding column at ``-inf`` and targets (B,); or the targets' ranks (B,)."""
+        if rank is None:
+            rank = pessimistic_rank(scores, target)
         rank = rank.to(torch.float64)
         for k in self.ks:
             hit = rank <= k
@@ -45,15 +76,15 @@ class RankingMetrics(Metric):
         self.mrr += (1.0 / rank).sum()
         self.count += rank.numel()
 
-    def update(self, scores: torch.Tensor, target: torch.Tensor) -> None:
-        """Scores (B, N + 1) with padding column at ``-inf``; targets (B,)."""
-        self.update_ranks(pessimistic_rank(scores, target))
-
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp(min=1)
         out = {}
         for k in self.ks:
-            out[f"recall@{k}"] = (getattr(self, f"recall_{k}") / n).float()
+            recall = getattr(self, f"recall_{k}") / n
+            out[f"recall@{k}"] = recall.float()
             out[f"ndcg@{k}"] = (getattr(self, f"ndcg_{k}") / n).float()
+            out[f"hitrate@{k}"] = recall.float()
+            out[f"precision@{k}"] = (recall / k).float()
+            out[f"f1@{k}"] = (2 * recall / (k + 1)).float()
         out["mrr"] = (self.mrr / n).float()
         return out

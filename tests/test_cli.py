@@ -1,24 +1,19 @@
 """The command line: every config instantiates without data; fit / validate / test / predict on tiny SYNTHETIC domains.
 
-The end-to-end run is ``configs/quickstart.yaml`` shrunk (tiny domains, 2 epochs, 1 on the sources) with every output
-(checkpoints, TensorBoard logs, results JSON, caches) redirected into a temporary folder.
+The end-to-end run (the ``run`` fixture of ``conftest.py``) is ``configs/quickstart.yaml`` shrunk (tiny domains, 2
+epochs, 1 on the sources) with every output (checkpoints, TensorBoard logs, results JSON, caches) in a temporary folder.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import sys
 from pathlib import Path
-from types import SimpleNamespace
-from unittest import mock
 
 import pytest
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_dir, tiny_quickstart
 
 from rec_transfer.cli import build_cli, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
@@ -28,56 +23,7 @@ from rec_transfer.models.components import ItemScorer
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("configs/*.yaml"))
-TARGET, SOURCES = "posters", ("books", "toys")
-TINY = {
-    # The target has many items for its users: some appear only as held-out (valid/test) items, never in training.
-    "posters": {"num_users": 40, "num_items": 300, "mean_length": 5},
-    "books": {"num_users": 80, "num_items": 30, "mean_length": 7},
-    "toys": {"num_users": 60, "num_items": 30, "mean_length": 7},
-}
-
-
-def _callback(config: dict, name: str) -> dict:
-    return next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith(f".{name}"))
-
-
-def tiny_quickstart(root: Path, ckpt_dir: Path) -> Path:
-    """``configs/quickstart.yaml`` shrunk to seconds, writing only under ``root``."""
-    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    config["results_json"] = str(root / "results.json")
-    config["trainer"].update(max_epochs=2, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False)
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(root / "logs")
-    _callback(config, "DomainTransfer")["init_args"]["source_epochs"] = 1
-    _callback(config, "LatestCheckpoint")["init_args"]["dirpath"] = str(ckpt_dir)
-    config["model"].update(hidden_size=16, layers=1, heads=2, max_len=10)
-    data = config["data"]["init_args"]
-    for domain in [data["target"], *data["sources"]]:
-        args = domain["init_args"]
-        name = args["path"].removeprefix("synthetic:")
-        args.update(synthetic=TINY[name], max_len=10, batch_size=32, cache_dir=str(root.parent / "cache"))
-    assert [d["init_args"]["path"] for d in data["sources"]] == [f"synthetic:{s}" for s in SOURCES]
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def cli(root: Path, *args: str):
-    """Runs a subcommand with ``root`` as working directory, so nothing lands in the repository."""
-    with contextlib.chdir(root), mock.patch.object(sys, "argv", ["rec-transfer"]):  # not pytest's arguments
-        return build_cli([str(a) for a in args])
-
-
-def read_scalars(log_dir: Path) -> dict[str, list[int]]:
-    """Every scalar tag in the TensorBoard event files under ``log_dir``, with the steps it was written at."""
-    steps: dict[str, list[int]] = {}
-    for events in log_dir.rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
-    return steps
 
 
 # ---------------------------------------------------------------- every config, no data
@@ -117,34 +63,25 @@ def test_config_instantiates_without_reading_data(config: Path, tmp_path: Path, 
 
 
 # ---------------------------------------------------------------- one tiny fit through the CLI
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> SimpleNamespace:
-    root = tmp_path_factory.mktemp("quickstart")
-    config = tiny_quickstart(root, root / "ckpt")
-    fitted = cli(root, "fit", "--config", config)
-    ckpt = next(cb for cb in fitted.trainer.callbacks if isinstance(cb, ModelCheckpoint))
-    return SimpleNamespace(root=root, config=config, cli=fitted, best=Path(ckpt.best_model_path), ckpt=ckpt)
-
-
 def test_fit_writes_checkpoint_logs_and_results(run) -> None:
-    last = run.root / "ckpt" / "last.ckpt"
+    # Everything of a run in its version folder, named after the config file.
+    last = run.dir / "checkpoints" / "last.ckpt"
     assert last.is_file() and run.best.is_file() and run.best.parent == last.parent
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == run.cli.trainer.current_epoch - 1  # the latest epoch, not the best one
     assert any(k.startswith("DomainTransfer") for k in state["callbacks"]) and state["state_dict"]
 
-    log_dir = run.root / "logs" / "quickstart"
-    assert list(log_dir.rglob("events.out.tfevents.*"))
-    scalars = read_scalars(log_dir)
+    scalars = read_scalars(run.dir)
+    assert (run.dir / "config.yaml").is_file()
     wanted = {"train/loss", f"val/{TARGET}/ndcg@10", f"zeroshot/{TARGET}/ndcg@10", f"test/{TARGET}/ndcg@10"}
     wanted |= {f"val/{s}/ndcg@10" for s in SOURCES} | {f"train/{s}/loss" for s in (*SOURCES, TARGET)}
     assert wanted <= scalars.keys(), wanted - scalars.keys()
     # Sources first, then the zero-shot evaluation, then the target.
-    last_source_step = max(step for s in SOURCES for step in scalars[f"train/{s}/loss"])
-    (zero_shot_step,) = scalars[f"zeroshot/{TARGET}/ndcg@10"]
-    assert last_source_step < zero_shot_step <= min(scalars[f"train/{TARGET}/loss"])
+    last_source_step = max(step for s in SOURCES for step, _ in scalars[f"train/{s}/loss"])
+    ((zero_shot_step, _),) = scalars[f"zeroshot/{TARGET}/ndcg@10"]
+    assert last_source_step < zero_shot_step <= min(step for step, _ in scalars[f"train/{TARGET}/loss"])
 
-    results = json.loads((run.root / "results.json").read_text())
+    results = json.loads((run.dir / "results.json").read_text())
     assert {"transfer", "target_only"} <= results.keys()  # quickstart compares with training on the target alone
     assert 0 < results["zero_shot"][f"zeroshot/{TARGET}/ndcg@10"] <= 1  # the zero-shot point is in the results too
     assert 0 < results["zero_shot"][f"zeroshot_test/{TARGET}/ndcg@10"] <= 1  # on the test split as well
@@ -152,22 +89,18 @@ def test_fit_writes_checkpoint_logs_and_results(run) -> None:
     history = results["val_history"]
     assert [h["epoch"] for h in history] == list(range(run.cli.trainer.current_epoch))
     assert all(a["seconds"] < b["seconds"] for a, b in zip(history, history[1:], strict=False))
-    assert max(h["ndcg@10"] for h in history) == pytest.approx(
-        float(run.cli.trainer.checkpoint_callback.best_model_score), abs=1e-5
-    )
-    assert (run.root / "ckpt-target_only" / "last.ckpt").is_file()
+    best = max(history, key=lambda h: h["ndcg@10"])
+    assert best["ndcg@10"] == pytest.approx(float(run.ckpt.best_model_score), abs=1e-5)
+    assert results["best_validation"] == {"epoch": best["epoch"], "ndcg@10": best["ndcg@10"]}
+    assert results["run"] == {
+        "log_dir": str(run.dir), "best_checkpoint": str(run.best), "last_checkpoint": str(last),
+        "results_json": str(run.dir / "results.json"),
+    }  # fmt: skip
+    assert (run.dir / "target_only" / "checkpoints" / "last.ckpt").is_file()
     for name in ("transfer", "target_only"):
         test = results[name]
         assert 0 <= test[f"test/{TARGET}/recall@10"] <= test[f"test/{TARGET}/recall@50"] <= 1
         assert 0 < test[f"test/{TARGET}/ndcg@10"] <= 1 and test["hp/test_ndcg@10"] == test[f"test/{TARGET}/ndcg@10"]
-
-
-def test_fit_resume_from_missing_last_checkpoint_fails(run, tmp_path: Path) -> None:
-    empty = tmp_path / "no-checkpoints"
-    config = tiny_quickstart(tmp_path, empty)
-    with pytest.raises(FileNotFoundError, match="last"):
-        cli(tmp_path, "fit", "--config", config, "--ckpt_path", "last")
-    assert not empty.exists() and not (tmp_path / "logs").exists()  # nothing was trained
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
@@ -178,7 +111,7 @@ def test_validate_and_test_reproduce_fit_metrics(run, subcommand: str) -> None:
         # The checkpoint was chosen by this very number during fit.
         assert metrics[f"val/{TARGET}/ndcg@10"] == pytest.approx(float(run.ckpt.best_model_score), abs=1e-6)
     else:
-        results = json.loads((run.root / "results.json").read_text())["transfer"]
+        results = json.loads((run.dir / "results.json").read_text())["transfer"]
         for key, value in results.items():
             assert metrics[key] == pytest.approx(value, abs=1e-5), key
 
@@ -187,7 +120,7 @@ def test_transfer_checkpoint_tests_on_a_target_only_config(run) -> None:
     # What a user does to evaluate source-trained weights on a target: a config without sources.
     c = cli(run.root, "test", "--config", run.config, "--data.init_args.sources", "[]", "--ckpt_path", run.best)
     assert not c.datamodule.sources
-    results = json.loads((run.root / "results.json").read_text())["transfer"]
+    results = json.loads((run.dir / "results.json").read_text())["transfer"]
     metrics = c.trainer.callback_metrics
     assert float(metrics[f"test/{TARGET}/ndcg@10"]) == pytest.approx(results[f"test/{TARGET}/ndcg@10"], abs=1e-5)
 
@@ -295,13 +228,20 @@ def test_bf16_mixed_fit_through_cli(tmp_path: Path) -> None:
         "--compare_target_only", "false",
     )  # fmt: skip
     assert c.trainer.precision == "bf16-mixed" and (tmp_path / "ckpt" / "last.ckpt").is_file()
-    results = json.loads((tmp_path / "results.json").read_text())["transfer"]
+    results = json.loads((run_dir(tmp_path) / "results.json").read_text())["transfer"]
     assert all(math.isfinite(v) for v in results.values())
 
 
 # ---------------------------------------------------------------- the target-only version of a transfer config
 def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -> None:
     transfer = yaml.safe_load((REPO / "configs" / "scientific_transfer.yaml").read_text())
+    # Fixed output places, as a user may write them (the shipped configs leave them to the run's version folder).
+    transfer["trainer"]["callbacks"].append(
+        {"class_path": "rec_transfer.callbacks.LatestCheckpoint", "init_args": {"dirpath": "checkpoints/sci"}}
+    )
+    transfer["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                     "init_args": {"name": "sci"}}  # fmt: skip
+    transfer["results_json"] = "out/results.json"
     before = json.dumps(transfer)
     alone = target_only_config(transfer)
     assert json.dumps(transfer) == before  # the transfer config is left as it was
@@ -310,9 +250,9 @@ def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -
     assert {k: v for k, v in transfer["model"].items() if k != "target_lr"} == alone["model"]
     kept = [cb for cb in transfer["trainer"]["callbacks"] if not cb["class_path"].endswith("DomainTransfer")]
     assert [cb["class_path"] for cb in alone["trainer"]["callbacks"]] == [cb["class_path"] for cb in kept]
-    assert _callback(alone, "LatestCheckpoint")["init_args"]["dirpath"] == "checkpoints/scientific_transfer-target_only"
-    assert alone["trainer"]["logger"]["init_args"]["name"] == "scientific_transfer-target_only"
-    assert alone["results_json"] == "lightning_logs/scientific_transfer/results-target_only.json"
+    assert callback(alone, "LatestCheckpoint")["init_args"]["dirpath"] == "checkpoints/sci-target_only"
+    assert alone["trainer"]["logger"]["init_args"]["name"] == "sci-target_only"
+    assert alone["results_json"] == "out/results-target_only.json"
     assert alone["trainer"]["max_epochs"] == transfer["trainer"]["max_epochs"]
 
 
@@ -332,6 +272,6 @@ def test_shipped_text_target_only_config_is_the_transfer_configs_target_only_ver
 
 def test_compare_target_only_trains_on_the_target_alone(run) -> None:
     # The baseline of the quickstart's comparison: no source batches, no switch, no zero-shot point.
-    scalars = read_scalars(run.root / "logs" / "quickstart-target_only")
+    scalars = read_scalars(run.dir / "target_only")  # inside the transfer run's folder
     assert f"train/{TARGET}/loss" in scalars and f"val/{TARGET}/ndcg@10" in scalars
     assert not [tag for tag in scalars if any(f"/{s}/" in tag for s in SOURCES) or tag.startswith("zeroshot")]

@@ -20,7 +20,8 @@ MAX_LEN = 6  # shorter than most synthetic histories, so truncation is exercised
 
 
 def make(cache: Path, name: str = "books", **kwargs) -> DomainDataModule:
-    args = {"synthetic": SIZE, "cache_dir": str(cache), "batch_size": 8, "eval_batch_size": 16, "max_len": MAX_LEN}
+    args = {"synthetic": SIZE, "cache_dir": str(cache), "batch_size": 8, "eval_batch_size": 16, "max_len": MAX_LEN,
+            "text_encoder": None}  # fmt: skip
     dm = DomainDataModule(f"synthetic:{name}", **{**args, **kwargs})
     dm.prepare_data()
     dm.setup()
@@ -251,7 +252,9 @@ def test_train_stride_reaches_the_train_loader(tmp_path: Path) -> None:
 
 
 def test_setup_without_prepare_data_says_so(tmp_path: Path) -> None:
-    dm = DomainDataModule("synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path))
+    dm = DomainDataModule(
+        "synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path), text_encoder=None
+    )
     with pytest.raises(FileNotFoundError, match="prepare_data"):
         dm.setup()
 
@@ -274,7 +277,7 @@ def test_each_source_keeps_its_own_batch_size_and_length_pool(tmp_path: Path) ->
 @pytest.mark.parametrize(("key", "a", "b"), [("seed", 0, 1), ("pack", True, False), ("num_workers", 0, 1)])
 def test_loader_wide_settings_that_differ_between_sources_are_refused(tmp_path: Path, key, a, b) -> None:
     def domain(name: str, value) -> DomainDataModule:
-        return DomainDataModule(f"synthetic:{name}", cache_dir=str(tmp_path), **{key: value})
+        return DomainDataModule(f"synthetic:{name}", cache_dir=str(tmp_path), text_encoder=None, **{key: value})
 
     target = domain("posters", a)
     expected = rf"{key} differs between domains \(books: {a!r}, toys: {b!r}\): one training loader serves"

@@ -15,7 +15,7 @@ LAYERS = [
     ("rec_transfer.data",),
     ("rec_transfer.models",),
     ("rec_transfer.callbacks",),
-    ("rec_transfer.cli",),
+    ("rec_transfer.cli", "rec_transfer.runs", "rec_transfer.summary"),  # the command line and its run bookkeeping
     ("rec_transfer.bench",),  # benchmark helpers, outside the library proper
 ]
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import cli, tiny_quickstart
 from lightning.pytorch.callbacks import Callback
-from test_cli import cli, tiny_quickstart
 
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.data import DomainDataModule
@@ -46,7 +46,7 @@ def stopping_quickstart(root: Path, ckpt_dir: Path, max_epochs: int = 6) -> Path
     by 1), so the fit ends after epoch 2 of ``max_epochs``; no target-only comparison."""
     path = tiny_quickstart(root, ckpt_dir)
     config = yaml.safe_load(path.read_text())
-    config.update(compare_target_only=False)
+    config.update(compare_target_only=False, results_json=str(root / "results.json"))
     config["trainer"]["max_epochs"] = max_epochs
     for cb in config["trainer"]["callbacks"]:
         if cb["class_path"].endswith("TargetEarlyStopping"):
@@ -381,10 +381,10 @@ def test_interrupted_predict_leaves_no_partial_file(stopped, tmp_path: Path) -> 
 
 
 def test_results_json_is_written_atomically(stopped, tmp_path: Path, monkeypatch) -> None:
-    import rec_transfer.cli as cli_module
+    import rec_transfer.runs as runs_module
 
     written = []
-    monkeypatch.setattr(cli_module, "atomic_write", lambda path, data: written.append((str(path), json.loads(data))))
+    monkeypatch.setattr(runs_module, "atomic_write", lambda path, data: written.append((str(path), json.loads(data))))
     run = copy_run(stopped, tmp_path)
     cli(tmp_path, "fit", "--config", run.config, "--ckpt_path", "last")
     assert [path for path, _ in written] == [str(tmp_path / "results.json")] and not (

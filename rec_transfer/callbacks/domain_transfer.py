@@ -100,10 +100,15 @@ class DomainTransfer(Callback, PhaseSchedule):
             self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
             for logger in trainer.loggers:
                 logger.log_metrics(self.zero_shot_metrics, step=trainer.global_step)
-            log.info("zero-shot on the target before fine-tuning: %s", self.zero_shot_metrics)
+            log.info("zero-shot on %s (the source-trained model, before fine-tuning): %s",
+                     trainer.datamodule.target_name, describe_zero_shot(self.zero_shot_metrics))  # fmt: skip
         self._enter_target(pl_module)
         trainer.strategy.setup_optimizers(trainer)
-        log.info("switched to the target domain at epoch %d: new optimizer and scheduler", trainer.current_epoch)
+        frozen = f", {', '.join(self.freeze)} frozen" if self.freeze else ""
+        log.info(
+            "epoch %d: switched from the sources to the target %s (new optimizer and scheduler%s)",
+            trainer.current_epoch, trainer.datamodule.target_name, frozen,
+        )  # fmt: skip
 
     def _enter_target(self, pl_module: L.LightningModule) -> None:
         for name in self.freeze:
@@ -121,7 +126,8 @@ class DomainTransfer(Callback, PhaseSchedule):
         pl_module.eval()
         out = {}
         for split, prefix in (("valid", "zeroshot"), ("test", "zeroshot_test")):
-            metric = RankingMetrics(sync_on_compute=False).to(pl_module.device)
+            cutoffs = getattr(pl_module, "hparams", {}).get("cutoffs", (10, 50))
+            metric = RankingMetrics(cutoffs, sync_on_compute=False).to(pl_module.device)
             for batch in dm.target.view_loader(split):
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                 metric.update_ranks(pl_module.ranks(batch))
@@ -159,8 +165,20 @@ class DomainTransfer(Callback, PhaseSchedule):
             self._enter_target(pl_module)
 
 
+def describe_zero_shot(metrics: dict[str, float]) -> str:
+    """``validation NDCG@10 0.1234, Recall@10 0.2345; test NDCG@10 ...`` from ``zeroshot*/<target>/*`` metrics."""
+    parts = []
+    for prefix, split in (("zeroshot/", "validation"), ("zeroshot_test/", "test")):
+        values = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith(prefix)}
+        shown = [f"{label} {values[key]:.4f}" for key, label in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10"))
+                 if key in values]  # fmt: skip
+        if shown:
+            parts.append(f"{split} {', '.join(shown)}")
+    return "; ".join(parts)
+
+
 class TargetEarlyStopping(EarlyStopping):
-    """Lightning's ``EarlyStopping``, counting only target-phase validations.
+    """Lightning's ``EarlyStopping``, counting only target-phase validations, and saying when it stops.
 
     It also skips the end of an epoch that a resumed run replays before any metric is logged
     (Lightning finishes the interrupted epoch's hooks first), instead of failing on a missing metric.
@@ -183,7 +201,16 @@ class TargetEarlyStopping(EarlyStopping):
     def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
         was_stopping = trainer.should_stop
         super()._run_early_stopping_check(trainer)
-        self.stopped = self.stopped or (trainer.should_stop and not was_stopping)
+        stopped_now = trainer.should_stop and not was_stopping
+        self.stopped = self.stopped or stopped_now
+        if stopped_now and self.stopped_epoch == trainer.current_epoch and trainer.is_global_zero:
+            if self.wait_count >= self.patience:
+                log.info(
+                    "epoch %d: stopping early, %s has not improved for %d validations (best %.4f)",
+                    trainer.current_epoch, self.monitor, self.wait_count, float(self.best_score),
+                )  # fmt: skip
+            else:
+                log.info("epoch %d: stopping early: %s", trainer.current_epoch, self.stopping_reason_message)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "stopped": self.stopped}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import lightning as L
 import numpy as np
@@ -29,6 +29,9 @@ from rec_transfer.utils.files import file_digest, safe_name
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic:"
+DEFAULT_MAX_LEN = 50
+# What a domain's items are encoded with unless its config says otherwise: the README's "MiniLM by default".
+DEFAULT_TEXT_ENCODER = TextEncoderConfig()
 T = TypeVar("T")
 # Bump when what a processed domain holds changes meaning, so old ones are not reused (2: checksums, clean ids).
 DOMAIN_CACHE_VERSION = 2
@@ -57,7 +60,8 @@ class DomainDataModule(L.LightningDataModule):
         max_history: keep each user's latest interactions only.
         text_template: item text from the item table's fields, e.g. ``"{title}. {brand}"``;
             ``None`` joins every text field.
-        max_len: longest history the model sees.
+        max_len: longest history the model sees (``None``: the ``TransferDataModule``'s ``max_len``, which the model
+            reads too; alone: ``DEFAULT_MAX_LEN``).
         train_stride: training windows over histories longer than ``max_len`` step back this many
             targets at a time, and each trains its last ``train_stride`` targets (``SequenceView``).
             ``None``: ``max_len``, windows that do not overlap. Smaller: more context for every
@@ -74,7 +78,9 @@ class DomainDataModule(L.LightningDataModule):
             padding, so faster epochs). Off: each row is one padded history.
         eval_batch_size: users per validation/test/predict batch.
         num_workers: DataLoader worker processes.
-        text_encoder: language model that turns item texts into vectors; ``None`` for ID-only models.
+        text_encoder: language model that turns item texts into vectors (a ``TextEncoderConfig`` or the same keys as a
+            dict); default MiniLM. ``None``: no texts are encoded (ID-only models; the command line drops the encoder
+            itself when ``model.mode`` is ``id``).
         cache_dir: processed domains and text vectors are cached here, keyed by content.
         seed: shuffling seed (the order depends only on seed and epoch).
         synthetic: options for ``synthetic_domain`` (``num_users``, ``num_items``, ``mean_length``, ``seed``).
@@ -88,14 +94,14 @@ class DomainDataModule(L.LightningDataModule):
         kcore: int | None = None,
         max_history: int | None = 50,
         text_template: str | None = None,
-        max_len: int = 50,
+        max_len: int | None = None,
         train_stride: int | None = None,
         batch_size: int = 256,
         length_pool: int = 1,
         pack: bool = True,
         eval_batch_size: int = 512,
         num_workers: int = 0,
-        text_encoder: TextEncoderConfig | None = None,
+        text_encoder: TextEncoderConfig | dict[str, Any] | None = DEFAULT_TEXT_ENCODER,
         cache_dir: str = ".cache/rec_transfer",
         seed: int = 0,
         synthetic: dict[str, float] | None = None,
@@ -105,8 +111,10 @@ class DomainDataModule(L.LightningDataModule):
         # Plain attributes, not self.hparams: under LightningCLI a nested data module's hparams
         # are overwritten by those of the outer TransferDataModule.
         self.path = str(path)
-        self.format, self.max_len, self.num_workers, self.seed = format, max_len, num_workers, seed
-        self.train_stride = window_stride(train_stride, max_len)  # checked here: a bad config fails at once
+        self.format, self.num_workers, self.seed = format, num_workers, seed
+        self.max_len_given = max_len is not None  # else the TransferDataModule's max_len applies
+        self._stride = train_stride
+        self.max_len = DEFAULT_MAX_LEN if max_len is None else max_len
         self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
         if length_pool < 1:
             raise ValueError(f"length_pool must be >= 1, got {length_pool}")
@@ -115,12 +123,21 @@ class DomainDataModule(L.LightningDataModule):
             name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
         self.name = safe_name(name, "domain name")  # it names cache folders and files
         self.preprocess_config = PreprocessConfig(kcore=kcore, max_history=max_history, text_template=text_template)
-        self.text_encoder = text_encoder
+        self.text_encoder = TextEncoderConfig(**text_encoder) if isinstance(text_encoder, dict) else text_encoder
         self.cache_dir = Path(cache_dir)
         self.domain: Domain | None = None
         self.item_vectors: torch.Tensor | None = None
         self.item_tokens = None  # TokenStates when the text encoder's top layers train
         self._domain_key: tuple[str, Path] | None = None  # (inputs, folder) of the processed domain
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+    @max_len.setter
+    def max_len(self, value: int) -> None:
+        self.train_stride = window_stride(self._stride, value)  # checked here: a bad config fails at once
+        self._max_len = value
 
     # ------------------------------------------------------------------ data preparation
     @property
@@ -152,6 +169,7 @@ class DomainDataModule(L.LightningDataModule):
                 aside = folder.with_name(f".{folder.name}.broken-{os.getpid()}")
                 folder.rename(aside)  # one rename, so no reader sees it half-deleted
                 shutil.rmtree(aside, ignore_errors=True)
+        log.info("%s: reading and preprocessing %s (once; cached in %s)", self.name, self.path, folder)
         preprocess(self._read_raw(), self.preprocess_config).save(folder)
 
     def setup(self, stage: str | None = None) -> None:
@@ -173,6 +191,16 @@ class DomainDataModule(L.LightningDataModule):
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
         self.item_popularity = self._popularity()
+        d, encoder = self.domain, self.text_encoder
+        if encoder is None:
+            items = "items as IDs (no text)"
+        elif self.item_tokens is not None:
+            items = f"item texts through {encoder.model_name}, its top {encoder.train_layers} layers trained"
+        else:
+            items = f"item texts as {encoder.model_name} vectors ({self.item_vectors.shape[1]}-d)"
+        if dist_info()[0] == 0:
+            log.info("%s: %d users, %d items, %d interactions; %s", self.name, d.num_users, d.num_items,
+                     d.num_interactions, items)  # fmt: skip
 
     def _popularity(self) -> torch.Tensor:
         """(num_items + 1,) each item's share of the training targets (s_2 … s_{n-2} of every history)."""

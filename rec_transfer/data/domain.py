@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.raw import RawDomain
 from rec_transfer.utils.files import atomic_dir, file_digest
+from rec_transfer.utils.quiet import no_dataset_bars
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Domain:
     def save(self, folder: str | Path) -> None:
         """Writes the domain atomically (temp folder, then rename); ``meta.json`` marks it complete and holds the
         sha256 of every other file, which ``load`` checks."""
-        with atomic_dir(folder, marker="meta.json") as tmp:
+        with atomic_dir(folder, marker="meta.json") as tmp, no_dataset_bars():
             self.sequences.save_to_disk(str(tmp / "sequences"))
             self.items.save_to_disk(str(tmp / "items"))
             files = {f.relative_to(tmp).as_posix(): file_digest(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
@@ -246,7 +247,7 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         log.warning("%s: %d items have empty text", raw.name, empty.sum())
     items = pa.table({"item_id": item_table_ids.take(pa.array(used_items)), "text": texts})
     counts.update(users=len(starts), items=len(used_items), interactions=len(values))
-    log.info("%s: %d users, %d items, %d interactions", raw.name, len(starts), len(used_items), len(values))
+    log.debug("%s: %d users, %d items, %d interactions", raw.name, len(starts), len(used_items), len(values))
     return Domain(
         name=raw.name,
         sequences=datasets.Dataset(pa.table({"user_id": users, "items": histories})),

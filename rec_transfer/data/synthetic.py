@@ -10,12 +10,14 @@ transitions from text on a source domain can therefore rank a target domain it n
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
 
 from rec_transfer.data.raw import RawDomain
+from rec_transfer.utils.files import atomic_write
 
 TOPICS = [
     ["rocket", "galaxy", "orbit", "astronaut"],
@@ -100,3 +102,20 @@ def synthetic_domain(
         text_fields=["text"],
         source=f"synthetic:{name} (seed {seed})",
     )
+
+
+def write_recbole(raw: RawDomain, root: str | Path) -> Path:
+    """Writes a domain as RecBole atomic files, ``<root>/<name>/<name>.inter`` and ``.item``: the layout
+    ``DomainDataModule(path=...)`` reads, e.g. to try a config before one's own data is at hand."""
+    folder = Path(root) / raw.name
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = raw.interactions.data
+    rows = zip(*(inter.column(c).to_pylist() for c in ("user_id", "item_id", "timestamp")), strict=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float", *(f"{u}\t{i}\t{t:g}" for u, i, t in rows)]
+    atomic_write(folder / f"{raw.name}.inter", "\n".join(lines) + "\n")
+    items = raw.items.data
+    fields = ["item_id", *raw.text_fields]
+    columns = [items.column(f).to_pylist() for f in fields]
+    header = "\t".join(["item_id:token", *(f"{f}:token_seq" for f in raw.text_fields)])
+    atomic_write(folder / f"{raw.name}.item", "\n".join([header, *map("\t".join, zip(*columns, strict=True))]) + "\n")
+    return folder

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from rec_transfer.data.datamodule import (
+    DEFAULT_MAX_LEN,
     SYNTHETIC,
     DomainDataModule,
     make_train_loader,
@@ -34,6 +37,11 @@ class TransferDataModule(L.LightningDataModule):
         source_mixing: how a source epoch is shared among the sources: ``1`` every batch of every source once
             (the largest source dominates), ``0`` as many batches from each source (smaller ones repeat, larger
             ones are subsampled), in between ∝ ``batches ** source_mixing``. The epoch's length stays the same.
+        max_len: longest history, for every domain that does not set its own ``max_len``; the model reads the
+            longest of all domains' (the command line links ``model.max_len`` to it), so it is set in one place.
+
+    ``target`` and each source may also be given as dicts, as in a YAML config: ``DomainDataModule`` keyword
+    arguments, or ``{"class_path": ..., "init_args": {...}}``.
     """
 
     def __init__(
@@ -44,11 +52,16 @@ class TransferDataModule(L.LightningDataModule):
         validate_sources: bool = True,
         data_root: str | None = None,
         source_mixing: float = 1.0,
+        max_len: int = DEFAULT_MAX_LEN,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["target", "sources"])
-        self.target = target
-        self.sources = list(sources or [])
+        self.target = as_domain_module(target)
+        self.sources = [as_domain_module(s) for s in sources or []]
+        target = self.target
+        for m in [*self.sources, target]:
+            if not m.max_len_given:
+                m.max_len = max_len
         if data_root is not None:
             for m in [*self.sources, target]:
                 if not m.path.startswith(SYNTHETIC) and not Path(m.path).is_absolute():
@@ -58,6 +71,11 @@ class TransferDataModule(L.LightningDataModule):
             raise ValueError(f"domain names must be unique, got {names}")
         if self.sources:
             shared_loader_settings(self.sources)  # the sources share one training loader: fail now, not at epoch 0
+
+    @property
+    def max_len(self) -> int:
+        """The longest history of any domain: what the model must read."""
+        return max(m.max_len for m in self.domains.values())
 
     @property
     def target_name(self) -> str:
@@ -104,3 +122,16 @@ class TransferDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.target.predict_dataloader()
+
+
+def as_domain_module(spec: DomainDataModule | dict[str, Any]) -> DomainDataModule:
+    """A domain given as a module, as ``DomainDataModule`` keyword arguments, or as ``{class_path, init_args}``."""
+    if not isinstance(spec, dict):
+        return spec
+    if "class_path" not in spec:
+        return DomainDataModule(**spec)
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module or "rec_transfer.data"), name)
+    if not (isinstance(cls, type) and issubclass(cls, DomainDataModule)):
+        raise TypeError(f"{spec['class_path']!r} is not a DomainDataModule")
+    return cls(**spec.get("init_args", {}))

@@ -22,7 +22,7 @@ import torch
 FIXED_BY_WEIGHTS = frozenset(
     {"mode", "hidden_size", "layers", "heads", "inner_size", "adaptor_experts", "max_len", "similarity", "align_weight"}
 )
-EVALUATION = frozenset({"top_k", "exclude_history", "item_chunk", "eval_dtype"})
+EVALUATION = frozenset({"top_k", "exclude_history", "item_chunk", "eval_dtype", "cutoffs"})
 TRAINING = frozenset(
     {
         "lr", "target_lr", "text_lr", "weight_decay", "warmup_steps", "dropout", "adaptor_dropout", "temperature",

@@ -50,7 +50,9 @@ class TransferRecommender(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
         top_k: recommendations per user in ``predict``.
-        exclude_history: ``predict`` never recommends an item already in the user's history.
+        exclude_history: ``predict`` never recommends an item already in the user's history (``false`` keeps them).
+        cutoffs: the K of every metric @K (Recall, NDCG, HitRate, Precision, F1; see ``RankingMetrics``); 10 is
+            always added, since NDCG@10 chooses checkpoints and stops training.
         loss: ``full`` softmax over every item of the domain; ``chunked``: the same, exact, computed in
             item chunks so memory stays bounded for large catalogues; ``sampled``: softmax over the batch's
             own targets plus ``num_negatives`` shared uniform negatives with log-q correction, whose cost
@@ -93,6 +95,7 @@ class TransferRecommender(L.LightningModule):
         warmup_steps: int = 0,
         top_k: int = 10,
         exclude_history: bool = True,
+        cutoffs: tuple[int, ...] = (10, 50),
         loss: LossName = "full",
         num_negatives: int = 1024,
         item_chunk: int = 8192,
@@ -177,6 +180,11 @@ class TransferRecommender(L.LightningModule):
         (row 0: padding item); the first domain's sizes the shared adaptor, and the text source refuses later
         domains of another width. ``popularity`` (num_items + 1,): each item's share of the training targets
         (for the sampled loss; uniform if not given)."""
+        if text is None and self.hparams.mode != "id":
+            raise ValueError(
+                f"model.mode {self.hparams.mode!r} reads item texts, but domain {name!r} has none "
+                "(text_encoder: null): drop that line (MiniLM is the default) or use mode: id"
+            )
         if self.item_tower is None:
             self.item_tower = ItemTower(
                 self.hparams.hidden_size,
@@ -193,7 +201,7 @@ class TransferRecommender(L.LightningModule):
         self.register_buffer(f"popularity_{name}", popularity.to(self.device), persistent=False)
         for metrics in (self.val_metrics, self.test_metrics):
             if name not in metrics:
-                metrics[name] = RankingMetrics().to(self.device)
+                metrics[name] = RankingMetrics(self.hparams.cutoffs).to(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._trainable_text is not None:  # new weights: every memory bank must be recomputed
@@ -351,18 +359,15 @@ class TransferRecommender(L.LightningModule):
     def _log_metrics(self, split: str, metrics: nn.ModuleDict, domains: list[str]) -> None:
         for name in domains:  # the same list on every rank: compute() syncs across ranks
             values = metrics[name].compute()
-            self.log_dict({f"{split}/{name}/{k}": v for k, v in values.items()})
+            # compute() already synced them: sync_dist only tells Lightning so (the same numbers on every rank).
+            self.log_dict({f"{split}/{name}/{k}": v for k, v in values.items()}, sync_dist=True)
             if name == self.target_domain:
-                self.log(f"hp/{split}_ndcg@10", values["ndcg@10"])
+                self.log(f"hp/{split}_ndcg@10", values["ndcg@10"], sync_dist=True)
             metrics[name].reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         scores, items = self.recommend(batch, self.hparams.top_k)  # (B, K)
         return {"domain": batch["domain"], "user": batch["user"], "items": items, "scores": scores}
-
-    def on_fit_start(self) -> None:
-        if self.logger is not None:
-            self.logger.log_hyperparams(self.hparams, {"hp/val_ndcg@10": 0.0, "hp/test_ndcg@10": 0.0})
 
     def on_transfer_phase(self, phase: Phase) -> None:
         """Called by the transfer schedule (``DomainTransfer``) at the switch and on restoring a checkpoint, before

@@ -141,7 +141,7 @@ def cached_item_vectors(
         # Collectives below must be entered by every rank, so all agree on hit/miss first.
         hit = _all_ranks_hit(hit)
     if hit:
-        log.info("Loaded %d cached text vectors from %s", len(texts), path)
+        log.debug("Loaded %d cached text vectors from %s", len(texts), path)  # the data module says it in one line
         return vectors
 
     with contextlib.ExitStack() as stack:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from rec_transfer.text.pooling import PoolingMethod
 from rec_transfer.utils.files import atomic_dir, file_fingerprint
+from rec_transfer.utils.quiet import no_weight_bars
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -299,7 +300,8 @@ def load_text_model(
         source = str(target)
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    model = AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code)
+    with no_weight_bars():
+        model = AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"Tokenizer of {name!r} has neither a pad nor an EOS token to pad with.")

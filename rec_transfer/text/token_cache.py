@@ -48,7 +48,7 @@ def cached_token_states(
     path = token_states_path(cache_dir, key)
     states = load_token_states(path, key)
     if states is not None:
-        log.info("Loaded cached token states of %d texts from %s", len(texts), path)
+        log.debug("Loaded cached token states of %d texts from %s", len(texts), path)
         return states
     with _encoding_lock(Path(cache_dir) / "locks" / f"{key}.lock", len(texts), lock_timeout):
         states = load_token_states(path, key)

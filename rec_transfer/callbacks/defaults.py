@@ -1,0 +1,45 @@
+"""The callbacks every command-line fit runs with, besides those its config names."""
+
+from __future__ import annotations
+
+import logging
+
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+
+from rec_transfer.callbacks.checkpoint import LatestCheckpoint
+from rec_transfer.callbacks.domain_transfer import DomainTransfer
+from rec_transfer.callbacks.fit_timer import FitTimer
+from rec_transfer.callbacks.progress import MONITOR, EpochProgress
+from rec_transfer.callbacks.tensorboard import TensorBoardHparams
+
+log = logging.getLogger(__name__)
+
+
+def default_callbacks(
+    configured: list[Callback], transfer: bool, logger: bool = True, checkpointing: bool = True
+) -> list[Callback]:
+    """New instances of what a run needs and ``configured`` lacks.
+
+    Always ``FitTimer``, ``EpochProgress`` and ``TensorBoardHparams``; Lightning's ``LearningRateMonitor`` with a
+    logger. A ``LatestCheckpoint`` keeping the best target validation NDCG@10 and ``last.ckpt`` if no checkpoint
+    callback is configured (and checkpointing is on). A ``DomainTransfer`` with its defaults if the data has source
+    domains and nothing switches from them: without it they would never be trained on.
+
+    Args:
+        configured: the config's callbacks.
+        transfer: whether the data has source domains.
+        logger: whether the trainer has a logger.
+        checkpointing: the trainer's ``enable_checkpointing``.
+    """
+    out: list[Callback] = [FitTimer(), EpochProgress(), TensorBoardHparams()]
+    if logger:
+        out.append(LearningRateMonitor())
+    if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in configured):
+        out.append(LatestCheckpoint(monitor=MONITOR, mode="max", save_last=True))
+    if transfer and not any(isinstance(c, DomainTransfer) for c in configured):
+        default = DomainTransfer()
+        log.info(
+            "the data has source domains and the config no DomainTransfer: %d source epochs", default.source_epochs
+        )
+        out.append(default)
+    return out

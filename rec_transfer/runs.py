@@ -1,0 +1,167 @@
+"""Where a run writes, and how a later command finds it again: run names, version folders, ``--ckpt_path last|best``.
+
+A run of ``configs/NAME.yaml`` logs to ``<save_dir>/NAME/version_N/`` (TensorBoard events, ``config.yaml``,
+``results.json``) and checkpoints to ``version_N/checkpoints/``; every new fit gets the next ``N``. The logger's
+``name`` defaults to the config file's name, so a copied config writes under its own. ``--ckpt_path last`` (or
+``best``) finds the newest version that holds a ``last.ckpt`` (the best checkpoint is the one it records); a command
+given a checkpoint of a run logs into that run's folder (a resumed fit continues there). These functions work on the
+parsed config, before anything is instantiated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+
+from rec_transfer.callbacks.checkpoint import find_checkpoint
+from rec_transfer.utils.checkpoints import load_checkpoint
+from rec_transfer.utils.files import atomic_write
+
+LAST = "last.ckpt"
+# Logger names that nobody chose: the CLI's default and the loggers' own.
+UNNAMED = (None, "", "default", "lightning_logs")
+VERSION = re.compile(r"^version_(\d+)$")
+
+
+def _init_args(spec: Any) -> Namespace | None:
+    """``init_args`` of a ``{class_path, init_args}`` entry of the parsed config; None for anything else."""
+    return spec.get("init_args") if isinstance(spec, Namespace) and "class_path" in spec else None
+
+
+def config_stem(config: Namespace) -> str | None:
+    """The name of the (last) ``--config`` file, without its suffix."""
+    files = config.get("config") or []
+    return Path(str(files[-1])).stem if files else None
+
+
+def name_run(config: Namespace) -> None:
+    """Gives an unnamed logger the config file's name, and turns TensorBoard's placeholder ``hp_metric`` off."""
+    args = _init_args(config.get("trainer", Namespace()).get("logger"))
+    if args is None:
+        return
+    if "name" in args and args.get("name") in UNNAMED and config_stem(config):
+        args.name = config_stem(config)
+    if "default_hp_metric" in args:
+        args.default_hp_metric = False  # a -1 written at step 0; the hparams tab gets real metrics instead
+
+
+def checkpoint_dirs(config: Namespace) -> list[Path]:
+    """Folders where this config's runs keep checkpoints, newest first.
+
+    An explicit ``dirpath`` of a checkpoint callback is the one folder. Otherwise the logger's version folders
+    (``<save_dir>/<name>/version_N/checkpoints``), or ``<default_root_dir>/checkpoints`` without a logger.
+    """
+    trainer = config.get("trainer", Namespace())
+    for cb in trainer.get("callbacks") or []:
+        args = _init_args(cb)
+        if args is not None and "Checkpoint" in cb.class_path and args.get("dirpath"):
+            return [Path(args.dirpath)]
+    logger = _init_args(trainer.get("logger"))
+    if logger is None or "save_dir" not in logger:
+        return [Path(trainer.get("default_root_dir") or ".") / "checkpoints"]
+    root = Path(logger.save_dir) / str(logger.get("name") or "")
+    if logger.get("version") is not None:
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        return [root / version / "checkpoints"]
+    found = [(int(m.group(1)), p) for p in root.glob("version_*") if (m := VERSION.match(p.name))]
+    return [p / "checkpoints" for _, p in sorted(found, reverse=True)]
+
+
+def best_of(last: Path) -> Path | None:
+    """The best checkpoint that ``last`` records (its checkpoint callback's ``best_model_path``), in its folder."""
+    state = load_checkpoint(last)
+    for key, value in state.get("callbacks", {}).items():
+        if "Checkpoint" in key and isinstance(value, dict) and value.get("best_model_path"):
+            # Looked up beside last.ckpt: the run folder may have moved since it was written.
+            return last.parent / Path(value["best_model_path"]).name
+    return None
+
+
+def resolve_checkpoint(config: Namespace) -> None:
+    """Turns ``--ckpt_path last`` / ``best`` into the file of this config's latest run, or fails saying where it
+    looked."""
+    which = config.get("ckpt_path")
+    if which not in ("last", "best"):
+        return
+    dirs = checkpoint_dirs(config)
+    found = next((d for d in dirs if (d / LAST).is_file()), None)
+    if found is None:
+        where = ", ".join(str(d) for d in dirs[:3]) or f"{dirs_hint(config)} (no run folder yet)"
+        raise FileNotFoundError(
+            f"--ckpt_path {which}: no {LAST} of an earlier run of this config in {where}. Drop --ckpt_path to start "
+            "a new run, or give a checkpoint file (the checkpoint callback needs save_last: true)"
+        )
+    path = find_checkpoint("last", [found])  # an unreadable last.ckpt falls back to the newest whole one
+    if which == "best":
+        path = best_of(path)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"--ckpt_path best: {found / LAST} records no best checkpoint that still exists ({path}); the "
+                "checkpoint callback needs a monitor (e.g. hp/val_ndcg@10)"
+            )
+    config.ckpt_path = str(path)
+
+
+def follow_checkpoint(config: Namespace) -> None:
+    """Logs into the version folder of the run whose checkpoint ``--ckpt_path`` names, if it is one of this config's:
+    a resumed fit continues its run, and ``test``/``validate``/``predict`` add no new version folder."""
+    path = config.get("ckpt_path")
+    logger = _init_args(config.get("trainer", Namespace()).get("logger"))
+    if not path or logger is None or logger.get("version") is not None or "save_dir" not in logger:
+        return
+    folder = Path(path).resolve().parent
+    root = (Path(logger.save_dir) / str(logger.get("name") or "")).resolve()
+    match = VERSION.match(folder.parent.name)
+    if folder.name == "checkpoints" and match and folder.parent.parent == root:
+        logger.version = int(match.group(1))
+
+
+def dirs_hint(config: Namespace) -> str:
+    logger = _init_args(config.get("trainer", Namespace()).get("logger"))
+    if logger is not None and "save_dir" in logger:
+        return str(Path(logger.save_dir) / str(logger.get("name") or "") / "version_*" / "checkpoints")
+    return "checkpoints"
+
+
+def nest_logger(config: dict[str, Any], log_dir: str | Path, name: str) -> bool:
+    """Points a (dict) config's logger at ``<log_dir>/<name>/`` (no version folder): a run inside another run's
+    folder, such as the target-only baseline. False if its logger takes no ``save_dir``/``name``/``version``."""
+    logger = config.get("trainer", {}).get("logger")
+    args = logger.get("init_args") if isinstance(logger, dict) else None
+    if args is None or not {"save_dir", "name", "version"} <= args.keys():
+        return False
+    args.update(save_dir=str(log_dir), name=name, version="")
+    return True
+
+
+# What a fit measures while it trains: a resumed fit that had nothing left to train keeps the earlier values.
+FIT_RECORD = ("fit_seconds", "mean_train_epoch_seconds", "val_history")
+
+
+def merge_results(previous: Mapping[str, Any], new: Mapping[str, Any], trained: bool) -> dict[str, Any]:
+    """``results.json`` after a resumed fit: what the interrupted run wrote, updated with what this one measured.
+
+    Args:
+        previous: the earlier ``results.json`` (empty for a new run).
+        new: this fit's results.
+        trained: whether this fit ran any training epoch; if not, the earlier fit record stands.
+    """
+    merged = {**previous, **new}
+    if not trained:
+        merged |= {k: previous[k] for k in FIT_RECORD if k in previous}
+    return merged
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """An earlier ``results.json``; empty if there is none."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_results(path: str | Path, results: Mapping[str, Any]) -> None:
+    atomic_write(path, json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,68 @@
+"""The summary a fit prints when it ends: test metrics of the tested checkpoint, the zero-shot point, the target-only
+comparison, the best validation epoch, and where results, checkpoints and TensorBoard logs went."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+CUTOFF = re.compile(r"^ndcg@(\d+)$")
+
+
+def _row(label: str, metrics: dict[str, float], prefix: str, columns: list[str]) -> str:
+    cells = [f"{metrics[prefix + c]:>11.4f}" if prefix + c in metrics else " " * 11 for c in columns]
+    return f"{label:<14}" + "".join(cells)
+
+
+def _best(run: dict[str, Any]) -> str:
+    best = run.get("best_validation")
+    if not best:
+        return "no target validation"
+    text = f"best validation NDCG@10 {best['ndcg@10']:.4f} at epoch {best['epoch']}"
+    epochs = run.get("epochs")
+    if run.get("stopped_early"):
+        text += f" (stopped early after epoch {epochs - 1})" if epochs else " (stopped early)"
+    elif epochs:
+        text += f" (of {epochs} epochs)"
+    return text
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The printed summary of a fit's ``results.json`` content (see ``RecTransferCLI.after_fit``)."""
+    target, sources = results.get("target", "target"), results.get("sources") or []
+    main = "transfer" if sources else "target_only"
+    prefix = f"test/{target}/"
+    tested = results.get(main) or {}
+    ks = sorted({int(m.group(1)) for k in tested if k.startswith(prefix) and (m := CUTOFF.match(k[len(prefix) :]))})
+    columns = [f"{name}@{k}" for k in ks for name in ("ndcg", "recall")] + ["mrr"]
+    header = [c.replace("ndcg", "NDCG").replace("recall", "Recall").replace("mrr", "MRR") for c in columns]
+    title = f"{target} ← {', '.join(sources)}" if sources else f"{target} (no source domains)"
+    lines = [
+        f"── result: {title} " + "─" * max(0, 60 - len(title)),
+        f"{'test split':<14}" + "".join(f"{h:>11}" for h in header),
+    ]
+    zero_shot = results.get("zero_shot") or {}
+    if any(k.startswith(f"zeroshot_test/{target}/") for k in zero_shot):
+        lines.append(_row("zero-shot", zero_shot, f"zeroshot_test/{target}/", columns))
+    if tested:
+        lines.append(_row("transfer" if sources else "target only", tested, prefix, columns))
+    baseline = results.get("target_only") if sources else None
+    if baseline:
+        lines.append(_row("target only", baseline, prefix, columns))
+        key = prefix + "ndcg@10"
+        if key in tested and key in baseline:
+            gain = tested[key] - baseline[key]
+            verdict = "beats" if gain > 0 else "does NOT beat"
+            lines.append(f"transfer {verdict} the target-only baseline on test NDCG@10 by {gain:+.4f}")
+    lines.append("")
+    run = results.get("run", {})
+    lines.append(f"{'transfer' if sources else 'training':<14}{_best(results)}; the test row is that checkpoint")
+    if baseline and results.get("target_only_run"):
+        lines.append(f"{'target only':<14}{_best(results['target_only_run'])}")
+    if run.get("results_json"):
+        lines.append(f"{'results':<14}{run['results_json']}")
+    if run.get("best_checkpoint"):
+        lines.append(f"{'checkpoint':<14}{run['best_checkpoint']} (the best; last.ckpt beside it resumes)")
+    if run.get("log_dir"):
+        lines.append(f"{'tensorboard':<14}tensorboard --logdir {run['log_dir']}")
+    return "\n".join(lines)

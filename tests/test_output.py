@@ -1,0 +1,112 @@
+"""What a fit tells its user: the printed summary, a line per epoch without a terminal, the switch and early stopping
+as they happen, and TensorBoard's learning rate, phase marker and hparams tab."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+import torch
+from cli_helpers import SOURCES, TARGET, read_scalars
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from rec_transfer.callbacks import TargetEarlyStopping
+from rec_transfer.summary import format_summary
+
+
+def test_fit_prints_a_summary_of_its_results(run) -> None:
+    results = json.loads((run.dir / "results.json").read_text())
+    summary = run.stdout.split("── result: ", 1)[1]
+    assert summary.startswith(f"{TARGET} ← {', '.join(SOURCES)}")
+    rows = {line[:14].strip(): line[14:].split() for line in summary.splitlines()[1:5]}
+    assert rows["test split"] == ["NDCG@10", "Recall@10", "NDCG@50", "Recall@50", "MRR"]
+    columns = ["ndcg@10", "recall@10", "ndcg@50", "recall@50", "mrr"]
+    for label, source, prefix in [
+        ("zero-shot", results["zero_shot"], f"zeroshot_test/{TARGET}/"),
+        ("transfer", results["transfer"], f"test/{TARGET}/"),
+        ("target only", results["target_only"], f"test/{TARGET}/"),
+    ]:
+        assert rows[label] == [f"{source[prefix + c]:.4f}" for c in columns], label
+    gain = results["transfer"][f"test/{TARGET}/ndcg@10"] - results["target_only"][f"test/{TARGET}/ndcg@10"]
+    assert f"on test NDCG@10 by {gain:+.4f}" in summary
+    best = results["best_validation"]
+    assert f"best validation NDCG@10 {best['ndcg@10']:.4f} at epoch {best['epoch']}" in summary
+    for path in (run.dir / "results.json", run.best, run.dir):
+        assert str(path) in summary
+    assert format_summary(results) == "── result: " + summary.strip()  # the same summary from results.json alone
+
+
+def test_without_a_terminal_each_epoch_is_a_line_and_the_switch_is_announced(run) -> None:
+    log = run.log
+    assert any(line.startswith(f"training {TARGET} ← books, toys: ") and str(run.dir) in line for line in log)
+    epochs = [line for line in log if line.startswith("epoch ") and " loss " in line]
+    assert epochs[0].startswith("epoch 0/1 source: loss ") and f"val NDCG@10 {TARGET} " in epochs[0]
+    assert all(f"{s} " in epochs[0] for s in SOURCES) and epochs[0].endswith(" s")
+    assert epochs[1].startswith("epoch 1/1 target: loss ") and "(best " in epochs[1]
+    assert epochs[2].startswith("epoch 0/1: loss ")  # the target-only baseline: no phases
+    switch = log.index(f"epoch 1: switched from the sources to the target {TARGET} (new optimizer and scheduler)")
+    zero_shot = next(i for i, line in enumerate(log) if line.startswith(f"zero-shot on {TARGET}"))
+    assert log.index(epochs[0]) < zero_shot < switch < log.index(epochs[1])
+    assert "validation NDCG@10 " in log[zero_shot] and "; test NDCG@10 " in log[zero_shot]  # not a dict of floats
+
+
+def test_early_stopping_says_when_and_why(caplog) -> None:
+    stop = TargetEarlyStopping(monitor="hp/val_ndcg@10", mode="max", patience=2)
+    trainer = SimpleNamespace(
+        fast_dev_run=False, should_stop=False, is_global_zero=True, current_epoch=0, callback_metrics={},
+        strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision),
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="rec_transfer"):
+        for epoch, value in enumerate([0.3, 0.5, 0.4, 0.45, 0.2]):
+            trainer.current_epoch, trainer.callback_metrics = epoch, {"hp/val_ndcg@10": torch.tensor(value)}
+            stop._run_early_stopping_check(trainer)
+            if trainer.should_stop:
+                break
+    assert trainer.should_stop and stop.stopped_epoch == 3
+    messages = [r.getMessage() for r in caplog.records if "stopping early" in r.getMessage()]
+    assert messages == ["epoch 3: stopping early, hp/val_ndcg@10 has not improved for 2 validations (best 0.5000)"]
+
+
+def hparams_of(folder) -> tuple[list[str], dict]:
+    """The metric names and the session's hyper-parameters written to ``folder``'s HPARAMS tab."""
+    metrics, params = [], {}
+    for events in sorted(folder.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        try:
+            contents = acc.PluginTagToContent("hparams").values()
+        except KeyError:  # an event file without hparams (e.g. the test's)
+            continue
+        for content in contents:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("experiment"):
+                metrics += [m.name.tag for m in data.experiment.metric_infos]
+            if data.HasField("session_start_info"):
+                for key, value in data.session_start_info.hparams.items():
+                    params[key] = value.string_value or value.number_value or value.bool_value
+    return metrics, params
+
+
+def test_tensorboard_logs_learning_rate_phase_and_run_settings(run) -> None:
+    scalars = read_scalars(run.dir)
+    assert scalars["lr-AdamW"] and all(v > 0 for _, v in scalars["lr-AdamW"])
+    assert [v for _, v in scalars["transfer/phase"]] == [0.0, 1.0]  # epoch 0 on the sources, epoch 1 on the target
+    # The hparams tab's metric is the best validation so far (its last value is the best, not the last), and nothing
+    # was written before a value was measured.
+    val = [v for step, v in scalars["hp/val_ndcg@10"] if step > 0]  # the fit's (a later `validate` logs at step 0)
+    best = [v for _, v in scalars["hp/best_val_ndcg@10"]]
+    assert best == pytest.approx([max(val[: i + 1]) for i in range(len(val))])
+    assert all(step > 0 for step, _ in scalars["hp/best_val_ndcg@10"])
+    tested = json.loads((run.dir / "results.json").read_text())["transfer"]["hp/test_ndcg@10"]
+    assert {round(v, 5) for _, v in scalars["hp/test_ndcg@10"]} == {tested}  # also after `test` reran it
+    metrics, params = hparams_of(run.dir)
+    assert metrics == ["hp/best_val_ndcg@10", "hp/test_ndcg@10"]
+    assert params["data/sources"] == "books, toys" and params["data/target"] == TARGET
+    assert params["transfer/source_epochs"] == 1 and params["data/batch_size"] == 32 and params["seed"] == "0"
+    assert params["model/hidden_size"] == 16 and params["data/max_len"] == 10
+    # The target-only baseline's row says so.
+    _, alone = hparams_of(run.dir / "target_only")
+    assert alone["data/sources"] == "none" and alone["transfer/source_epochs"] == 0

@@ -267,3 +267,19 @@ def test_item_tower_refuses_text_vectors_of_another_width() -> None:
     tower.add_domain("books", 3, torch.randn(4, 6))
     with pytest.raises(ValueError, match=r"'toys' has text vectors of width 5, the other domains 6"):
         tower.add_domain("toys", 3, torch.randn(4, 5))
+
+
+def test_param_groups_scale_named_parts_and_give_the_text_top_its_rate():
+    from rec_transfer.models.optim import param_groups
+
+    model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(2, 2), "adaptor": torch.nn.Linear(2, 2)})
+    text = torch.nn.Linear(3, 3)
+    model["text"] = text
+    groups = param_groups(model, 1e-3, text, 1e-5, {"encoder": 0.1})
+    lrs = [g["lr"] for g in groups]
+    assert lrs == pytest.approx([1e-4, 1e-5, 1e-3])
+    assert [len(g["params"]) for g in groups] == [2, 2, 2]  # every parameter in exactly one group
+    model["encoder"].requires_grad_(False)  # frozen parts are in none
+    assert [g["lr"] for g in param_groups(model, 1e-3, None, None, {"encoder": 0.1})] == [1e-3]
+    with pytest.raises(ValueError, match="'decoder'"):
+        param_groups(model, 1e-3, None, None, {"decoder": 0.5})

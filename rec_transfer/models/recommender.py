@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -17,8 +16,9 @@ from rec_transfer.models.components.item_text import FrozenItemText, TrainableIt
 from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
+from rec_transfer.models.optim import adamw_with_warmup, param_groups
+from rec_transfer.models.pretrained import load_pretrained_weights
 from rec_transfer.phase import Phase
-from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
 from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
 
@@ -47,6 +47,9 @@ class TransferRecommender(L.LightningModule):
         temperature: logits are divided by it.
         lr: learning rate (source phase, or the whole run without transfer).
         target_lr: learning rate after the switch to the target domain (``None``: ``lr``).
+        target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
+            ``{"encoder": 0.1}``: the transferred sequence encoder adapts slowly while the text adaptor learns the
+            target's items at full speed (between freezing it and training it like the rest).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
         top_k: recommendations per user in ``predict``.
@@ -91,6 +94,7 @@ class TransferRecommender(L.LightningModule):
         temperature: float = 0.07,
         lr: float = 1e-3,
         target_lr: float | None = None,
+        target_lr_scale: dict[str, float] | None = None,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         top_k: int = 10,
@@ -136,25 +140,7 @@ class TransferRecommender(L.LightningModule):
 
     def load_pretrained(self, path: str) -> None:
         """Copies the model weights of checkpoint ``path`` (not its optimizer or trainer state)."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist")
-        state = load_checkpoint(path, map_location=self.device).get("state_dict")
-        if not isinstance(state, dict):
-            raise CheckpointError(path, "holds no model weights (state_dict); expected a checkpoint of a fit")
-        own = self.state_dict()
-        # ID tables of domains this run does not serve (the sources') are not needed; nor metric states.
-        optional = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.")
-        state = {k: v for k, v in state.items() if k in own or not k.startswith(optional)}
-        missing = [k for k in own if k not in state and not k.startswith(optional)]
-        unexpected = [k for k in state if k not in own]
-        shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            raise ValueError(
-                f"pretrained checkpoint {path!r} does not fit this model (same mode, hidden_size, layers, "
-                f"inner_size, adaptor_experts and text model?): missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                f"shape mismatch {shapes[:5]}"
-            )
-        self.load_state_dict(state, strict=False)
+        load_pretrained_weights(self, path)
         self._pretrained_loaded = True
 
     def _text_source(self, text) -> FrozenItemText | TrainableItemText | None:
@@ -371,29 +357,18 @@ class TransferRecommender(L.LightningModule):
 
     def on_transfer_phase(self, phase: Phase) -> None:
         """Called by the transfer schedule (``DomainTransfer``) at the switch and on restoring a checkpoint, before
-        optimizers are built: the target phase trains with ``target_lr``."""
+        optimizers are built: the target phase trains with ``target_lr`` (and ``target_lr_scale``)."""
         self.transfer_phase = phase
 
     def _param_groups(self) -> list[dict]:
         """The optimizer's parameter groups, each with its learning rate, as the phase and hyperparameters say."""
         target = self.transfer_phase == "target"
         lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
-        text = self._trainable_text
-        text_params = {id(p) for p in text.parameters()} if text is not None else set()
-        groups = [
-            {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in text_params], "lr": lr},
-            {"params": [p for p in text.parameters() if p.requires_grad] if text else [], "lr": self.hparams.text_lr},
-        ]
-        return [{**g, "lr": lr if g["lr"] is None else g["lr"]} for g in groups if g["params"]]
+        scales = self.hparams.target_lr_scale if target else None
+        return param_groups(self, lr, self._trainable_text, self.hparams.text_lr, scales)
 
     def configure_optimizers(self):
-        groups = self._param_groups()
-        if not groups:
-            raise ValueError("every parameter is frozen: nothing to train (see DomainTransfer's freeze)")
-        optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
-        warmup = max(1, self.hparams.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_warmup(self._param_groups(), self.hparams.weight_decay, self.hparams.warmup_steps)
 
     def on_train_start(self) -> None:
         # A resumed optimizer holds the checkpoint's learning rates and weight decay: a resume that changes them

@@ -1,0 +1,50 @@
+"""The recommender's optimizer: parameter groups with their learning rates, as the transfer phase says."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    text: nn.Module | None = None,
+    text_lr: float | None = None,
+    scales: Mapping[str, float] | None = None,
+) -> list[dict]:
+    """Parameter groups of ``model``'s trainable parameters: each submodule named in ``scales`` at ``lr × scale``,
+    the language model's trainable top (``text``) at ``text_lr`` (``lr`` if None), everything else at ``lr``.
+
+    Raises:
+        ValueError: a name in ``scales`` is not a submodule of ``model``.
+    """
+    scales = dict(scales or {})
+    groups: list[dict] = []
+    taken: set[int] = set()
+    for name, scale in scales.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"target_lr_scale names {name!r}, which is not a part of the model") from None
+        params = [p for p in module.parameters() if p.requires_grad and id(p) not in taken]
+        groups.append({"params": params, "lr": lr * scale})
+        taken |= {id(p) for p in params}
+    if text is not None:
+        params = [p for p in text.parameters() if p.requires_grad and id(p) not in taken]
+        groups.append({"params": params, "lr": lr if text_lr is None else text_lr})
+        taken |= {id(p) for p in params}
+    groups.append({"params": [p for p in model.parameters() if p.requires_grad and id(p) not in taken], "lr": lr})
+    return [g for g in groups if g["params"]]
+
+
+def adamw_with_warmup(groups: list[dict], weight_decay: float, warmup_steps: int) -> dict:
+    """AdamW over ``groups`` with a linear warm-up of ``warmup_steps`` steps, as Lightning's optimizer config."""
+    if not groups:
+        raise ValueError("every parameter is frozen: nothing to train (see DomainTransfer's freeze)")
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    warmup = max(1, warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

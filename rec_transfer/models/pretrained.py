@@ -1,0 +1,41 @@
+"""Starting a model from the weights of an earlier run's checkpoint (not a resume)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
+
+# Weights a checkpoint may hold that a new run need not have, and that it may miss: ID tables of domains this run
+# does not serve (the sources'), metric states, the source phase's domain discriminator.
+OPTIONAL = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.")
+
+
+def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
+    """Copies the model weights of checkpoint ``path`` into ``model`` (not its optimizer or trainer state).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not a whole checkpoint of a fit, or it holds code (loaded weights-only).
+        ValueError: the weights do not fit the model, naming the missing, unexpected and misshapen keys.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"pretrained checkpoint {str(path)!r} does not exist")
+    own = model.state_dict()
+    device = next(iter(own.values())).device if own else "cpu"
+    state = load_checkpoint(path, map_location=device).get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(path, "holds no model weights (state_dict); expected a checkpoint of a fit")
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(OPTIONAL)}
+    missing = [k for k in own if k not in state and not k.startswith(OPTIONAL)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"pretrained checkpoint {str(path)!r} does not fit this model (same mode, hidden_size, layers, "
+            f"inner_size, adaptor_experts and text model?): missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shape mismatch {shapes[:5]}"
+        )
+    model.load_state_dict(state, strict=False)

@@ -107,11 +107,11 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
         cfg = target_only_config(cfg)
     cfg["model"].update(spec.get("model", {}))
     data = cfg["data"]["init_args"]
-    template = data["target"]
-    template["init_args"]["path"] = DOMAINS[target]
+    data["target"]["init_args"]["path"] = DOMAINS[target]
     if "sources" in data:
         if not sources:
             raise ValueError(f"variant {variant!r} transfers: give at least one source domain")
+        template = data["sources"][0]  # sources keep the config's source settings (e.g. their batch size)
         data["sources"] = []
         for name in sources:
             source = copy.deepcopy(template)

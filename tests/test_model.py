@@ -283,3 +283,42 @@ def test_param_groups_scale_named_parts_and_give_the_text_top_its_rate():
     assert [g["lr"] for g in param_groups(model, 1e-3, None, None, {"encoder": 0.1})] == [1e-3]
     with pytest.raises(ValueError, match="'decoder'"):
         param_groups(model, 1e-3, None, None, {"decoder": 0.5})
+
+
+def test_trainable_text_bank_refreshes_once_per_epoch_and_after_loaded_weights():
+    from rec_transfer.models.components.item_text import TrainableItemText
+    from rec_transfer.text.trainable import TokenStates
+
+    class Top(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.model = type("M", (), {"config": type("C", (), {"hidden_size": 4})()})()
+
+        def forward(self, states, mask):
+            return (self.lin(states.float()) * mask[..., None]).sum(1)
+
+    torch.manual_seed(0)
+    text = TrainableItemText(Top())
+    text.add_domain("d", TokenStates(torch.randn(6, 4), torch.tensor([0, 0, 2, 4, 6])))
+    refreshes = []
+    real = text.refresh
+    text.refresh = lambda domain: (refreshes.append(domain), real(domain))
+    opt = torch.optim.SGD(text.parameters(), lr=0.1)
+    text.train()
+    for _ in range(2):  # two epochs of two steps, each followed by an evaluation
+        text.new_epoch()
+        for _ in range(2):
+            text("d", torch.tensor([1, 2, 3]), train_items=torch.tensor([2])).sum().backward()
+            opt.step()
+        text.eval()
+        with torch.no_grad():
+            text("d")
+        text.train()
+    assert len(refreshes) == 3  # the first training step, then each evaluation; the epoch after one reuses it
+    state = {k: v + 1 for k, v in text.state_dict().items()}
+    text.load_state_dict(state)  # new weights from outside (a checkpoint, a handed-over source epoch)
+    text.eval()
+    with torch.no_grad():
+        text("d")
+    assert len(refreshes) == 4

@@ -77,11 +77,12 @@ class Crash(Callback):
             raise RuntimeError("simulated crash")
 
 
-def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",), mode="text"):
+def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",), mode="text", extra=(), **transfer):
     L.seed_everything(0)
     model = TransferRecommender(mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3)
     callbacks = [
-        DomainTransfer(source_epochs=SOURCE_EPOCHS, freeze=list(freeze)),
+        DomainTransfer(**{"source_epochs": SOURCE_EPOCHS, "freeze": list(freeze), **transfer}),
+        *extra,
         LatestCheckpoint(dirpath=ckpt_dir, monitor="hp/val_ndcg@10", mode="max", save_last=True),
         TargetEarlyStopping(monitor="hp/val_ndcg@10", mode="max", patience=10),
     ]
@@ -136,6 +137,35 @@ def test_resume_matches_uninterrupted(cache_dir, tmp_path, uninterrupted, crash)
     assert full_state.keys() == resumed_state.keys()
     for key, value in full_state.items():
         torch.testing.assert_close(resumed_state[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+class TargetValidations(Callback):
+    """Every target validation NDCG@10 of the fit, by epoch."""
+
+    def __init__(self):
+        self.values = {}
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.values[trainer.current_epoch] = float(trainer.callback_metrics["val/posters/ndcg@10"])
+
+
+@pytest.mark.parametrize("crash", [None, (1, 1)], ids=["uninterrupted", "killed-in-source-phase"])
+def test_handover_best_starts_the_target_from_the_source_epoch_validation_picked(cache_dir, tmp_path, crash):
+    seen = TargetValidations()
+    transfer = {"handover": "best", "source_epochs": 3}
+    trainer, reference, _ = fit(cache_dir, tmp_path / "full", extra=[seen], **transfer)
+    zero_shot = next(c for c in trainer.callbacks if isinstance(c, DomainTransfer)).zero_shot_metrics
+    source = {epoch: seen.values[epoch] for epoch in range(3)}
+    # The zero-shot evaluation at the switch scores the handed-over weights: those of the best source epoch.
+    assert zero_shot["zeroshot/posters/ndcg@10"] == pytest.approx(max(source.values()), abs=1e-6)
+    if crash is None:
+        return
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, tmp_path / "ckpt", crash=crash, **transfer)
+    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", **transfer)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
 
 
 def finetune_from(cache_dir, pretrained, **model_args):

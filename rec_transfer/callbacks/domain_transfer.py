@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -26,9 +26,9 @@ class DomainTransfer(Callback, PhaseSchedule):
     split as ``zeroshot_test/<target>/...``. Other modules read the phase of an epoch through
     ``rec_transfer.phase.current_phase``.
 
-    Its state (switch epoch, which phase the optimizer was built for, patience counters and the
-    zero-shot result) lives in the checkpoint and is restored before optimizers are rebuilt, so a
-    resumed run continues exactly where it stopped.
+    Its state (switch epoch, which phase the optimizer was built for, patience counters, the zero-shot
+    result and, with ``handover="best"``, the weights to hand over) lives in the checkpoint and is restored
+    before optimizers are rebuilt, so a resumed run continues exactly where it stopped.
 
     Args:
         source_epochs: most epochs on the source domains.
@@ -36,6 +36,11 @@ class DomainTransfer(Callback, PhaseSchedule):
         freeze: submodules of the model to freeze on the target, e.g. ``["encoder"]`` (the
             sequence encoder) or ``["encoder", "item_tower.adaptor"]``.
         zero_shot: evaluate the target with the source-trained model right before its first step.
+        handover: which source-trained weights the target starts from: ``last``, the weights of the last source
+            epoch; ``best``, those of the source epoch whose target validation NDCG@10 was best (the zero-shot
+            model that validation picks; needs the target validated during the source phase, which
+            ``TransferDataModule`` does by default). Later source epochs fit the sources more closely and often
+            score lower on the target.
     """
 
     def __init__(
@@ -44,8 +49,10 @@ class DomainTransfer(Callback, PhaseSchedule):
         source_patience: int | None = None,
         freeze: list[str] | None = None,
         zero_shot: bool = True,
+        handover: Literal["last", "best"] = "last",
     ):
         self.source_epochs = source_epochs
+        self.handover = handover
         self.source_patience = source_patience
         self.freeze = list(freeze or [])
         self.zero_shot = zero_shot
@@ -54,6 +61,10 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_source: float | None = None
         self.wait = 0
         self.zero_shot_metrics: dict[str, float] = {}
+        # The source epoch to hand over (handover="best"): its target validation NDCG@10, epoch and weights.
+        self.best_target: float | None = None
+        self.best_target_epoch: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ phase
     def phase_for_epoch(self, epoch: int) -> Phase:
@@ -70,9 +81,13 @@ class DomainTransfer(Callback, PhaseSchedule):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs before ModelCheckpoint (Lightning orders checkpoint callbacks last), so the
         # checkpoint written at the end of the epoch already knows about an early switch.
-        if trainer.sanity_checking or self.source_patience is None or self.switch_epoch is not None:
+        if trainer.sanity_checking or self.switch_epoch is not None:
             return
         if self.phase_for_epoch(trainer.current_epoch) != "source":
+            return
+        if self.handover == "best":
+            self._keep_if_best(trainer, pl_module)
+        if self.source_patience is None:
             return
         sources = [d for d in trainer.datamodule.source_names]
         values = [trainer.callback_metrics.get(f"val/{d}/ndcg@10") for d in sources]
@@ -91,11 +106,25 @@ class DomainTransfer(Callback, PhaseSchedule):
                 self.switch_epoch,
             )
 
+    def _keep_if_best(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(f"val/{trainer.datamodule.target_name}/ndcg@10")
+        if value is None or (self.best_target is not None and float(value) <= self.best_target):
+            return
+        self.best_target, self.best_target_epoch = float(value), trainer.current_epoch
+        self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.phase_for_epoch(trainer.current_epoch) != "target" or self.optimizer_phase == "target":
             return
         if self.switch_epoch is None:
             self.switch_epoch = trainer.current_epoch
+        if self.best_weights is not None and self.best_target_epoch != trainer.current_epoch - 1:
+            pl_module.load_state_dict(self.best_weights)
+            log.info(
+                "handing over source epoch %d (target validation NDCG@10 %.4f), not the last one",
+                self.best_target_epoch, self.best_target,
+            )  # fmt: skip
+        self.best_weights = None  # not needed any more: later checkpoints stay small
         if self.zero_shot:
             self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
             for logger in trainer.loggers:
@@ -144,6 +173,9 @@ class DomainTransfer(Callback, PhaseSchedule):
             "wait": self.wait,
             "zero_shot_metrics": self.zero_shot_metrics,
             "freeze": self.freeze,
+            "best_target": self.best_target,
+            "best_target_epoch": self.best_target_epoch,
+            "best_weights": self.best_weights,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -153,6 +185,9 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.wait = state_dict["wait"]
         self.zero_shot_metrics = state_dict["zero_shot_metrics"]
         self.freeze = state_dict["freeze"]
+        self.best_target = state_dict.get("best_target")
+        self.best_target_epoch = state_dict.get("best_target_epoch")
+        self.best_weights = state_dict.get("best_weights")
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called before load_state_dict and before the strategy builds optimizers: re-create the

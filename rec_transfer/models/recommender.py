@@ -190,8 +190,6 @@ class TransferRecommender(L.LightningModule):
                 metrics[name] = RankingMetrics(self.hparams.cutoffs).to(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self._trainable_text is not None:  # new weights: every memory bank must be recomputed
-            self._trainable_text.invalidate()
         # A checkpoint may hold ID tables of domains the current data module does not serve
         # (e.g. predicting on the target after transfer): create them so the weights load.
         prefix = "item_tower.id_embeddings."

@@ -55,7 +55,8 @@ class TrainableItemText(nn.Module):
     on a CPU, so each training step recomputes, with gradients, only the items the caller names
     (``train_items``: the batch's own, capped); every other row comes from a bank of vectors computed with
     the weights of the start of the epoch and updated with each recomputed row. Evaluation refreshes the
-    bank first whenever the weights have moved since, so scores are always those of the current weights.
+    bank first whenever the weights have changed since (an optimizer step, a loaded checkpoint: any in-place
+    change of a parameter, which PyTorch counts per tensor), so scores are always those of the current weights.
 
     Args:
         top: the trainable top layers.
@@ -69,10 +70,8 @@ class TrainableItemText(nn.Module):
         super().__init__()
         self.top, self.center, self.chunk = top, center, chunk
         self.dim = int(top.model.config.hidden_size)
-        self.domains: list[str] = []
-        self.steps = 0  # training forwards so far: the weights' version
-        self.epoch_mark = 0  # self.steps when the current training epoch started
-        self.refreshed: dict[str, int] = {}  # domain -> self.steps at its last refresh
+        self.epoch = 0  # training epochs started (new_epoch)
+        self.refreshed: dict[str, tuple[int, tuple[int, ...]]] = {}  # domain -> (epoch, weights' version) of its bank
 
     def add_domain(self, name: str, tokens: TokenStates) -> None:
         """``tokens``: every item's token states with an empty padding item 0 (``TokenStates.with_padding_item``)."""
@@ -81,20 +80,18 @@ class TrainableItemText(nn.Module):
         self.register_buffer(f"offsets_{name}", tokens.offsets, persistent=False)
         self.register_buffer(f"bank_{name}", torch.zeros(len(tokens), self.dim), persistent=False)
         self.register_buffer(f"mean_{name}", torch.zeros(self.dim), persistent=False)
-        if name not in self.domains:
-            self.domains.append(name)
         self.refreshed.pop(name, None)
 
     def num_rows(self, name: str) -> int:
         return getattr(self, f"bank_{name}").shape[0]
 
     def new_epoch(self) -> None:
-        """Marks a training epoch's start: banks older than this are refreshed before their next use."""
-        self.epoch_mark = self.steps
+        """Marks a training epoch's start: banks filled before it are refreshed before their next use."""
+        self.epoch += 1
 
-    def invalidate(self) -> None:
-        """The weights were replaced (a checkpoint was loaded): every bank must be recomputed."""
-        self.refreshed.clear()
+    def _version(self) -> tuple[int, ...]:
+        # Every in-place change of a tensor (optimizer step, load_state_dict) bumps its version counter.
+        return tuple(p._version for p in self.top.parameters())
 
     def _encode(self, domain: str, items: torch.Tensor) -> torch.Tensor:
         values, offsets = getattr(self, f"values_{domain}"), getattr(self, f"offsets_{domain}")
@@ -111,14 +108,17 @@ class TrainableItemText(nn.Module):
             part = items[start : start + self.chunk]
             bank[part] = self._encode(domain, part)
         getattr(self, f"mean_{domain}").copy_(bank[1:].mean(dim=0) if len(bank) > 1 else bank.new_zeros(self.dim))
-        self.refreshed[domain] = self.steps
+        self.refreshed[domain] = (self.epoch, self._version())
 
     def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):
         """Text vectors of ``items`` (all rows when None); ``train_items`` are recomputed with gradients."""
         training = self.training and torch.is_grad_enabled()
-        last = self.refreshed.get(domain)
-        if last is None or (last < self.epoch_mark if training else last != self.steps):
+        epoch, version = self.refreshed.get(domain, (None, None))
+        # Training reuses the bank through its epoch; anything else needs it exactly as the weights are now.
+        if version != self._version() and (not training or epoch != self.epoch):
             self.refresh(domain)
+        elif training and epoch != self.epoch:  # still exact at this epoch's start (e.g. refreshed to validate)
+            self.refreshed[domain] = (self.epoch, version)
         bank = getattr(self, f"bank_{domain}")
         rows = bank if items is None else bank[items]
         if training and train_items is not None and len(train_items):
@@ -126,7 +126,6 @@ class TrainableItemText(nn.Module):
             with torch.no_grad():
                 bank[train_items] = fresh.detach()
             rows = _place(rows, items, fresh, train_items)
-            self.steps += 1
         if self.center:
             rows = rows - getattr(self, f"mean_{domain}")
             if items is None:

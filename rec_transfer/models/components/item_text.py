@@ -89,7 +89,7 @@ class TrainableItemText(nn.Module):
         """Marks a training epoch's start: banks filled before it are refreshed before their next use."""
         self.epoch += 1
 
-    def _version(self) -> tuple[int, ...]:
+    def _weights_version(self) -> tuple[int, ...]:
         # Every in-place change of a tensor (optimizer step, load_state_dict) bumps its version counter.
         return tuple(p._version for p in self.top.parameters())
 
@@ -108,14 +108,14 @@ class TrainableItemText(nn.Module):
             part = items[start : start + self.chunk]
             bank[part] = self._encode(domain, part)
         getattr(self, f"mean_{domain}").copy_(bank[1:].mean(dim=0) if len(bank) > 1 else bank.new_zeros(self.dim))
-        self.refreshed[domain] = (self.epoch, self._version())
+        self.refreshed[domain] = (self.epoch, self._weights_version())
 
     def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):
         """Text vectors of ``items`` (all rows when None); ``train_items`` are recomputed with gradients."""
         training = self.training and torch.is_grad_enabled()
         epoch, version = self.refreshed.get(domain, (None, None))
         # Training reuses the bank through its epoch; anything else needs it exactly as the weights are now.
-        if version != self._version() and (not training or epoch != self.epoch):
+        if version != self._weights_version() and (not training or epoch != self.epoch):
             self.refresh(domain)
         elif training and epoch != self.epoch:  # still exact at this epoch's start (e.g. refreshed to validate)
             self.refreshed[domain] = (self.epoch, version)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback
 
 from benchmarks.runs import ROOT, git_commit, provenance, run_seed
 from benchmarks.scale_data import synthetic_texts, write_synthetic_domain, write_tiny_encoder
-from benchmarks.scale_report import check_goals, markdown, print_table
+from benchmarks.scale_report import check_goals, markdown, peak_rss_mb, print_table
 
 SIZES = (10_000, 100_000, 1_000_000)
 HISTORY = 40  # mean interactions per synthetic user (30 to 51: the default history cap keeps all of them)
@@ -125,10 +125,6 @@ class StageTimer(Callback):
         self._end("test")
 
 
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
-
-
 def child(stage: str, config: Path) -> dict:
     """One stage of a row in this (fresh) process: ``prepare`` the data, or ``measure`` an epoch and a test."""
     import numpy as np
@@ -147,7 +143,7 @@ def child(stage: str, config: Path) -> dict:
         start = time.perf_counter()
         dm.setup("fit")  # the text vectors: encoded here, read from the cache by the measuring process
         vectors_s = round(time.perf_counter() - start, 2)
-        return {"read_preprocess_s": round(read_s, 2), "text_vectors_s": vectors_s, "peak_rss_mb": _peak_rss_mb()}
+        return {"read_preprocess_s": round(read_s, 2), "text_vectors_s": vectors_s, "peak_rss_mb": peak_rss_mb()}
     trainer, model = cli.trainer, cli.model
     trainer.fit(model, datamodule=dm)
     epoch_s = next(c for c in trainer.callbacks if isinstance(c, FitTimer)).train_epoch_seconds[-1]
@@ -178,7 +174,7 @@ def child(stage: str, config: Path) -> dict:
         "eval_users_per_s": round(users / test_s, 1),
         "eval_user_items_per_s": round(users * items / test_s),
         "test_ndcg@10_after_one_epoch": round(float(metrics[f"test/{domain.name}/ndcg@10"]), 5),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -206,9 +202,10 @@ def run_row(name: str, config: dict, work: Path, reuse: bool) -> dict:
         print(f"{name}: reusing the finished row in {done}", flush=True)
         return json.loads(done.read_text())["row"]
     print(f"{name}: preparing", flush=True)
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     prepare = run_child("prepare", config, work, name)
     print(f"{name}: training one epoch and testing every user", flush=True)
-    row = run_child("measure", one_epoch(config, work / name), work, name) | {"prepare": prepare}
+    row = run_child("measure", one_epoch(config, work / name), work, name) | {"prepare": prepare, "when": when}
     done.write_text(json.dumps({"row_key": key, "row": row}, indent=2))
     return row
 
@@ -217,6 +214,7 @@ def quality_runs(data_root: str, cache_dir: Path, work: Path) -> dict:
     """The Scientific text recipe trained to early stopping with its full softmax and with the sampled one, one
     after the other on one thread each; their test metrics and epochs."""
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the runs
+    work.mkdir(parents=True, exist_ok=True)
     args = ["--data.init_args.data_root", data_root, "--trainer.enable_progress_bar", "false"]
     args += ["--data.init_args.target.init_args.cache_dir", str(cache_dir)]
     out = {}

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import resource
+from pathlib import Path
+
 GIB = 1024.0  # MB per GiB
 RSS_LIMIT_GB = 12
 EVAL_SLACK = 0.8  # users/s × items at 1M may be this fraction of that at 100k: "roughly constant or better"
 TRAIN_RATIO = 2.0
 EPOCH_RATIO = 2.0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB, since it started its program.
+
+    Read from ``/proc/self/status`` (VmHWM) where there is one: ``getrusage``'s ``ru_maxrss`` keeps the peak of the
+    process image before ``exec``, so a child started from a large parent reports at least the parent's size.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 def _synthetic(rows: list[dict], items: int) -> dict | None:

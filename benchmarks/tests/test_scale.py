@@ -1,6 +1,7 @@
 """The scale benchmark: its synthetic domain, a row measured end to end (in-process), the goals and the report."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 
 from benchmarks import scale
 from benchmarks.scale_data import synthetic_interactions, write_synthetic_domain, write_tiny_encoder
-from benchmarks.scale_report import check_goals
+from benchmarks.scale_report import check_goals, peak_rss_mb
 from rec_transfer.data.domain import PreprocessConfig, preprocess
 from rec_transfer.data.formats import read_domain
 
@@ -70,6 +71,14 @@ def test_a_row_prepared_and_measured_in_process(tmp_path, monkeypatch):
     assert row["train_targets"] == 2000 - 3 * 100
     assert row["train_targets_per_s"] > 0 and row["eval_users_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert row["train_cpu_s"] > 0 and row["eval_cpu_s"] > 0
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents(tmp_path):
+    ballast = np.ones(300_000_000 // 8)  # 300 MB in this (parent) process
+    code = "from benchmarks.scale_report import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=scale.ROOT)
+    assert 0 < float(out.stdout) < 150 < peak_rss_mb()
+    del ballast
 
 
 def _row(items, targets_per_s, user_items_per_s, rss=1000.0, domain=None, model="text", loss="sampled"):

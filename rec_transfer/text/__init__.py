@@ -17,6 +17,9 @@ Lower level:
   progress) -> (N, D)`` and ``encode_texts_sharded(...)`` (same, split over ``torch.distributed`` ranks)
 - ``pool(hidden, attention_mask, method) -> (B, D)``
 - ``text_cache_key(texts, *, identity, pooling, max_length, normalize, template) -> str``
+
+A catalogue larger than ``shard_size`` (65,536) items is encoded in shards, each cached as it finishes, so a run
+killed while encoding resumes from its last finished shard (``rec_transfer.text.shards``).
 """
 
 from rec_transfer.text.cache import cached_item_vectors

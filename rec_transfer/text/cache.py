@@ -1,9 +1,9 @@
 """Item text vectors from the disk cache, or encoded once and cached: who encodes, who waits, who writes.
 
 A cache hit reads one validated file (``rec_transfer.text.store``) and never loads or imports the language model.
-On a miss the model is loaded and the texts encoded: under ``torch.distributed`` every rank encodes its shard and
-rank 0 writes the file; separate processes missing the same file at once take a file lock, so one encodes and the
-others read its file.
+On a miss the model is loaded and the texts encoded, a large catalogue in resumable shards
+(``rec_transfer.text.shards``): under ``torch.distributed`` every rank encodes its share and rank 0 writes the files;
+separate processes missing the same file at once take a file lock, so one encodes and the others read its file.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 from filelock import FileLock, Timeout
 
-from rec_transfer.text.encode import encode_texts_sharded
 from rec_transfer.text.models import load_text_model, resolve_default_pooling, resolve_model
 from rec_transfer.text.pooling import POOLING_METHODS, PoolingMethod
-from rec_transfer.text.store import CACHE_FORMAT_VERSION, cache_path, load_vectors, save_vectors, text_cache_key
+from rec_transfer.text.shards import DEFAULT_SHARD_SIZE, encode_into_cache
+from rec_transfer.text.store import CACHE_FORMAT_VERSION, cache_path, load_vectors, text_cache_key
 from rec_transfer.utils.distributed import collective_device, dist_info
 from rec_transfer.utils.files import atomic_write
 
@@ -80,6 +80,7 @@ def cached_item_vectors(
     trust_remote_code: bool = False,
     progress: bool = True,
     lock_timeout: float = LOCK_TIMEOUT_S,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> torch.Tensor:
     """Item text vectors, from the disk cache when possible, else encoded and cached.
 
@@ -104,6 +105,8 @@ def cached_item_vectors(
         progress: Show a progress bar while encoding.
         lock_timeout: Seconds to wait for another process encoding the same texts before giving up with a
             ``TimeoutError`` that says who holds the lock (a hung process would otherwise block every run).
+        shard_size: A larger catalogue is encoded in shards of this many items, each cached as it finishes, so that
+            a run killed while encoding resumes from its last finished shard (``rec_transfer.text.shards``).
 
     Returns:
         float32 CPU tensor of shape (N, D), row i for ``texts[i]``.
@@ -159,22 +162,19 @@ def cached_item_vectors(
         if rank != 0:
             model, tokenizer, _ = load_text_model(model_name, trust_remote_code, cache_dir)
         model.to(_encoding_device())
-        vectors = encode_texts_sharded(
+        return encode_into_cache(
             _TemplatedView(texts, template) if template else texts,
             model,
             tokenizer,
+            path,
+            expected,
+            shard_size=shard_size,
+            progress=progress,
             pooling=pooling,
             max_length=max_length,
             batch_size=batch_size,
             normalize=normalize,
-            progress=progress,
         )
-        if rank == 0:
-            save_vectors(path, vectors, expected)
-            log.info("Cached %d text vectors in %s", len(texts), path)
-        if distributed:
-            dist.barrier()
-        return vectors
 
 
 @contextlib.contextmanager

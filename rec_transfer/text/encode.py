@@ -127,7 +127,8 @@ def iter_token_batches(
             yield TokenBatch(torch.tensor([chunk[r] for r in batch_rows], dtype=torch.long), inputs)
 
 
-def _hidden_size(model: PreTrainedModel) -> int:
+def vector_width(model: PreTrainedModel) -> int:
+    """Width of the vectors the model's last hidden states pool into."""
     size = getattr(model.config, "hidden_size", None)
     return int(size) if size is not None else int(model.get_input_embeddings().embedding_dim)
 
@@ -176,6 +177,7 @@ def encode_texts(
     device: str | torch.device | None = None,
     progress: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    bar: tqdm | None = None,
 ) -> torch.Tensor:
     """Encode texts into one vector each, returned in the input order.
 
@@ -191,6 +193,7 @@ def encode_texts(
         device: Where to run; the model is moved there. Default: where the model already is.
         progress: Show a tqdm bar (items/s).
         chunk_size: Texts tokenised at a time (bounds memory).
+        bar: An open progress bar to advance instead (a caller's bar over a larger job); ``progress`` is then ignored.
 
     Returns:
         float32 CPU tensor of shape (N, D).
@@ -199,7 +202,7 @@ def encode_texts(
         model.to(device)
     device = next(model.parameters()).device
     model.eval()
-    out = torch.empty(len(texts), _hidden_size(model), dtype=torch.float32)
+    out = torch.empty(len(texts), vector_width(model), dtype=torch.float32)
     pending_idx: list[torch.Tensor] = []
     pending_vec: list[torch.Tensor] = []
 
@@ -211,11 +214,10 @@ def encode_texts(
             pending_vec.clear()
 
     batches = iter_token_batches(texts, tokenizer, max_length, batch_size, sort_by_length, chunk_size)
-    with (
-        torch.inference_mode(),
-        _autocast(device),
-        tqdm(total=len(texts), unit="item", desc="Encoding texts", disable=not progress) as bar,
-    ):
+    own_bar = None
+    if bar is None:
+        bar = own_bar = tqdm(total=len(texts), unit="item", desc="Encoding texts", disable=not progress)
+    with torch.inference_mode(), _autocast(device), own_bar if own_bar is not None else contextlib.nullcontext():
         pending_rows = 0
         for batch in batches:
             inputs = {k: v.to(device, non_blocking=True) for k, v in with_position_ids(model, batch.inputs).items()}

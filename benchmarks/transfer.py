@@ -15,7 +15,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -30,9 +29,8 @@ from benchmarks.transfer_table import (
     default_sources,
     earlier_results,
     in_table_order,
-    markdown_table,
-    plot,
     variant_config,
+    write_report,
 )
 
 
@@ -91,18 +89,7 @@ def main() -> None:
         "results": results,
         "published": PUBLISHED.get(args.target, {}),
     }
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    table = markdown_table(results, args.target, args.seeds)
-    measured_by = {}  # command and commit -> variants they measured
-    for variant, res in results.items():
-        p = res["provenance"]
-        measured_by.setdefault((p["command"], p["git_commit"], p["machine"]["device"]), []).append(variant)
-    header = "".join(
-        f"Command: `{cmd}`  \nCommit: `{commit}`; machine: {device}; rows: {', '.join(variants)}\n\n"
-        for (cmd, commit, device), variants in measured_by.items()
-    )
-    stem.with_suffix(".md").write_text(f"{header}Sources: {', '.join(sources)}\n\n{table}")
-    plot(results, args.target, stem.with_suffix(".png"))
+    table = write_report(report, stem)
     print("\n" + table)
     print(f"wrote {stem}.json, .md, .png")
 

@@ -23,26 +23,32 @@ DOMAINS = {
 
 SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfer.yaml"
 
-# Each variant is a shipped config plus changes; transfer variants also report their zero-shot point. Transfer
-# fine-tunes as the transfer config says (the sequence encoder frozen, the adaptor and any IDs trained) unless a
-# variant's "freeze" says otherwise.
+# Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
+# text vectors centred) or the SASRec config, plus the changes its spec lists: "freeze" (DomainTransfer's), "model"
+# (model settings), "text_encoder" (every domain's), "target_only" / "sources_only". Variants of other recipes spell
+# out where they differ from the default, so their rows keep meaning what they measured.
+UNCENTRED = {"center": False}
 VARIANTS: dict[str, dict] = {
     "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only"},
     # The transfer config's target-only version (rec_transfer.cli.target_only_config): the same text model, no sources.
-    "text_target_only": {"config": TRANSFER, "target_only": True, "label": "text, target only"},
-    "transfer_text": {"config": TRANSFER, "label": "transfer + adaptor fine-tune (text)"},
-    "transfer_text_full": {"config": TRANSFER, "label": "transfer + full fine-tune (text)", "freeze": []},
-    # Each domain's vectors centred on their own mean: removes the offset between domains' text vectors.
+    "text_target_only": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only",
+        "text_encoder": UNCENTRED,
+    },
+    "transfer_text_full_center": {"config": TRANSFER, "label": "transfer, default recipe (full fine-tune, centred)"},
+    "transfer_text": {
+        "config": TRANSFER,
+        "label": "transfer + adaptor fine-tune (text)",
+        "freeze": ["encoder"],
+        "text_encoder": UNCENTRED,
+    },
+    "transfer_text_full": {"config": TRANSFER, "label": "transfer + full fine-tune (text)", "text_encoder": UNCENTRED},
     "transfer_text_center": {
         "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text, centred per domain)",
-        "text_encoder": {"center": True},
-    },
-    "transfer_text_full_center": {
-        "config": TRANSFER,
-        "label": "transfer + full fine-tune (text, centred per domain)",
-        "freeze": [],
-        "text_encoder": {"center": True},
+        "freeze": ["encoder"],
     },
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
@@ -50,11 +56,14 @@ VARIANTS: dict[str, dict] = {
         "config": TRANSFER,
         "label": "zero-shot (sources only, text): best source epoch by target validation",
         "sources_only": True,
+        "text_encoder": UNCENTRED,
     },
     "transfer_text+id": {
         "config": TRANSFER,
         "label": "transfer + adaptor/ID fine-tune (text+ID)",
         "model": {"mode": "text+id"},
+        "freeze": ["encoder"],
+        "text_encoder": UNCENTRED,
     },
     # IDs on the sources only: they soak up item-specific signal there; on the target the ID table stays at zero
     # (frozen), so only the text adaptor trains, as in transfer_text.
@@ -63,12 +72,33 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
         "model": {"mode": "text+id"},
         "freeze": ["encoder", "item_tower.id_embeddings"],
+        "text_encoder": UNCENTRED,
     },
     # A decoder's last-token states share one large direction; centring removes it (TextEncoderConfig.center).
     "transfer_smollm2": {
         "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text, SmolLM2, centred)",
+        "freeze": ["encoder"],
         "text_encoder": {"model_name": "smollm2", "center": True},
+    },
+    # The default recipe with the language model's top layer fine-tuned in the loop (its own learning rate).
+    "transfer_lm": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + MiniLM's top layer trained",
+        "text_encoder": {"train_layers": 1},
+        "model": {"text_lr": 1e-5},
+    },
+    # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
+    "transfer_align": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + domain-adversarial alignment (weight 0.1)",
+        "model": {"align_weight": 0.1},
+    },
+    # The default recipe handing over the source epoch with the best target validation instead of the last.
+    "transfer_handover_best": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, best source epoch handed over",
+        "handover": "best",
     },
 }
 
@@ -122,8 +152,9 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
                 continue
             if source_epochs is not None:
                 cb["init_args"]["source_epochs"] = source_epochs
-            if "freeze" in spec:
-                cb["init_args"]["freeze"] = spec["freeze"]
+            for key in ("freeze", "handover"):
+                if key in spec:
+                    cb["init_args"][key] = spec[key]
             if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step
                 cb["init_args"]["source_patience"] = None
                 cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]
@@ -210,3 +241,52 @@ def plot(results: dict, target: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_report(report: dict, stem: Path) -> str:
+    """``<stem>.json``, the Markdown table with each row's command and commit (``.md``) and the chart (``.png``)
+    of a transfer ``report``; returns the table."""
+    results, sources = report["results"], report["sources"]
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(results, report["target"], report["seeds"])
+    measured_by = {}  # command and commit -> variants they measured
+    for variant, res in results.items():
+        p = res["provenance"]
+        measured_by.setdefault((p["command"], p["git_commit"], p["machine"]["device"]), []).append(variant)
+    header = "".join(
+        f"Command: `{cmd}`  \nCommit: `{commit}`; machine: {device}; rows: {', '.join(variants)}\n\n"
+        for (cmd, commit, device), variants in measured_by.items()
+    )
+    stem.with_suffix(".md").write_text(f"{header}Sources: {', '.join(sources)}\n\n{table}")
+    plot(results, report["target"], stem.with_suffix(".png"))
+    return table
+
+
+def add_rows(report: dict, other: dict) -> dict:
+    """``report`` with the variants of ``other`` (a report of the same target, sources, source epochs and seeds)
+    added or replaced, each keeping the command and commit that measured it."""
+    settings = [(r["target"], r["sources"], r["source_epochs"], r["seeds"]) for r in (report, other)]
+    if settings[0] != settings[1]:
+        raise ValueError(f"reports of other settings (target, sources, source epochs, seeds): {settings}")
+    added = not_rerun(other, [])
+    kept = not_rerun(report, list(added))
+    return report | {"results": in_table_order(kept | added)}
+
+
+def main() -> None:
+    """``python -m benchmarks.transfer_table REPORT.json [MORE.json ...]``: adds the rows of MORE to REPORT, then
+    writes its JSON, table and chart again."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("report", type=Path)
+    parser.add_argument("more", type=Path, nargs="*")
+    args = parser.parse_args()
+    report = json.loads(args.report.read_text())
+    for path in args.more:
+        report = add_rows(report, json.loads(path.read_text()))
+    print(write_report(report, args.report.with_suffix("")))
+
+
+if __name__ == "__main__":
+    main()

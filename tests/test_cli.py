@@ -15,6 +15,7 @@ import torch
 import yaml
 from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_dir, tiny_quickstart
 
+from rec_transfer.callbacks import DomainTransfer
 from rec_transfer.cli import build_cli, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
@@ -173,8 +174,12 @@ def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:
     for user, row, user_scores in zip(users, rows, scores, strict=True):
         history = values[offsets[user] : offsets[user + 1]]
         best = user_scores.index_fill(0, torch.from_numpy(history.astype("int64")), float("-inf")).topk(top_k)
-        assert [item["item_id"] for item in row["items"]] == [item_ids[i - 1] for i in best.indices.tolist()]
+        # The same scores as the top-K (items whose scores tie within float error may swap places), each the item's.
         assert [item["score"] for item in row["items"]] == pytest.approx(best.values.tolist(), abs=1e-4)
+        index = {item_id: i for i, item_id in enumerate(item_ids, start=1)}
+        listed = torch.tensor([index[item["item_id"]] for item in row["items"]])
+        assert [item["score"] for item in row["items"]] == pytest.approx(user_scores[listed].tolist(), abs=1e-4)
+        assert len(set(listed.tolist())) == top_k
         assert not {item["item_id"] for item in row["items"]} & {item_ids[i - 1] for i in history}
     # With the history kept, it is the plain top-K, and here some of it is history.
     model.hparams.exclude_history = False
@@ -275,3 +280,24 @@ def test_compare_target_only_trains_on_the_target_alone(run) -> None:
     scalars = read_scalars(run.dir / "target_only")  # inside the transfer run's folder
     assert f"train/{TARGET}/loss" in scalars and f"val/{TARGET}/ndcg@10" in scalars
     assert not [tag for tag in scalars if any(f"/{s}/" in tag for s in SOURCES) or tag.startswith("zeroshot")]
+
+
+def test_every_shipped_transfer_config_is_one_recipe() -> None:
+    # One default recipe for every target: the configs differ only in which domains they read and in the loss
+    # (a sampled softmax where the catalogue is large).
+    def recipe(name: str) -> dict:
+        cfg = yaml.safe_load((REPO / "configs" / name).read_text())
+        data = cfg["data"]["init_args"]
+        domains = [data["target"], *data["sources"]]
+        settings = [{k: v for k, v in d["init_args"].items() if k != "path"} for d in domains]
+        assert settings[1:] == [settings[1]] * (len(settings) - 1)  # every source alike
+        cfg["model"].pop("loss", None)
+        return {"model": cfg["model"], "trainer": cfg["trainer"], "target": settings[0], "source": settings[1]}
+
+    names = sorted(p.name for p in (REPO / "configs").glob("*_transfer.yaml"))
+    assert len(names) >= 3
+    first = recipe(names[0])
+    assert all(recipe(n) == first for n in names[1:])
+    assert first["target"]["text_encoder"]["center"] and first["source"]["text_encoder"]["center"]
+    (transfer,) = [cb for cb in first["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
+    assert transfer["init_args"]["freeze"] == DomainTransfer().freeze == []

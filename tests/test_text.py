@@ -274,7 +274,7 @@ def test_cache_hit_does_not_load_model(tiny_bert, tmp_path, monkeypatch):
     second = cached_item_vectors(SENTENCES, model_name=str(tiny_bert), cache_dir=tmp_path, progress=False)
     assert time.perf_counter() - start < 1.0
     assert torch.equal(first, second)
-    config = TextEncoderConfig(model_name=str(tiny_bert))
+    config = TextEncoderConfig(model_name=str(tiny_bert), center=False)
     assert torch.equal(config.item_vectors(SENTENCES, cache_dir=tmp_path, progress=False), first)
     assert [p.suffix for p in _vector_files(tmp_path)] == [".safetensors"]  # no temp files left behind
 
@@ -305,8 +305,10 @@ def test_concurrent_misses_encode_once(tiny_bert, tmp_path, monkeypatch, caplog)
 
 
 def test_center_subtracts_the_catalogue_mean_from_the_same_cache_file(tiny_bert, tmp_path, count_loads):
-    plain = TextEncoderConfig(model_name=str(tiny_bert)).item_vectors(SENTENCES, cache_dir=tmp_path, progress=False)
-    config = TextEncoderConfig(model_name=str(tiny_bert), center=True)
+    plain = TextEncoderConfig(model_name=str(tiny_bert), center=False).item_vectors(
+        SENTENCES, cache_dir=tmp_path, progress=False
+    )
+    config = TextEncoderConfig(model_name=str(tiny_bert))  # centred by default
     centred = config.item_vectors(SENTENCES, cache_dir=tmp_path, progress=False)
     assert len(count_loads) == 1 and len(_vector_files(tmp_path)) == 1  # centring is not a new cache entry
     torch.testing.assert_close(centred, plain - plain.mean(dim=0))
@@ -325,13 +327,13 @@ def test_mean_cosine_and_the_warning_for_vectors_that_share_one_direction(monkey
 
     monkeypatch.setattr(config_module, "cached_item_vectors", lambda texts, **kwargs: shared)
     with caplog.at_level(logging.WARNING):
-        TextEncoderConfig(model_name="llm").item_vectors(["t"] * 40)
+        TextEncoderConfig(model_name="llm", center=False).item_vectors(["t"] * 40)
     assert "set text_encoder.center: true" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         TextEncoderConfig(model_name="llm", center=True).item_vectors(["t"] * 40)
         monkeypatch.setattr(config_module, "cached_item_vectors", lambda texts, **kwargs: torch.randn(400, 16))
-        TextEncoderConfig(model_name="llm").item_vectors(["t"] * 400)
+        TextEncoderConfig(model_name="llm", center=False).item_vectors(["t"] * 400)
     assert "center" not in caplog.text
 
 

@@ -23,9 +23,10 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
             assert [s["init_args"]["path"].split("/")[-1] for s in data["sources"]] == sources
             (transfer,) = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
             assert transfer["init_args"]["source_epochs"] == 3
-            # The shipped recipe freezes the encoder on the target (ID pre-training: the IDs too); _full freezes none.
-            assert transfer["init_args"]["freeze"] == VARIANTS[variant].get("freeze", ["encoder"])
-            assert ("encoder" in transfer["init_args"]["freeze"]) == (not variant.startswith("transfer_text_full"))
+            # The default recipe fine-tunes every layer; the adaptor-only variants freeze the encoder.
+            assert transfer["init_args"]["freeze"] == VARIANTS[variant].get("freeze", [])
+            assert ("encoder" in transfer["init_args"]["freeze"]) == ("freeze" in VARIANTS[variant])
+            assert transfer["init_args"].get("handover", "last") == VARIANTS[variant].get("handover", "last")
             if variant.startswith("zero_shot"):  # stops at the switch, never earlier
                 assert cfg["trainer"]["max_epochs"] == 3 and transfer["init_args"]["source_patience"] is None
             else:
@@ -33,18 +34,28 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
         else:
             assert not data.get("sources")
             assert not [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
-    # The text baseline is the transfer recipe's target-only version: the same model and target settings.
+    # The text baseline is the transfer config's target-only version: the same model and target settings
+    # (uncentred, as the adaptor-only recipe it was measured against).
     alone, transfer = (variant_config(v, "Office", sources) for v in ("text_target_only", "transfer_text"))
     assert alone["model"] == {k: v for k, v in transfer["model"].items() if k != "target_lr"}
     assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
     encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
     assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)
-    for variant in ("transfer_text_center", "transfer_text_full_center"):
-        centred = variant_config(variant, "Office", sources)["data"]["init_args"]
-        encoders = [d["init_args"]["text_encoder"] for d in [centred["target"], *centred["sources"]]]
-        assert all(e == {"model_name": "minilm", "center": True} for e in encoders)
+    for variant, centred in (
+        ("transfer_text_center", True),
+        ("transfer_text_full_center", True),
+        ("transfer_text", False),
+    ):
+        data = variant_config(variant, "Office", sources)["data"]["init_args"]
+        encoders = [d["init_args"]["text_encoder"] for d in [data["target"], *data["sources"]]]
+        assert all(e == {"model_name": "minilm", "center": centred} for e in encoders)
         assert len(encoders) == 1 + len(sources)
+    lm = variant_config("transfer_lm", "Office", sources)
+    assert lm["data"]["init_args"]["target"]["init_args"]["text_encoder"]["train_layers"] == 1
+    assert (
+        lm["model"]["text_lr"] == 1e-5 and variant_config("transfer_align", "Office", sources)["model"]["align_weight"]
+    )
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])
@@ -127,3 +138,20 @@ def test_finetune_configs_instantiate_with_pretrained_weights(strategy, tmp_path
     assert c.model.hparams.mode == ("text+id" if strategy.endswith("+id") else "text")
     # Fine-tuning trains at the strategy's lr: no target_lr (the learning rate after a switch) overrides it.
     assert c.model.hparams.target_lr is None and c.model.hparams.lr == (1e-4 if strategy == "full_lr1e-4" else 1e-3)
+
+
+def test_rows_of_another_report_are_added_with_their_provenance():
+    from benchmarks.transfer_table import add_rows
+
+    def report(command, variants, seeds=(0, 1, 2)):
+        measured = {"command": command, "git_commit": command + "-commit", "machine": {"device": "cpu"}}
+        settings = {"target": "Office", "sources": ["Scientific"], "source_epochs": 4, "seeds": list(seeds)}
+        return measured | settings | {"results": {v: {"per_seed": [v]} for v in variants}}
+
+    old, new = report("old", ["transfer_text", "sasrec"]), report("new", ["transfer_text_full_center", "sasrec"])
+    merged = add_rows(old, new)
+    assert list(merged["results"]) == ["sasrec", "transfer_text_full_center", "transfer_text"]  # table order
+    assert merged["results"]["sasrec"]["provenance"]["command"] == "new"  # replaced by the later report
+    assert merged["results"]["transfer_text"]["provenance"]["git_commit"] == "old-commit"
+    with pytest.raises(ValueError, match="other settings"):
+        add_rows(report("old", ["sasrec"]), report("new", ["sasrec"], seeds=(0,)))

@@ -32,9 +32,12 @@ class DomainTransfer(Callback, PhaseSchedule):
 
     Args:
         source_epochs: most epochs on the source domains.
-        source_patience: switch earlier after this many validations without improvement.
+        source_patience: switch earlier after this many validations without improvement of the sources'
+            validation (None: never).
         freeze: submodules of the model to freeze on the target, e.g. ``["encoder"]`` (the
-            sequence encoder) or ``["encoder", "item_tower.adaptor"]``.
+            sequence encoder) or ``["encoder", "item_tower.adaptor"]``. By default none: the whole model
+            fine-tunes on the target, which transferred better than an adaptor-only fine-tune across targets
+            (docs/findings.md).
         zero_shot: evaluate the target with the source-trained model right before its first step.
         handover: which source-trained weights the target starts from: ``last``, the weights of the last source
             epoch; ``best``, those of the source epoch whose target validation NDCG@10 was best (the zero-shot
@@ -45,8 +48,8 @@ class DomainTransfer(Callback, PhaseSchedule):
 
     def __init__(
         self,
-        source_epochs: int = 10,
-        source_patience: int | None = None,
+        source_epochs: int = 4,
+        source_patience: int | None = 2,
         freeze: list[str] | None = None,
         zero_shot: bool = True,
         handover: Literal["last", "best"] = "last",

@@ -30,8 +30,10 @@ class TextEncoderConfig:
         batch_size: Texts per forward pass (does not change the vectors, so not part of the cache key).
         trust_remote_code: Allow custom model code from the hub.
         center: Subtract the mean vector of the catalogue (one domain's items) after loading; cheap, so not cached.
-            Decoder LLM states share one large direction (a high mean cosine between items, far above an encoder
-            model's) that drowns the differences between items until the adaptor has learnt it away.
+            On by default: each domain's vectors sit around their own offset, which a model trained on other
+            domains has not seen (docs/findings.md). Decoder LLM states share one large direction (a high mean
+            cosine between items, far above an encoder model's) that drowns the differences between items until
+            the adaptor has learnt it away.
         train_layers: Fine-tune the language model's top ``train_layers`` layers inside the recommender (0: the
             model stays frozen and its pooled vectors are cached). The lower layers' token states are cached
             instead (``rec_transfer.text.trainable``).
@@ -45,7 +47,7 @@ class TextEncoderConfig:
     normalize: bool = False
     batch_size: int = 64
     trust_remote_code: bool = False
-    center: bool = False
+    center: bool = True
     train_layers: int = 0
     lock_timeout: float = LOCK_TIMEOUT_S
 

@@ -58,6 +58,12 @@ VARIANTS: dict[str, dict] = {
         "sources_only": True,
         "text_encoder": UNCENTRED,
     },
+    # The same for the default recipe's centred vectors: the zero-shot model DomainTransfer(handover="best") hands over.
+    "zero_shot_text_center": {
+        "config": TRANSFER,
+        "label": "zero-shot (sources only, text, centred): best source epoch by target validation",
+        "sources_only": True,
+    },
     "transfer_text+id": {
         "config": TRANSFER,
         "label": "transfer + adaptor/ID fine-tune (text+ID)",

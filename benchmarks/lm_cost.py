@@ -4,7 +4,7 @@ every user, with MiniLM frozen (its pooled vectors cached) and with its top laye
     python -m benchmarks.lm_cost --data-root ../shared/data [--train-layers 1 2] [--reuse]
 
 Each row runs in a fresh process (benchmarks.scale's rows: seconds, CPU seconds, peak RSS). Writes
-``benchmarks/results/lm_cost.json`` and ``lm_cost.md``; the quality of these settings is in docs/findings.md.
+``benchmarks/results/lm_in_the_loop/cost.json`` and ``cost.md``; the quality of these settings is in docs/findings.md.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--train-layers", type=int, nargs="+", default=[0, 1], help="0: the frozen reference")
     parser.add_argument("--work-dir", default="lightning_logs/bench_lm_cost")
     parser.add_argument("--reuse", action="store_true", help="read back finished rows of the same commit and config")
-    parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument("--output-dir", default="benchmarks/results/lm_in_the_loop")
     args = parser.parse_args()
 
     work = Path(args.work_dir).resolve()
@@ -65,8 +65,8 @@ def main() -> None:
     report = {**provenance(), "threads": os.environ.get("OMP_NUM_THREADS"), "text_lr": TEXT_LR, "rows": rows}
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lm_cost.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "lm_cost.md").write_text(markdown(report))
+    (out / "cost.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "cost.md").write_text(markdown(report))
     print(markdown(report))
 
 

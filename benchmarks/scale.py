@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="also train Scientific to early stopping, both losses")
     parser.add_argument("--work-dir", default="lightning_logs/bench_scale", help="data, caches, logs, finished rows")
     parser.add_argument("--reuse", action="store_true", help="read back finished rows of the same commit and config")
-    parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument("--output-dir", default="benchmarks/results/scale")
     parser.add_argument("--child", choices=["prepare", "measure"], help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)

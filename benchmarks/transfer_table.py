@@ -110,13 +110,16 @@ VARIANTS: dict[str, dict] = {
 
 METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
 
-PUBLISHED = {  # the papers' tables on the same split: UniSRec (KDD 2022) and VQ-Rec (WWW 2023)
+PUBLISHED = {  # the papers' tables on the same split: UniSRec (KDD 2022), VQ-Rec (WWW 2023), MISSRec (MM 2023)
     "Scientific": {
         "SASRec (UniSRec paper)": {"ndcg@10": 0.0553, "recall@10": 0.1080, "ndcg@50": 0.0760, "recall@50": 0.2042},
         "SASRec_T (VQ-Rec paper)": {"ndcg@10": 0.0561, "recall@10": 0.0994, "ndcg@50": 0.0815, "recall@50": 0.2162},
         "UniSRec text+ID fine-tune": {"ndcg@10": 0.0634, "recall@10": 0.1235, "ndcg@50": 0.0904, "recall@50": 0.2473},
         "VQ-Rec (re-released ckpt)": {"ndcg@10": 0.0645, "recall@10": 0.1238, "ndcg@50": 0.0901, "recall@50": 0.2409},
         "VQ-Rec zero-shot": {"ndcg@10": 0.0361, "recall@10": 0.0640, "ndcg@50": 0.0421, "recall@50": 0.0909},
+        "MISSRec (text + image, IDs; ACM MM 2023)": {
+            "ndcg@10": 0.0753, "recall@10": 0.1360, "ndcg@50": 0.0983, "recall@50": 0.2431,
+        },
     },
 }  # fmt: skip
 

@@ -54,10 +54,8 @@ def tiny_model(tmp_path_factory) -> str:
     return str(folder)
 
 
-@pytest.fixture
-def seen(monkeypatch) -> list[int]:
-    """Texts the language model is run on, batch by batch (a forward hook on every model the cache loads)."""
-    rows: list[int] = []
+def counting_loader(rows: list[int]):
+    """``load_text_model`` that hooks every model it loads to append the size of each batch it runs to ``rows``."""
     real = cache_module.load_text_model
 
     def counting(name, *args, **kwargs):
@@ -65,7 +63,14 @@ def seen(monkeypatch) -> list[int]:
         model.register_forward_hook(lambda m, a, k, out: rows.append(len(k["input_ids"])), with_kwargs=True)
         return model, tokenizer, identity
 
-    monkeypatch.setattr(cache_module, "load_text_model", counting)
+    return counting
+
+
+@pytest.fixture
+def seen(monkeypatch) -> list[int]:
+    """Texts the language model is run on, batch by batch (a forward hook on every model the cache loads)."""
+    rows: list[int] = []
+    monkeypatch.setattr(cache_module, "load_text_model", counting_loader(rows))
     return rows
 
 
@@ -210,14 +215,7 @@ def _resume_worker(rank: int, world: int, init_file: str, model: str, cache_dir:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         rows: list[int] = []
-        real = cache_module.load_text_model
-
-        def counting(name, *args, **kwargs):
-            model, tokenizer, identity = real(name, *args, **kwargs)
-            model.register_forward_hook(lambda m, a, k, out: rows.append(len(k["input_ids"])), with_kwargs=True)
-            return model, tokenizer, identity
-
-        cache_module.load_text_model = counting
+        cache_module.load_text_model = counting_loader(rows)
         vectors = _encode(TEXTS, model, cache_dir)
         torch.save({"vectors": vectors, "seen": sum(rows)}, Path(cache_dir) / f"rank{rank}.pt")
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from pathlib import Path
@@ -285,8 +286,6 @@ def add_rows(report: dict, other: dict) -> dict:
 def main() -> None:
     """``python -m benchmarks.transfer_table REPORT.json [MORE.json ...]``: adds the rows of MORE to REPORT, then
     writes its JSON, table and chart again."""
-    import argparse
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("report", type=Path)
     parser.add_argument("more", type=Path, nargs="*")

@@ -38,6 +38,12 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only",
         "text_encoder": UNCENTRED,
     },
+    # The default recipe's own target-only version, as --compare_target_only trains it (centred, batches of 1024).
+    "text_target_only_center": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (centred: the default recipe's baseline)",
+    },
     "transfer_text_full_center": {"config": TRANSFER, "label": "transfer, default recipe (full fine-tune, centred)"},
     "transfer_text": {
         "config": TRANSFER,

@@ -107,6 +107,19 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe + domain-adversarial alignment (weight 0.1)",
         "model": {"align_weight": 0.1},
     },
+    # The default recipe, and its target-only version, with one learned logit offset for items already in the user's
+    # history (model.history_bias: how often users return to an item; the evaluation still ranks every item).
+    "transfer_history": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + learned history offset",
+        "model": {"history_bias": True},
+    },
+    "text_target_only_history": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (centred) + learned history offset",
+        "model": {"history_bias": True},
+    },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
     "transfer_handover_best": {
         "config": TRANSFER,

@@ -20,7 +20,18 @@ from typing import Any
 import torch
 
 FIXED_BY_WEIGHTS = frozenset(
-    {"mode", "hidden_size", "layers", "heads", "inner_size", "adaptor_experts", "max_len", "similarity", "align_weight"}
+    {
+        "mode",
+        "hidden_size",
+        "layers",
+        "heads",
+        "inner_size",
+        "adaptor_experts",
+        "max_len",
+        "similarity",
+        "align_weight",
+        "history_bias",
+    }
 )
 EVALUATION = frozenset({"top_k", "exclude_history", "item_chunk", "eval_dtype", "cutoffs"})
 TRAINING = frozenset(

@@ -12,6 +12,7 @@ from torch import nn
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
+from rec_transfer.models.components.history import last_histories, token_histories
 from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
 from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
@@ -45,6 +46,9 @@ class TransferRecommender(L.LightningModule):
         max_len: longest history the model reads (must be >= the data's ``max_len``).
         similarity: ``dot`` product, or ``cosine`` of normalised vectors.
         temperature: logits are divided by it.
+        history_bias: learn one logit offset for items already in the user's history (``HistoryBias``): how often
+            the domain's users return to an item. Training, evaluation and prediction all score with it; the
+            evaluation still ranks every item.
         lr: learning rate (source phase, or the whole run without transfer).
         target_lr: learning rate after the switch to the target domain (``None``: ``lr``).
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
@@ -92,6 +96,7 @@ class TransferRecommender(L.LightningModule):
         max_len: int = 50,
         similarity: Similarity = "cosine",
         temperature: float = 0.07,
+        history_bias: bool = False,
         lr: float = 1e-3,
         target_lr: float | None = None,
         target_lr_scale: dict[str, float] | None = None,
@@ -113,7 +118,7 @@ class TransferRecommender(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
-        self.scorer = ItemScorer(similarity, temperature)
+        self.scorer = ItemScorer(similarity, temperature, history_bias)
         self.item_tower: ItemTower | None = None  # built in setup(): its text width comes from the data
         self.discriminator = DomainDiscriminator(hidden_size) if align_weight > 0 else None
         self.val_metrics = nn.ModuleDict()
@@ -239,7 +244,13 @@ class TransferRecommender(L.LightningModule):
         item chunks instead (``ranks``, ``recommend``).
         """
         table = self.item_tower(batch["domain"])
-        return self.scorer(self.last_states(batch, table), table)
+        return self.scorer(self.last_states(batch, table), table, self._last_histories(batch))
+
+    def _last_histories(self, batch: dict) -> torch.Tensor | None:
+        """(B, L) each user's history as the model reads it, for ``history_bias`` (``None`` without it)."""
+        if self.scorer.history_bias is None:
+            return None
+        return last_histories(batch["input"], batch.get("segments"), batch.get("last"))
 
     def _eval_queries(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) float32 queries of the batch's users and the (N + 1, D) keys they are scored against."""
@@ -250,13 +261,17 @@ class TransferRecommender(L.LightningModule):
     def ranks(self, batch: dict) -> torch.Tensor:
         """(B,) 1-based rank of each user's target among all items of the domain, ties counted against it."""
         queries, keys = self._eval_queries(batch)
-        return chunked_ranks(queries, keys, batch["target"], self.hparams.item_chunk)
+        offset = self.scorer.history_offset()
+        return chunked_ranks(
+            queries, keys, batch["target"], self.hparams.item_chunk, self._last_histories(batch), offset
+        )
 
     def recommend(self, batch: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, k) scores and item ids of the best items, without the user's history if ``exclude_history``."""
         queries, keys = self._eval_queries(batch)
         exclude = batch.get("history") if self.hparams.exclude_history else None
-        return chunked_top_k(queries, keys, k, self.hparams.item_chunk, exclude)
+        histories, offset = self._last_histories(batch), self.scorer.history_offset()
+        return chunked_top_k(queries, keys, k, self.hparams.item_chunk, exclude, histories, offset)
 
     @property
     def _trainable_text(self) -> TrainableItemText | None:
@@ -275,10 +290,13 @@ class TransferRecommender(L.LightningModule):
     def loss(self, batch: dict) -> torch.Tensor:
         """Next-item cross-entropy at every real position at once (``loss`` chooses full, chunked or sampled)."""
         domain, train_items = batch["domain"], self._train_items(batch)
+        histories = None  # (R, L, L): the items each position has seen, for history_bias
+        if self.scorer.history_bias is not None:
+            histories = token_histories(batch["input"], batch.get("segments"))
         if self.hparams.loss != "sampled":
             table = self.item_tower(domain, None, train_items)  # (N + 1, D)
             chunk = self.hparams.item_chunk if self.hparams.loss == "chunked" else None
-            return self.scorer.loss(self.encode(batch, table), batch["target"], table, chunk)
+            return self.scorer.loss(self.encode(batch, table), batch["target"], table, chunk, histories)
         mask = batch["target"] > 0  # (R, L)
         candidates, labels, log_q = sample_candidates(
             batch["target"][mask],
@@ -291,7 +309,9 @@ class TransferRecommender(L.LightningModule):
         vectors = self.item_tower(domain, needed, train_items)  # (M, D)
         inputs = vectors[torch.searchsorted(needed, batch["input"])]  # (R, L, D)
         states = self.encoder(inputs, batch.get("positions"), batch.get("segments"))  # (R, L, D)
-        return self.scorer.sampled_loss(states[mask], vectors[torch.searchsorted(needed, candidates)], labels, log_q)
+        candidate_vectors = vectors[torch.searchsorted(needed, candidates)]
+        seen = None if histories is None else histories[mask]
+        return self.scorer.sampled_loss(states[mask], candidate_vectors, labels, log_q, candidates, seen)
 
     def alignment_loss(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Domain-adversarial loss and discriminator accuracy on random items of ``source`` and of the target."""

@@ -7,9 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rec_transfer.models.components.history import in_history
+
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``states @ items.T`` against ``targets``, never holding more than T × chunk logits.
+    """Mean cross-entropy of ``states @ items.T`` (plus ``offset`` where an item is in the row's ``histories``)
+    against ``targets``, never holding more than T × chunk logits.
 
     Written by hand: PyTorch has no memory-bounded softmax over a large output set on CPU (the fused
     kernels of other libraries need Triton/GPUs). Forward keeps a running log-sum-exp over item chunks;
@@ -17,39 +20,60 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, states: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def _logits(states, items, start, chunk, histories, offset) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = states @ items[start : start + chunk].T  # (T, C)
+        if histories is None:
+            return logits, None
+        seen = in_history(histories, torch.arange(start, start + logits.shape[1], device=states.device))
+        return logits + offset * seen, seen
+
+    @staticmethod
+    def forward(ctx, states, items, targets, chunk, histories, offset) -> torch.Tensor:
         rows = states.shape[0]
         peak = torch.full((rows,), float("-inf"), dtype=states.dtype, device=states.device)  # (T,)
         total = torch.zeros(rows, dtype=states.dtype, device=states.device)  # (T,)
         for start in range(0, items.shape[0], chunk):
-            logits = states @ items[start : start + chunk].T  # (T, C)
+            logits, _ = _ChunkedCrossEntropy._logits(states, items, start, chunk, histories, offset)
             new_peak = torch.maximum(peak, logits.max(dim=1).values)
             total = total * torch.exp(peak - new_peak) + torch.exp(logits - new_peak[:, None]).sum(dim=1)
             peak = new_peak
         lse = peak + torch.log(total)  # (T,)
         target_logits = (states * items[targets]).sum(dim=1)  # (T,)
-        ctx.save_for_backward(states, items, targets, lse)
+        target_seen = None
+        if histories is not None:
+            target_seen = (histories == targets[:, None]).any(dim=1).to(states.dtype)  # (T,)
+            target_logits = target_logits + offset * target_seen
+        ctx.save_for_backward(states, items, targets, lse, histories, offset, target_seen)
         ctx.chunk = chunk
         return (lse - target_logits).mean()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        states, items, targets, lse = ctx.saved_tensors
+        states, items, targets, lse, histories, offset, target_seen = ctx.saved_tensors
         scale = grad / states.shape[0]
         grad_states = torch.zeros_like(states)
         grad_items = torch.zeros_like(items)
+        grad_offset = None if histories is None else -scale * target_seen.sum()
         for start in range(0, items.shape[0], ctx.chunk):
             part = items[start : start + ctx.chunk]  # (C, D)
-            probs = torch.exp(states @ part.T - lse[:, None]) * scale  # (T, C) softmax, scaled
+            logits, seen = _ChunkedCrossEntropy._logits(states, items, start, ctx.chunk, histories, offset)
+            probs = torch.exp(logits - lse[:, None]) * scale  # (T, C) softmax, scaled
             grad_states += probs @ part
             grad_items[start : start + ctx.chunk] += probs.T @ states
+            if seen is not None:
+                grad_offset = grad_offset + (probs * seen).sum()
         grad_states -= scale * items[targets]
         grad_items.index_add_(0, targets, -scale * states)
-        return grad_states, grad_items, None, None
+        return grad_states, grad_items, None, None, None, grad_offset
 
 
 def chunked_cross_entropy(
-    states: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 8192
+    states: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int = 8192,
+    histories: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Exact ``F.cross_entropy(states @ items.T, targets)`` with memory bounded by ``chunk`` items at a time.
 
@@ -58,8 +82,13 @@ def chunked_cross_entropy(
         items: (N, D) every candidate item.
         targets: (T,) indices into ``items``.
         chunk: items per block.
+        histories: (T, H) indices into ``items`` each row has already seen (any other value: none), whose logits
+            get ``offset`` (a scalar tensor, may require grad; see ``HistoryBias``).
     """
-    return _ChunkedCrossEntropy.apply(states, items, targets, chunk)
+    if histories is None:
+        return _ChunkedCrossEntropy.apply(states, items, targets, chunk, None, None)
+    offset = offset.to(states.dtype).reshape(())
+    return _ChunkedCrossEntropy.apply(states, items, targets, chunk, histories, offset)
 
 
 def sample_candidates(
@@ -89,6 +118,10 @@ def sample_candidates(
     return candidates, labels, log_q
 
 
-def sampled_softmax(states: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor):
-    """Cross-entropy over candidate items with log-q correction: (T, D) states, (C, D) candidate vectors."""
-    return F.cross_entropy(states @ candidates.T - log_q, labels)
+def sampled_softmax(
+    states: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, history_offset=None
+):
+    """Cross-entropy over candidate items with log-q correction: (T, D) states, (C, D) candidate vectors;
+    ``history_offset``: a function adding the history offsets to the (T, C) logits (``HistoryBias``), or ``None``."""
+    logits = states @ candidates.T - log_q
+    return F.cross_entropy(logits if history_offset is None else history_offset(logits), labels)

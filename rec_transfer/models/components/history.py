@@ -1,0 +1,77 @@
+"""The items each position has already seen, and a learned logit offset for them (how often users return to an item)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def token_histories(inputs: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """(R, L, L) the items each token's history holds so far: entry ``[r, t, j]`` is ``inputs[r, j]`` where ``j <= t``
+    and token ``j`` belongs to the same history as token ``t`` (``segments``, for packed rows), else 0 (no item).
+
+    Args:
+        inputs: (R, L) item ids, 0 = padding.
+        segments: (R, L) which history each token belongs to (packed rows); ``None``: one history per row.
+    """
+    length = inputs.shape[1]
+    seen = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()[None]  # (1, L, L): j <= t
+    if segments is not None:
+        seen = seen & (segments[:, :, None] == segments[:, None, :])  # (R, L, L)
+    return torch.where(seen, inputs[:, None, :], torch.zeros((), dtype=inputs.dtype, device=inputs.device))
+
+
+def last_histories(inputs: torch.Tensor, segments: torch.Tensor | None, last: torch.Tensor | None) -> torch.Tensor:
+    """(B, L) each evaluated user's history: the items up to its last input token (``last``, flat index into R × L,
+    for packed rows; ``None``: each row's last non-padding token)."""
+    histories = token_histories(inputs, segments)  # (R, L, L)
+    if last is not None:
+        return histories.flatten(0, 1)[last]
+    ends = (inputs > 0).sum(dim=1).clamp(min=1) - 1  # (R,) right padding
+    return histories[torch.arange(len(inputs), device=inputs.device), ends]
+
+
+def in_history(histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(T, C) bool: whether each of ``items`` (C,) sorted ids is among each row's ``histories`` (T, H).
+
+    Ids absent from ``items`` (padding included) match nothing. Memory is T × C, the size of the logits it offsets.
+    """
+    if len(items) == 0:
+        return torch.zeros(len(histories), 0, dtype=torch.bool, device=histories.device)
+    pos = torch.searchsorted(items, histories).clamp(max=len(items) - 1)  # (T, H)
+    found = (items[pos] == histories).to(torch.float32)
+    hits = torch.zeros(len(histories), len(items), device=histories.device).scatter_add_(1, pos, found)
+    return hits > 0
+
+
+class HistoryBias(nn.Module):
+    """One learned logit offset for items already in the user's history (before the next item).
+
+    A text model scores an item close to the ones just bought, the user's own items first; on Amazon data a user
+    rarely buys the same item again, so those slots of a top-K are wasted. This offset, trained by the next-item loss
+    like every other weight, learns how often the domain's users do return (negative: rarely; positive: often).
+    It is a model weight, not a filter: evaluation still ranks every item (the published protocol).
+
+    Args:
+        temperature: the scorer's; the weight is kept in similarity units (logit = weight / temperature), so it moves
+            at the pace of the similarities it offsets.
+        init: the starting offset in similarity units (−1: one cosine unit lower).
+    """
+
+    def __init__(self, temperature: float, init: float = -1.0):
+        super().__init__()
+        self.temperature = temperature
+        self.weight = nn.Parameter(torch.tensor(float(init)))
+
+    @property
+    def logit(self) -> torch.Tensor:
+        """The offset added to a history item's logit."""
+        return self.weight / self.temperature
+
+    def forward(self, logits: torch.Tensor, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``logits`` (T, C) of ``items`` (C,) sorted ids for rows with ``histories`` (T, H) → offset logits."""
+        return logits + self.logit * in_history(histories, items)
+
+    def of_targets(self, histories: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(T,) the offset each row's target gets: ``logit`` where the target is in the row's history, else 0."""
+        return self.logit * (histories == targets[:, None]).any(dim=1)

@@ -25,37 +25,53 @@ DOMAINS = {
 SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfer.yaml"
 
 # Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
-# text vectors centred) or the SASRec config, plus the changes its spec lists: "freeze" (DomainTransfer's), "model"
-# (model settings), "text_encoder" (every domain's), "target_only" / "sources_only". Variants of other recipes spell
-# out where they differ from the default, so their rows keep meaning what they measured.
+# text vectors centred, the learned history offset) or the SASRec config, plus the changes its spec lists: "freeze"
+# (DomainTransfer's), "model" (model settings), "text_encoder" (every domain's), "target_only" / "sources_only".
+# Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
+# measured (every row measured before the history offset existed says history_bias: False).
 UNCENTRED = {"center": False}
+NO_OFFSET = {"history_bias": False}
 VARIANTS: dict[str, dict] = {
-    "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only"},
+    "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only", "model": NO_OFFSET},
+    "sasrec_history": {"config": SASREC, "label": "SASRec (IDs), target only, learned history offset"},
     # The transfer config's target-only version (rec_transfer.cli.target_only_config): the same text model, no sources.
     "text_target_only": {
         "config": TRANSFER,
         "target_only": True,
         "label": "text, target only",
         "text_encoder": UNCENTRED,
+        "model": NO_OFFSET,
     },
     # The default recipe's own target-only version, as --compare_target_only trains it (centred, batches of 1024).
     "text_target_only_center": {
         "config": TRANSFER,
         "target_only": True,
-        "label": "text, target only (centred: the default recipe's baseline)",
+        "label": "text, target only (centred, no history offset)",
+        "model": NO_OFFSET,
     },
-    "transfer_text_full_center": {"config": TRANSFER, "label": "transfer, default recipe (full fine-tune, centred)"},
+    "transfer_text_full_center": {
+        "config": TRANSFER,
+        "label": "transfer, full fine-tune, centred (no history offset)",
+        "model": NO_OFFSET,
+    },
     "transfer_text": {
         "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text)",
         "freeze": ["encoder"],
         "text_encoder": UNCENTRED,
+        "model": NO_OFFSET,
     },
-    "transfer_text_full": {"config": TRANSFER, "label": "transfer + full fine-tune (text)", "text_encoder": UNCENTRED},
+    "transfer_text_full": {
+        "config": TRANSFER,
+        "label": "transfer + full fine-tune (text)",
+        "text_encoder": UNCENTRED,
+        "model": NO_OFFSET,
+    },
     "transfer_text_center": {
         "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text, centred per domain)",
         "freeze": ["encoder"],
+        "model": NO_OFFSET,
     },
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
@@ -64,17 +80,19 @@ VARIANTS: dict[str, dict] = {
         "label": "zero-shot (sources only, text): best source epoch by target validation",
         "sources_only": True,
         "text_encoder": UNCENTRED,
+        "model": NO_OFFSET,
     },
     # The same for the default recipe's centred vectors: the zero-shot model DomainTransfer(handover="best") hands over.
     "zero_shot_text_center": {
         "config": TRANSFER,
         "label": "zero-shot (sources only, text, centred): best source epoch by target validation",
         "sources_only": True,
+        "model": NO_OFFSET,
     },
     "transfer_text+id": {
         "config": TRANSFER,
         "label": "transfer + adaptor/ID fine-tune (text+ID)",
-        "model": {"mode": "text+id"},
+        "model": {**NO_OFFSET, "mode": "text+id"},
         "freeze": ["encoder"],
         "text_encoder": UNCENTRED,
     },
@@ -83,7 +101,7 @@ VARIANTS: dict[str, dict] = {
     "transfer_idpretrain": {
         "config": TRANSFER,
         "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
-        "model": {"mode": "text+id"},
+        "model": {**NO_OFFSET, "mode": "text+id"},
         "freeze": ["encoder", "item_tower.id_embeddings"],
         "text_encoder": UNCENTRED,
     },
@@ -93,31 +111,33 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer + adaptor fine-tune (text, SmolLM2, centred)",
         "freeze": ["encoder"],
         "text_encoder": {"model_name": "smollm2", "center": True},
+        "model": NO_OFFSET,
     },
     # The default recipe with the language model's top layer fine-tuned in the loop (its own learning rate).
     "transfer_lm": {
         "config": TRANSFER,
         "label": "transfer, default recipe + MiniLM's top layer trained",
         "text_encoder": {"train_layers": 1},
-        "model": {"text_lr": 1e-5},
+        "model": {**NO_OFFSET, "text_lr": 1e-5},
     },
     # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
     "transfer_align": {
         "config": TRANSFER,
         "label": "transfer, default recipe + domain-adversarial alignment (weight 0.1)",
-        "model": {"align_weight": 0.1},
+        "model": {**NO_OFFSET, "align_weight": 0.1},
     },
-    # The default recipe, and its target-only version, with one learned logit offset for items already in the user's
-    # history (model.history_bias: how often users return to an item; the evaluation still ranks every item).
+    # The default recipe (full fine-tune, centred, one learned logit offset for items already in the user's history:
+    # model.history_bias, how often users return to an item; the evaluation still ranks every item), and its
+    # target-only version, as --compare_target_only trains it.
     "transfer_history": {
         "config": TRANSFER,
-        "label": "transfer, default recipe + learned history offset",
+        "label": "transfer, default recipe (full fine-tune, centred, history offset)",
         "model": {"history_bias": True},
     },
     "text_target_only_history": {
         "config": TRANSFER,
         "target_only": True,
-        "label": "text, target only (centred) + learned history offset",
+        "label": "text, target only (the default recipe's baseline: centred, history offset)",
         "model": {"history_bias": True},
     },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
@@ -125,6 +145,7 @@ VARIANTS: dict[str, dict] = {
         "config": TRANSFER,
         "label": "transfer, default recipe, best source epoch handed over",
         "handover": "best",
+        "model": NO_OFFSET,
     },
 }
 

@@ -41,6 +41,9 @@ TRAINING = frozenset(
     }
 )  # fmt: skip
 
+# Keys added after checkpoints were already written, with the value those checkpoints' weights were trained with.
+SINCE = {"history_bias": False}
+
 
 def checkpoint_hparams(
     saved: Mapping[str, Any], given: Mapping[str, Any]
@@ -59,6 +62,7 @@ def checkpoint_hparams(
     Raises:
         ValueError: a ``FIXED_BY_WEIGHTS`` key differs, naming every such key and both values.
     """
+    saved = {**SINCE, **saved}
     differ = {k: (saved[k], v) for k, v in given.items() if k in saved and saved[k] != v}
     fixed = {k: values for k, values in differ.items() if k in FIXED_BY_WEIGHTS}
     if fixed:

@@ -9,8 +9,9 @@ from torch import nn
 from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
 
 # Weights a checkpoint may hold that a new run need not have, and that it may miss: ID tables of domains this run
-# does not serve (the sources'), metric states, the source phase's domain discriminator.
-OPTIONAL = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.")
+# does not serve (the sources'), metric states, the source phase's domain discriminator, the history offset (a
+# checkpoint without one leaves it at its start).
+OPTIONAL = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.", "scorer.history_bias.")
 
 
 def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:

@@ -48,7 +48,7 @@ class TransferRecommender(L.LightningModule):
         temperature: logits are divided by it.
         history_bias: learn one logit offset for items already in the user's history (``HistoryBias``): how often
             the domain's users return to an item. Training, evaluation and prediction all score with it; the
-            evaluation still ranks every item.
+            evaluation still ranks every item. ``false``: score the items alone.
         lr: learning rate (source phase, or the whole run without transfer).
         target_lr: learning rate after the switch to the target domain (``None``: ``lr``).
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
@@ -96,7 +96,7 @@ class TransferRecommender(L.LightningModule):
         max_len: int = 50,
         similarity: Similarity = "cosine",
         temperature: float = 0.07,
-        history_bias: bool = False,
+        history_bias: bool = True,
         lr: float = 1e-3,
         target_lr: float | None = None,
         target_lr_scale: dict[str, float] | None = None,

@@ -1,0 +1,87 @@
+"""How many of each user's top-10 test slots a trained model gives to items already in the user's history, and what
+its test metrics would be if those items were left out (a diagnostic: the published protocol ranks every item).
+
+    python -m benchmarks.history_slots --config CONFIG --ckpt CHECKPOINT [--data-root ../shared/data] [--output F]
+        [-- more CLI arguments, e.g. --model.history_bias false for a checkpoint trained without the offset]
+
+CONFIG and CHECKPOINT are a fit's config and one of its checkpoints (e.g. ``configs/scientific_transfer.yaml`` and its
+best checkpoint). Prints and writes JSON with the command and commit (default
+``benchmarks/results/history_slots/<checkpoint name>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from benchmarks.runs import ROOT, provenance
+from rec_transfer.cli import build_cli
+from rec_transfer.models.components.history import in_history, last_histories
+from rec_transfer.utils.checkpoints import load_checkpoint
+
+
+def slots(model, loader) -> dict:
+    """Test NDCG@10 / Recall@10 as scored and with history items left out, and history items per top 10."""
+    sums = {"users": 0, "history_in_top10": 0.0}
+    for name in ("as_scored", "history_left_out"):
+        sums |= {f"{name}_ndcg@10": 0.0, f"{name}_recall@10": 0.0}
+    with torch.no_grad():
+        for batch in loader:
+            scores = model(batch)  # (B, N + 1), with the model's own history offset if it has one
+            target = batch["target"]
+            seen = in_history(last_histories(batch["input"], batch.get("segments"), batch.get("last")),
+                              torch.arange(scores.shape[1]))  # fmt: skip
+            seen[:, 0] = False
+            target_score = scores.gather(1, target[:, None])
+            left_out = scores.masked_fill(seen, float("-inf")).scatter(1, target[:, None], target_score)
+            sums["users"] += len(target)
+            sums["history_in_top10"] += seen.gather(1, scores.topk(10, dim=1).indices).sum().item()
+            for name, s in (("as_scored", scores), ("history_left_out", left_out)):
+                rank = (s >= target_score).sum(dim=1).double()  # ties against the target, as the metrics count
+                hit = (rank <= 10).double()
+                sums[f"{name}_ndcg@10"] += (hit / torch.log2(rank + 1)).sum().item()
+                sums[f"{name}_recall@10"] += hit.sum().item()
+    users = sums.pop("users")
+    return {"users": users, **{k: round(v / users, 5) for k, v in sums.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("extra", nargs="*", help="more CLI arguments for the model and data, after --")
+    args = parser.parse_args()
+    report = provenance()
+    cli_args = ["--config", args.config, *args.extra]
+    cli_args += ["--data.init_args.data_root", args.data_root] if args.data_root else []
+    cli = build_cli(cli_args, run=False)
+    model, data = cli.model, cli.datamodule
+    data.prepare_data()
+    data.setup("test")
+    model.target_domain = data.target_name
+    for name, domain in data.domains.items():  # what the model's setup() does under a Trainer
+        model.add_domain(name, domain.num_items, domain.item_text, domain.item_popularity)
+    checkpoint = load_checkpoint(args.ckpt)
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    loaders = data.test_dataloader()
+    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+    report["domain"] = data.target_name
+    report |= slots(model, loader)
+    if model.scorer.history_bias is not None:
+        report["history_offset_logit"] = round(model.scorer.history_bias.logit.item(), 4)
+    print(json.dumps(report, indent=1))
+    out = Path(args.output or ROOT / "benchmarks/results/history_slots" / f"{Path(args.ckpt).stem}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -69,7 +69,6 @@ def test_the_offset_learns_whether_users_return_to_their_items():
     fresh = torch.tensor([next(i for i in range(1, 21) if i not in h) for h in histories.tolist()])
     for targets, direction in ((fresh, -1), (repeat, 1)):
         scorer = ItemScorer("cosine", 0.07, history_bias=True)
-        torch.nn.init.zeros_(scorer.history_bias.weight)  # from no offset: either way is open
         optimizer = torch.optim.SGD(scorer.parameters(), lr=0.01)
         for _ in range(20):
             optimizer.zero_grad()
@@ -139,4 +138,4 @@ def test_checkpoints_from_before_the_offset_keep_scoring_without_it(tmp_path, ti
     new.add_domain("books", tiny_domain.num_items, None)
     load_pretrained_weights(new, tmp_path / "old.ckpt")  # the offset starts at its init; every other weight loads
     torch.testing.assert_close(new.encoder.state_dict(), old.encoder.state_dict())
-    assert new.scorer.history_bias.weight.item() == -1.0
+    assert new.scorer.history_bias.logit.item() == 0.0

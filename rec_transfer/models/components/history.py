@@ -53,25 +53,23 @@ class HistoryBias(nn.Module):
     It is a model weight, not a filter: evaluation still ranks every item (the published protocol).
 
     Args:
-        temperature: the scorer's; the weight is kept in similarity units (logit = weight / temperature), so it moves
-            at the pace of the similarities it offsets.
-        init: the starting offset in similarity units (−1: one cosine unit lower).
+        temperature: the scorer's.
+        init: the starting offset in similarity units (0: none; the loss finds the domain's own, either way).
+        scale: the weight is kept in units of ``scale`` similarities (logit = weight · scale / temperature). Adam moves
+            a weight by about its learning rate a step whatever the gradient, so at 1e-3 the offset moves by about
+            0.14 logits a step: a few hundred steps find an offset of either sign (a plain logit would move 1e-3).
     """
 
-    def __init__(self, temperature: float, init: float = -1.0):
+    def __init__(self, temperature: float, init: float = 0.0, scale: float = 10.0):
         super().__init__()
-        self.temperature = temperature
-        self.weight = nn.Parameter(torch.tensor(float(init)))
+        self.temperature, self.scale = temperature, scale
+        self.weight = nn.Parameter(torch.tensor(float(init) / scale))
 
     @property
     def logit(self) -> torch.Tensor:
         """The offset added to a history item's logit."""
-        return self.weight / self.temperature
+        return self.weight * self.scale / self.temperature
 
     def forward(self, logits: torch.Tensor, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``logits`` (T, C) of ``items`` (C,) sorted ids for rows with ``histories`` (T, H) → offset logits."""
         return logits + self.logit * in_history(histories, items)
-
-    def of_targets(self, histories: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(T,) the offset each row's target gets: ``logit`` where the target is in the row's history, else 0."""
-        return self.logit * (histories == targets[:, None]).any(dim=1)

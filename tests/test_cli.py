@@ -184,9 +184,13 @@ def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:
     # With the history kept, it is the plain top-K, and here some of it is history.
     model.hparams.exclude_history = False
     with torch.no_grad():
-        kept = torch.cat([model.recommend(batch, top_k)[1] for batch in dm.predict_dataloader()])
+        found = [model.recommend(batch, top_k) for batch in dm.predict_dataloader()]
+    kept_scores, kept = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
     plain = scores.topk(top_k).indices
-    assert torch.equal(kept, plain)
+    # The plain top-K, up to items whose scores tie within float error (swapped places).
+    torch.testing.assert_close(kept_scores, scores.topk(top_k).values, atol=1e-4, rtol=0)
+    torch.testing.assert_close(scores.gather(1, kept), kept_scores, atol=1e-4, rtol=0)
+    assert (kept == plain).float().mean() > 0.95
     assert any(set(p.tolist()) & set(values[offsets[u] : offsets[u + 1]].tolist()) for u, p in enumerate(plain))
 
     # Items that occur in no training sequence (only as held-out items) are scored through their text like any other.

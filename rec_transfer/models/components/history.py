@@ -70,6 +70,6 @@ class HistoryBias(nn.Module):
         """The offset added to a history item's logit."""
         return self.weight * self.scale / self.temperature
 
-    def forward(self, logits: torch.Tensor, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``logits`` (T, C) of ``items`` (C,) sorted ids for rows with ``histories`` (T, H) → offset logits."""
-        return logits + self.logit * in_history(histories, items)
+    def forward(self, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(T, C) what to add to the logits of ``items`` (C,) sorted ids for rows with ``histories`` (T, H)."""
+        return self.logit * in_history(histories, items)

@@ -119,9 +119,13 @@ def sample_candidates(
 
 
 def sampled_softmax(
-    states: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, history_offset=None
+    states: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    log_q: torch.Tensor,
+    offsets: torch.Tensor | None = None,
 ):
     """Cross-entropy over candidate items with log-q correction: (T, D) states, (C, D) candidate vectors;
-    ``history_offset``: a function adding the history offsets to the (T, C) logits (``HistoryBias``), or ``None``."""
+    ``offsets`` (T, C): added to the logits (the history offsets of ``HistoryBias``), or ``None``."""
     logits = states @ candidates.T - log_q
-    return F.cross_entropy(logits if history_offset is None else history_offset(logits), labels)
+    return F.cross_entropy(logits if offsets is None else logits + offsets, labels)

@@ -57,7 +57,7 @@ class ItemScorer(nn.Module):
         ``histories`` (T, H): each row's history items, for ``history_bias``."""
         logits = self.logits(states, table)
         if self.history_bias is not None:
-            logits = self.history_bias(logits, histories, torch.arange(len(table), device=logits.device))
+            logits = logits + self.history_bias(histories, torch.arange(len(table), device=logits.device))
         logits[:, 0] = float("-inf")
         return logits
 
@@ -80,7 +80,7 @@ class ItemScorer(nn.Module):
         if chunk is None:
             logits = self.logits(states[mask], table[1:])
             if seen is not None:
-                logits = self.history_bias(logits, seen, torch.arange(len(table) - 1, device=logits.device))
+                logits = logits + self.history_bias(seen, torch.arange(len(table) - 1, device=logits.device))
             return F.cross_entropy(logits, targets[mask] - 1)
         with torch.autocast(states.device.type, enabled=False):
             queries, keys = self.queries(states[mask]), self.keys(table[1:])
@@ -97,8 +97,6 @@ class ItemScorer(nn.Module):
     ) -> torch.Tensor:
         """Sampled softmax of (T, D) states over (C, D) candidate vectors (see ``losses.sample_candidates``);
         ``candidate_ids`` (C,) sorted and ``histories`` (T, H) for ``history_bias``."""
-        offset = None
-        if self.history_bias is not None:
-            offset = lambda logits: self.history_bias(logits, histories, candidate_ids)  # noqa: E731
+        offsets = None if self.history_bias is None else self.history_bias(histories, candidate_ids)  # (T, C)
         with torch.autocast(states.device.type, enabled=False):
-            return sampled_softmax(self.queries(states), self.keys(candidates), labels, log_q, offset)
+            return sampled_softmax(self.queries(states), self.keys(candidates), labels, log_q, offsets)

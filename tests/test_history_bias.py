@@ -3,26 +3,14 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import batches as _batches
+from model_helpers import tiny_model as _model
 
-from rec_transfer.data.batching import SequenceView, collate
 from rec_transfer.metrics import pessimistic_rank
 from rec_transfer.models.components.history import in_history, last_histories, token_histories
 from rec_transfer.models.components.losses import chunked_cross_entropy
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.components.scoring import ItemScorer
-from rec_transfer.models.recommender import TransferRecommender
-
-
-def _model(**kw):
-    model = TransferRecommender(mode="id", hidden_size=32, layers=2, heads=2, dropout=0.0, max_len=10, **kw)
-    return model
-
-
-def _batches(domain, split, size=64, pack_to=None):
-    offsets, values = domain.flat()
-    view = SequenceView("books", offsets, values, split, max_len=10)
-    rows = [[view[i] for i in range(s, min(s + size, len(view)))] for s in range(0, len(view), size)]
-    return [collate(r, pack_to=pack_to) for r in rows]
 
 
 def test_histories_of_packed_rows_stay_inside_each_history():

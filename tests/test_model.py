@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from model_helpers import batches as _batches
+from model_helpers import tiny_model as _model
 
-from rec_transfer.data.batching import SequenceView, collate
 from rec_transfer.metrics import pessimistic_rank
 from rec_transfer.models.components import ItemTower, MoEAdaptor, SequenceEncoder
 from rec_transfer.models.components.item_text import FrozenItemText
-from rec_transfer.models.recommender import TransferRecommender
 
 
 def test_sequence_encoder_is_causal():
@@ -45,18 +45,6 @@ def test_item_tower_modes():
     # Vectors are rebuilt from the cache, not checkpointed.
     assert not any("vectors" in k for k in text_only.state_dict())
     assert MoEAdaptor(16, 8, experts=3)(torch.randn(4, 16)).shape == (4, 8)
-
-
-def _model(mode="id", **kw):
-    model = TransferRecommender(mode=mode, hidden_size=32, layers=2, heads=2, dropout=0.0, max_len=10, **kw)
-    return model
-
-
-def _batches(tiny_domain, split, size=64, pack_to=None):
-    offsets, values = tiny_domain.flat()
-    view = SequenceView("books", offsets, values, split, max_len=10)
-    rows = [[view[i] for i in range(s, min(s + size, len(view)))] for s in range(0, len(view), size)]
-    return [collate(r, pack_to=pack_to) for r in rows]
 
 
 def test_packed_rows_give_the_same_scores_and_loss(tiny_domain):

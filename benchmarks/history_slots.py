@@ -63,9 +63,7 @@ def main() -> None:
     model, data = cli.model, cli.datamodule
     data.prepare_data()
     data.setup("test")
-    model.target_domain = data.target_name
-    for name, domain in data.domains.items():  # what the model's setup() does under a Trainer
-        model.add_domain(name, domain.num_items, domain.item_text, domain.item_popularity)
+    model.add_domains(data)  # what the model's setup() does under a Trainer
     checkpoint = load_checkpoint(args.ckpt)
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])

@@ -130,10 +130,7 @@ class TransferRecommender(L.LightningModule):
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule
-        self.target_domain = getattr(dm, "target_name", None)
-        for name, d in dm.domains.items():
-            self.add_domain(name, d.num_items, d.item_text, d.item_popularity)
+        self.add_domains(self.trainer.datamodule)
         resuming = self.trainer.ckpt_path is not None  # the checkpoint brings its own weights
         if (
             self.hparams.pretrained
@@ -142,6 +139,12 @@ class TransferRecommender(L.LightningModule):
             and not getattr(self, "_pretrained_loaded", False)
         ):
             self.load_pretrained(self.hparams.pretrained)
+
+    def add_domains(self, dm) -> None:
+        """Registers every domain of the data module ``dm`` (set up) and which one is the target."""
+        self.target_domain = getattr(dm, "target_name", None)
+        for name, d in dm.domains.items():
+            self.add_domain(name, d.num_items, d.item_text, d.item_popularity)
 
     def load_pretrained(self, path: str) -> None:
         """Copies the model weights of checkpoint ``path`` (not its optimizer or trainer state)."""

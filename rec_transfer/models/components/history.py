@@ -24,11 +24,16 @@ def token_histories(inputs: torch.Tensor, segments: torch.Tensor | None = None) 
 def last_histories(inputs: torch.Tensor, segments: torch.Tensor | None, last: torch.Tensor | None) -> torch.Tensor:
     """(B, L) each evaluated user's history: the items up to its last input token (``last``, flat index into R × L,
     for packed rows; ``None``: each row's last non-padding token)."""
-    histories = token_histories(inputs, segments)  # (R, L, L)
-    if last is not None:
-        return histories.flatten(0, 1)[last]
-    ends = (inputs > 0).sum(dim=1).clamp(min=1) - 1  # (R,) right padding
-    return histories[torch.arange(len(inputs), device=inputs.device), ends]
+    length = inputs.shape[1]
+    if last is None:  # one history per row, right padded
+        row = torch.arange(len(inputs), device=inputs.device)
+        end = (inputs > 0).sum(dim=1).clamp(min=1) - 1
+    else:
+        row, end = last // length, last % length  # (B,) each user's row and last position
+    seen = torch.arange(length, device=inputs.device)[None] <= end[:, None]  # (B, L): positions up to the last
+    if segments is not None:
+        seen = seen & (segments[row] == segments[row, end][:, None])  # and of the user's own history
+    return torch.where(seen, inputs[row], torch.zeros((), dtype=inputs.dtype, device=inputs.device))
 
 
 def in_history(histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

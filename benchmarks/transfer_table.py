@@ -140,6 +140,17 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline: centred, history offset)",
         "model": {"history_bias": True},
     },
+    # The default recipe with gentler first target steps: a warm-up after the switch, or half the target learning rate.
+    "transfer_history_warmup": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + 40-step warm-up after the switch",
+        "model": {"history_bias": True, "target_warmup_steps": 40},
+    },
+    "transfer_history_half_lr": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, target learning rate halved (5e-4)",
+        "model": {"history_bias": True, "target_lr": 5e-4},
+    },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
     "transfer_handover_best": {
         "config": TRANSFER,

@@ -79,7 +79,9 @@ class Crash(Callback):
 
 def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",), mode="text", extra=(), **transfer):
     L.seed_everything(0)
-    model = TransferRecommender(mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3)
+    model = TransferRecommender(
+        mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3, target_warmup_steps=4
+    )
     callbacks = [
         DomainTransfer(**{"source_epochs": SOURCE_EPOCHS, "freeze": list(freeze), **transfer}),
         *extra,
@@ -112,6 +114,9 @@ def test_switch_freezes_and_logs_zero_shot(uninterrupted):
     opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert not opt_params & {id(p) for p in model.encoder.parameters()}  # the optimizer was rebuilt
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # target_lr
+    # The target optimizer warms up over target_warmup_steps (the source one had none: warmup_steps 0).
+    warmup = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert [warmup(step) for step in (0, 3, 9)] == pytest.approx([0.25, 1.0, 1.0])
 
 
 def test_id_pretraining_leaves_the_target_text_only_when_its_ids_are_frozen(cache_dir, tmp_path):

@@ -56,6 +56,8 @@ class TransferRecommender(L.LightningModule):
             target's items at full speed (between freezing it and training it like the rest).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
+        target_warmup_steps: the warm-up after the switch to the target (``None``: ``warmup_steps``). A fresh Adam
+            moves every weight by about the learning rate on its first steps, which can undo what the sources taught.
         top_k: recommendations per user in ``predict``.
         exclude_history: ``predict`` never recommends an item already in the user's history (``false`` keeps them).
         cutoffs: the K of every metric @K (Recall, NDCG, HitRate, Precision, F1; see ``RankingMetrics``); 10 is
@@ -102,6 +104,7 @@ class TransferRecommender(L.LightningModule):
         target_lr_scale: dict[str, float] | None = None,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        target_warmup_steps: int | None = None,
         top_k: int = 10,
         exclude_history: bool = True,
         cutoffs: tuple[int, ...] = (10, 50),
@@ -389,7 +392,10 @@ class TransferRecommender(L.LightningModule):
         return param_groups(self, lr, self._trainable_text, self.hparams.text_lr, scales)
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self._param_groups(), self.hparams.weight_decay, self.hparams.warmup_steps)
+        warmup = self.hparams.warmup_steps
+        if self.transfer_phase == "target" and self.hparams.target_warmup_steps is not None:
+            warmup = self.hparams.target_warmup_steps
+        return adamw_with_warmup(self._param_groups(), self.hparams.weight_decay, warmup)
 
     def on_train_start(self) -> None:
         # A resumed optimizer holds the checkpoint's learning rates and weight decay: a resume that changes them

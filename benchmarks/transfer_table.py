@@ -25,12 +25,14 @@ DOMAINS = {
 SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfer.yaml"
 
 # Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
-# text vectors centred, the learned history offset) or the SASRec config, plus the changes its spec lists: "freeze"
-# (DomainTransfer's), "model" (model settings), "text_encoder" (every domain's), "target_only" / "sources_only".
-# Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
-# measured (every row measured before the history offset existed says history_bias: False).
+# text vectors centred, the learned history offset, half the learning rate after the switch) or the SASRec config,
+# plus the changes its spec lists: "freeze" (DomainTransfer's), "model" (model settings), "text_encoder" (every
+# domain's), "target_only" / "sources_only". Variants of other recipes spell out where they differ from the default,
+# so their rows keep meaning what they measured (every row measured before the history offset existed says
+# history_bias: False; every transfer row measured before the target learning rate was halved says target_lr: 1e-3).
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
+FULL_LR = {"target_lr": 1e-3}
 VARIANTS: dict[str, dict] = {
     "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only", "model": NO_OFFSET},
     "sasrec_history": {"config": SASREC, "label": "SASRec (IDs), target only, learned history offset"},
@@ -52,26 +54,26 @@ VARIANTS: dict[str, dict] = {
     "transfer_text_full_center": {
         "config": TRANSFER,
         "label": "transfer, full fine-tune, centred (no history offset)",
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     "transfer_text": {
         "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text)",
         "freeze": ["encoder"],
         "text_encoder": UNCENTRED,
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     "transfer_text_full": {
         "config": TRANSFER,
         "label": "transfer + full fine-tune (text)",
         "text_encoder": UNCENTRED,
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     "transfer_text_center": {
         "config": TRANSFER,
         "label": "transfer + adaptor fine-tune (text, centred per domain)",
         "freeze": ["encoder"],
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     # Sources only: the run stops at the switch and tests the source epoch with the best target validation
     # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
@@ -92,7 +94,7 @@ VARIANTS: dict[str, dict] = {
     "transfer_text+id": {
         "config": TRANSFER,
         "label": "transfer + adaptor/ID fine-tune (text+ID)",
-        "model": {**NO_OFFSET, "mode": "text+id"},
+        "model": {**NO_OFFSET, **FULL_LR, "mode": "text+id"},
         "freeze": ["encoder"],
         "text_encoder": UNCENTRED,
     },
@@ -101,7 +103,7 @@ VARIANTS: dict[str, dict] = {
     "transfer_idpretrain": {
         "config": TRANSFER,
         "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
-        "model": {**NO_OFFSET, "mode": "text+id"},
+        "model": {**NO_OFFSET, **FULL_LR, "mode": "text+id"},
         "freeze": ["encoder", "item_tower.id_embeddings"],
         "text_encoder": UNCENTRED,
     },
@@ -111,28 +113,28 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer + adaptor fine-tune (text, SmolLM2, centred)",
         "freeze": ["encoder"],
         "text_encoder": {"model_name": "smollm2", "center": True},
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     # The default recipe with the language model's top layer fine-tuned in the loop (its own learning rate).
     "transfer_lm": {
         "config": TRANSFER,
         "label": "transfer, default recipe + MiniLM's top layer trained",
         "text_encoder": {"train_layers": 1},
-        "model": {**NO_OFFSET, "text_lr": 1e-5},
+        "model": {**NO_OFFSET, **FULL_LR, "text_lr": 1e-5},
     },
     # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
     "transfer_align": {
         "config": TRANSFER,
         "label": "transfer, default recipe + domain-adversarial alignment (weight 0.1)",
-        "model": {**NO_OFFSET, "align_weight": 0.1},
+        "model": {**NO_OFFSET, **FULL_LR, "align_weight": 0.1},
     },
-    # The default recipe (full fine-tune, centred, one learned logit offset for items already in the user's history:
-    # model.history_bias, how often users return to an item; the evaluation still ranks every item), and its
-    # target-only version, as --compare_target_only trains it.
+    # Full fine-tune, centred, one learned logit offset for items already in the user's history (model.history_bias,
+    # how often users return to an item; the evaluation still ranks every item), at the source learning rate on the
+    # target; and the target-only version of that model, as --compare_target_only trains it.
     "transfer_history": {
         "config": TRANSFER,
-        "label": "transfer, default recipe (full fine-tune, centred, history offset)",
-        "model": {"history_bias": True},
+        "label": "transfer, full fine-tune, centred, history offset, target learning rate 1e-3",
+        "model": {"history_bias": True, **FULL_LR},
     },
     "text_target_only_history": {
         "config": TRANSFER,
@@ -140,15 +142,15 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline: centred, history offset)",
         "model": {"history_bias": True},
     },
-    # The default recipe with gentler first target steps: a warm-up after the switch, or half the target learning rate.
+    # Gentler first target steps: a warm-up after the switch, or half the target learning rate (the default recipe).
     "transfer_history_warmup": {
         "config": TRANSFER,
-        "label": "transfer, default recipe + 40-step warm-up after the switch",
-        "model": {"history_bias": True, "target_warmup_steps": 40},
+        "label": "transfer, history offset, target learning rate 1e-3 + 40-step warm-up after the switch",
+        "model": {"history_bias": True, **FULL_LR, "target_warmup_steps": 40},
     },
     "transfer_history_half_lr": {
         "config": TRANSFER,
-        "label": "transfer, default recipe, target learning rate halved (5e-4)",
+        "label": "transfer, default recipe (full fine-tune, centred, history offset, target learning rate 5e-4)",
         "model": {"history_bias": True, "target_lr": 5e-4},
     },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
@@ -156,7 +158,7 @@ VARIANTS: dict[str, dict] = {
         "config": TRANSFER,
         "label": "transfer, default recipe, best source epoch handed over",
         "handover": "best",
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
 }
 

@@ -51,7 +51,8 @@ class TransferRecommender(L.LightningModule):
             the domain's users return to an item. Training, evaluation and prediction all score with it; the
             evaluation still ranks every item. ``false``: score the items alone.
         lr: learning rate (source phase, or the whole run without transfer).
-        target_lr: learning rate after the switch to the target domain (``None``: ``lr``).
+        target_lr: learning rate after the switch to the target domain (``None``: ``lr``); the default is half the
+            default ``lr``: a transferred model fine-tunes better on the target with smaller steps.
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
             ``{"encoder": 0.1}``: the transferred sequence encoder adapts slowly while the text adaptor learns the
             target's items at full speed (between freezing it and training it like the rest).
@@ -100,7 +101,7 @@ class TransferRecommender(L.LightningModule):
         temperature: float = 0.07,
         history_bias: bool = True,
         lr: float = 1e-3,
-        target_lr: float | None = None,
+        target_lr: float | None = 5e-4,
         target_lr_scale: dict[str, float] | None = None,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,

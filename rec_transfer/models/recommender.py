@@ -52,7 +52,7 @@ class TransferRecommender(L.LightningModule):
             evaluation still ranks every item. ``false``: score the items alone.
         lr: learning rate (source phase, or the whole run without transfer).
         target_lr: learning rate after the switch to the target domain (``None``: ``lr``); the default is half the
-            default ``lr``: a transferred model fine-tunes better on the target with smaller steps.
+            default ``lr``: smaller steps on the target than on the sources.
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
             ``{"encoder": 0.1}``: the transferred sequence encoder adapts slowly while the text adaptor learns the
             target's items at full speed (between freezing it and training it like the rest).

@@ -142,6 +142,13 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline: centred, history offset)",
         "model": {"history_bias": True},
     },
+    # The same target-only model at the default recipe's target learning rate: is the gain of 5e-4 one of transfer?
+    "text_target_only_history_half_lr": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only, learning rate 5e-4 (centred, history offset)",
+        "model": {"history_bias": True, "lr": 5e-4},
+    },
     # Gentler first target steps: a warm-up after the switch, or half the target learning rate (the default recipe).
     "transfer_history_warmup": {
         "config": TRANSFER,

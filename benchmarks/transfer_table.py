@@ -29,7 +29,8 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 # plus the changes its spec lists: "freeze" (DomainTransfer's), "model" (model settings), "text_encoder" (every
 # domain's), "target_only" / "sources_only". Variants of other recipes spell out where they differ from the default,
 # so their rows keep meaning what they measured (every row measured before the history offset existed says
-# history_bias: False; every transfer row measured before the target learning rate was halved says target_lr: 1e-3).
+# history_bias: False; every row trained on the target at the source learning rate says target_lr: 1e-3, which the
+# target-only variants train at too).
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
 FULL_LR = {"target_lr": 1e-3}
@@ -42,14 +43,14 @@ VARIANTS: dict[str, dict] = {
         "target_only": True,
         "label": "text, target only",
         "text_encoder": UNCENTRED,
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     # The default recipe's own target-only version, as --compare_target_only trains it (centred, batches of 1024).
     "text_target_only_center": {
         "config": TRANSFER,
         "target_only": True,
         "label": "text, target only (centred, no history offset)",
-        "model": NO_OFFSET,
+        "model": {**NO_OFFSET, **FULL_LR},
     },
     "transfer_text_full_center": {
         "config": TRANSFER,
@@ -139,15 +140,15 @@ VARIANTS: dict[str, dict] = {
     "text_target_only_history": {
         "config": TRANSFER,
         "target_only": True,
-        "label": "text, target only (the default recipe's baseline: centred, history offset)",
-        "model": {"history_bias": True},
+        "label": "text, target only, centred, history offset, learning rate 1e-3",
+        "model": {"history_bias": True, **FULL_LR},
     },
-    # The same target-only model at the default recipe's target learning rate: is the gain of 5e-4 one of transfer?
+    # The default recipe's target-only version, as --compare_target_only trains it: at transfer's target learning rate.
     "text_target_only_history_half_lr": {
         "config": TRANSFER,
         "target_only": True,
-        "label": "text, target only, learning rate 5e-4 (centred, history offset)",
-        "model": {"history_bias": True, "lr": 5e-4},
+        "label": "text, target only (the default recipe's baseline: centred, history offset, learning rate 5e-4)",
+        "model": {"history_bias": True},
     },
     # Gentler first target steps: a warm-up after the switch, or half the target learning rate (the default recipe).
     "transfer_history_warmup": {
@@ -203,9 +204,9 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
     if target in sources:
         raise ValueError(f"target {target!r} cannot also be a source")
     cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
-    if spec.get("target_only"):
-        cfg = target_only_config(cfg)
     cfg["model"].update(spec.get("model", {}))
+    if spec.get("target_only"):  # after the model's changes: the target-only run trains at their target_lr
+        cfg = target_only_config(cfg)
     data = cfg["data"]["init_args"]
     data["target"]["init_args"]["path"] = DOMAINS[target]
     if "sources" in data:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import logging
 import sys
 import warnings
@@ -36,6 +37,7 @@ from rec_transfer.utils.checkpoints import load_checkpoint
 from rec_transfer.utils.files import atomic_write
 
 log = logging.getLogger("rec_transfer")
+TARGET_LR_DEFAULT = inspect.signature(TransferRecommender).parameters["target_lr"].default
 
 TRAINER_DEFAULTS = {
     # The transfer swaps training data between epochs; batches are sharded by our own sampler.
@@ -52,10 +54,12 @@ TRAINER_DEFAULTS = {
 def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     """The target-only version of a transfer config: the baseline that transfer must beat.
 
-    The same model, target domain and trainer settings, without the source domains, the ``DomainTransfer``
-    callback that switches from them and ``model.target_lr`` (the learning rate after that switch). Checkpoint
-    folders, the logger's run name and ``results_json`` get a ``-target_only`` suffix, so both runs can write side
-    by side. ``--compare_target_only`` fits it after the transfer; the benchmarks' text target-only variant is it.
+    The same model, target domain and trainer settings, without the source domains and the ``DomainTransfer``
+    callback that switches from them; it trains at the learning rate transfer uses on the target
+    (``model.target_lr``, the model's default where the config leaves it out), so the two runs differ only by the
+    source phase. Checkpoint folders, the logger's run name and ``results_json`` get a ``-target_only`` suffix, so
+    both runs can write side by side. ``--compare_target_only`` fits it after the transfer; the benchmarks' text
+    target-only variants are it.
 
     Args:
         config: a ``fit`` config: a parsed YAML file or the CLI's namespace (left unchanged).
@@ -63,7 +67,10 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     cfg = copy.deepcopy(config.as_dict() if isinstance(config, Namespace) else dict(config))
     for key in ("config", "compare_target_only"):  # the files the CLI read; the comparison itself
         cfg.pop(key, None)
-    cfg.get("model", {}).pop("target_lr", None)
+    model = cfg.setdefault("model", {})
+    target_lr = model.pop("target_lr", TARGET_LR_DEFAULT)
+    if target_lr is not None:  # None: the target trains at lr
+        model["lr"] = target_lr
     cfg.get("data", {}).get("init_args", {}).pop("sources", None)
     trainer = cfg.setdefault("trainer", {})
     trainer["callbacks"] = [cb for cb in trainer.get("callbacks") or [] if not _is_transfer(cb["class_path"])]

@@ -16,7 +16,7 @@ import yaml
 from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_dir, tiny_quickstart
 
 from rec_transfer.callbacks import DomainTransfer
-from rec_transfer.cli import build_cli, target_only_config
+from rec_transfer.cli import TARGET_LR_DEFAULT, build_cli, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
 from rec_transfer.metrics import pessimistic_rank
@@ -256,13 +256,21 @@ def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -
     assert json.dumps(transfer) == before  # the transfer config is left as it was
     assert "sources" not in alone["data"]["init_args"] and "target_lr" not in alone["model"]
     assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
-    assert {k: v for k, v in transfer["model"].items() if k != "target_lr"} == alone["model"]
+    # The target trains at the same learning rate in both runs: transfer's after the switch.
+    assert alone["model"]["lr"] == transfer["model"]["target_lr"] != transfer["model"]["lr"]
+    assert {k: v for k, v in transfer["model"].items() if k not in ("target_lr", "lr")} == {
+        k: v for k, v in alone["model"].items() if k != "lr"
+    }
     kept = [cb for cb in transfer["trainer"]["callbacks"] if not cb["class_path"].endswith("DomainTransfer")]
     assert [cb["class_path"] for cb in alone["trainer"]["callbacks"]] == [cb["class_path"] for cb in kept]
     assert callback(alone, "LatestCheckpoint")["init_args"]["dirpath"] == "checkpoints/sci-target_only"
     assert alone["trainer"]["logger"]["init_args"]["name"] == "sci-target_only"
     assert alone["results_json"] == "out/results-target_only.json"
     assert alone["trainer"]["max_epochs"] == transfer["trainer"]["max_epochs"]
+    del transfer["model"]["target_lr"]  # left out: the model's default
+    assert target_only_config(transfer)["model"]["lr"] == TARGET_LR_DEFAULT
+    transfer["model"]["target_lr"] = None  # the target at lr
+    assert target_only_config(transfer)["model"]["lr"] == transfer["model"]["lr"]
 
 
 def test_shipped_text_target_only_config_is_the_transfer_configs_target_only_version() -> None:

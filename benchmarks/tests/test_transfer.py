@@ -39,6 +39,12 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     alone, transfer = (variant_config(v, "Office", sources) for v in ("text_target_only", "transfer_text"))
     assert alone["model"] == {k: v for k, v in transfer["model"].items() if k != "target_lr"}
     assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
+    # Target-only rows train at their transfer row's target learning rate: 1e-3 measured before, 5e-4 the default.
+    lrs = {
+        v: variant_config(v, "Office", sources)["model"]["lr"]
+        for v in ("text_target_only_history", "text_target_only_history_half_lr")
+    }
+    assert lrs == {"text_target_only_history": 1e-3, "text_target_only_history_half_lr": 5e-4}
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]
     encoders = [d["init_args"]["text_encoder"] for d in [smol["target"], *smol["sources"]]]
     assert all(e == {"model_name": "smollm2", "center": True} for e in encoders) and len(encoders) == 1 + len(sources)

@@ -161,6 +161,13 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe (full fine-tune, centred, history offset, target learning rate 5e-4)",
         "model": {"history_bias": True, "target_lr": 5e-4},
     },
+    # The default recipe with the target's training histories mixed into the source phase (TransferDataModule's
+    # joint): the model at the switch has then seen the target, so its "zero-shot" row is not one.
+    "transfer_joint": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, the target's training histories also in the source phase",
+        "joint": True,
+    },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
     "transfer_handover_best": {
         "config": TRANSFER,
@@ -229,6 +236,8 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
             if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step
                 cb["init_args"]["source_patience"] = None
                 cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]
+    if spec.get("joint"):
+        data["joint"] = True
     if "text_encoder" in spec:
         for domain in [data["target"], *data.get("sources", [])]:
             domain["init_args"]["text_encoder"].update(spec["text_encoder"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import rec_transfer.data.batching as batching
 import rec_transfer.data.datamodule as datamodule
+from rec_transfer.callbacks import DomainTransfer
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.batching import DomainBatchSampler
 from rec_transfer.data.datamodule import make_train_loader
@@ -177,6 +179,24 @@ def test_transfer_mixes_source_batches_one_domain_each(tmp_path: Path) -> None:
     assert switches > 1, f"source batches are not mixed: {domains}"
     for m in sources:  # every training user of each source exactly once, indices local to its own domain
         assert sorted(users[m.name]) == sorted(m.view("train").users.tolist())
+
+
+def test_joint_mixes_the_targets_training_histories_into_the_source_phase(tmp_path: Path) -> None:
+    target = make(tmp_path, "posters")
+    schedule = DomainTransfer(source_epochs=1)
+    for joint, expected in ((False, {"books"}), (True, {"books", "posters"})):
+        transfer = TransferDataModule(target=target, sources=[make(tmp_path, "books")], joint=joint)
+        transfer.prepare_data()
+        transfer.setup()
+        transfer.trainer = SimpleNamespace(callbacks=[schedule], current_epoch=0)  # epoch 0: the source phase
+        users = {}
+        for batch in transfer.train_dataloader():
+            users.setdefault(batch["domain"], []).extend(batch["user"].tolist())
+        assert set(users) == expected
+        if joint:  # each of the target's training histories once
+            assert sorted(users["posters"]) == sorted(target.view("train").users.tolist())
+        transfer.trainer.current_epoch = 1  # the target phase: the target alone, as without joint
+        assert {b["domain"] for b in transfer.train_dataloader()} == {"posters"}
 
 
 @pytest.mark.parametrize("sizes", [[10, 5], [13, 7, 3]])

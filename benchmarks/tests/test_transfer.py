@@ -63,6 +63,8 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
         lm["model"]["text_lr"] == 1e-5 and variant_config("transfer_align", "Office", sources)["model"]["align_weight"]
     )
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
+    assert variant_config("transfer_joint", "Office", sources)["data"]["init_args"]["joint"] is True
+    assert "joint" not in variant_config("transfer_history_half_lr", "Office", sources)["data"]["init_args"]
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])
 

@@ -39,6 +39,8 @@ class TransferDataModule(L.LightningDataModule):
             ones are subsampled), in between ∝ ``batches ** source_mixing``. The epoch's length stays the same.
         max_len: longest history, for every domain that does not set its own ``max_len``; the model reads the
             longest of all domains' (the command line links ``model.max_len`` to it), so it is set in one place.
+        joint: also train on the target's training histories during the source phase, as one more domain of the
+            mixture (its own batch size). The model at the switch has then seen the target: not zero-shot.
 
     ``target`` and each source may also be given as dicts, as in a YAML config: ``DomainDataModule`` keyword
     arguments, or ``{"class_path": ..., "init_args": {...}}``.
@@ -53,6 +55,7 @@ class TransferDataModule(L.LightningDataModule):
         data_root: str | None = None,
         source_mixing: float = 1.0,
         max_len: int = DEFAULT_MAX_LEN,
+        joint: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["target", "sources"])
@@ -69,8 +72,8 @@ class TransferDataModule(L.LightningDataModule):
         names = [m.name for m in self.sources] + [target.name]
         if len(set(names)) != len(names):
             raise ValueError(f"domain names must be unique, got {names}")
-        if self.sources:
-            shared_loader_settings(self.sources)  # the sources share one training loader: fail now, not at epoch 0
+        if self.sources:  # the source phase's domains share one training loader: fail now, not at epoch 0
+            shared_loader_settings(self._source_phase_modules())
 
     @property
     def max_len(self) -> int:
@@ -106,8 +109,12 @@ class TransferDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        modules = self.sources if self._phase() == "source" else [self.target]
-        return make_train_loader(modules, epoch, self.hparams.source_mixing if self._phase() == "source" else 1.0)
+        source = self._phase() == "source"
+        modules = self._source_phase_modules() if source else [self.target]
+        return make_train_loader(modules, epoch, self.hparams.source_mixing if source else 1.0)
+
+    def _source_phase_modules(self) -> list[DomainDataModule]:
+        return self.sources + ([self.target] if self.hparams.joint else [])
 
     def val_dataloader(self) -> list[DataLoader]:
         if self._phase() == "target":

@@ -257,7 +257,17 @@ class RecTransferCLI(LightningCLI):
         if seed is not None and seed is not False:
             L.seed_everything(seed, workers=True, verbose=False)
         parser = self._parser(self.subcommand)
-        init = parser.instantiate_classes(parser.parse_object(cfg))
+        parsed = parser.parse_object(cfg)
+        # Lightning's instantiator gives the model and data module the hyperparameters of self.config_dump, which
+        # holds the transfer run's config: the baseline's own, for as long as its classes are built.
+        dump, self.config_dump = (
+            self.config_dump,
+            yaml.safe_load(parser.dump(parsed, skip_link_targets=False, skip_none=False, format="yaml")),
+        )
+        try:
+            init = parser.instantiate_classes(parsed)
+        finally:
+            self.config_dump = dump
         trainer = L.Trainer(**{**init["trainer"], "callbacks": _with_defaults(init["trainer"], transfer=False)})
         last = Path(log_dir, "target_only", "checkpoints", "last.ckpt") if nested else None
         resume = str(last) if last is not None and self._sub("ckpt_path") and last.is_file() else None

@@ -292,6 +292,9 @@ def test_compare_target_only_trains_on_the_target_alone(run) -> None:
     scalars = read_scalars(run.dir / "target_only")  # inside the transfer run's folder
     assert f"train/{TARGET}/loss" in scalars and f"val/{TARGET}/ndcg@10" in scalars
     assert not [tag for tag in scalars if any(f"/{s}/" in tag for s in SOURCES) or tag.startswith("zeroshot")]
+    # It trains at transfer's learning rate after the switch (the model's hyperparameters: what it trains with).
+    transfer, alone = (yaml.safe_load((d / "hparams.yaml").read_text()) for d in (run.dir, run.dir / "target_only"))
+    assert alone["lr"] == transfer["target_lr"] != transfer["lr"]
 
 
 def test_every_shipped_transfer_config_is_one_recipe() -> None:

@@ -45,7 +45,7 @@ VARIANTS: dict[str, dict] = {
         "text_encoder": UNCENTRED,
         "model": {**NO_OFFSET, **FULL_LR},
     },
-    # The default recipe's own target-only version, as --compare_target_only trains it (centred, batches of 1024).
+    # The default recipe's own target-only version before the history offset (centred, batches of 1024), at 1e-3.
     "text_target_only_center": {
         "config": TRANSFER,
         "target_only": True,
@@ -131,7 +131,7 @@ VARIANTS: dict[str, dict] = {
     },
     # Full fine-tune, centred, one learned logit offset for items already in the user's history (model.history_bias,
     # how often users return to an item; the evaluation still ranks every item), at the source learning rate on the
-    # target; and the target-only version of that model, as --compare_target_only trains it.
+    # target; and the target-only version of that model at the same learning rate.
     "transfer_history": {
         "config": TRANSFER,
         "label": "transfer, full fine-tune, centred, history offset, target learning rate 1e-3",

@@ -15,8 +15,9 @@ import torch
 import yaml
 from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_dir, tiny_quickstart
 
+from rec_transfer.baseline import TARGET_LR_DEFAULT
 from rec_transfer.callbacks import DomainTransfer
-from rec_transfer.cli import TARGET_LR_DEFAULT, build_cli, target_only_config
+from rec_transfer.cli import build_cli, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
 from rec_transfer.metrics import pessimistic_rank

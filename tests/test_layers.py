@@ -15,7 +15,8 @@ LAYERS = [
     ("rec_transfer.data",),
     ("rec_transfer.models",),
     ("rec_transfer.callbacks",),
-    ("rec_transfer.cli", "rec_transfer.runs", "rec_transfer.summary"),  # the command line and its run bookkeeping
+    # the command line, its target-only baseline and its run bookkeeping
+    ("rec_transfer.cli", "rec_transfer.baseline", "rec_transfer.runs", "rec_transfer.summary"),
     ("rec_transfer.bench",),  # benchmark helpers, outside the library proper
 ]
 

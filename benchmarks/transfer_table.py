@@ -173,7 +173,6 @@ VARIANTS: dict[str, dict] = {
         "config": TRANSFER,
         "label": "transfer, default recipe, best source epoch handed over",
         "handover": "best",
-        "model": {**NO_OFFSET, **FULL_LR},
     },
 }
 

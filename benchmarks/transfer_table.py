@@ -26,11 +26,11 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 
 # Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
 # text vectors centred, the learned history offset, half the learning rate after the switch) or the SASRec config,
-# plus the changes its spec lists: "freeze" (DomainTransfer's), "model" (model settings), "text_encoder" (every
-# domain's), "target_only" / "sources_only". Variants of other recipes spell out where they differ from the default,
-# so their rows keep meaning what they measured (every row measured before the history offset existed says
-# history_bias: False; every row trained on the target at the source learning rate says target_lr: 1e-3, which the
-# target-only variants train at too).
+# plus the changes its spec lists: "freeze" / "handover" / "anchor" (DomainTransfer's), "model" (model settings),
+# "text_encoder" (every domain's), "target_only" / "sources_only", "joint". Variants of other recipes spell out where
+# they differ from the default, so their rows keep meaning what they measured (every row measured before the history
+# offset existed says history_bias: False; every row trained on the target at the source learning rate says
+# target_lr: 1e-3, which the target-only variants train at too).
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
 FULL_LR = {"target_lr": 1e-3}
@@ -174,6 +174,12 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe, best source epoch handed over",
         "handover": "best",
     },
+    # The default recipe with L2-SP: after the switch each step pulls the weights back towards the handed-over ones.
+    "transfer_anchor": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, weights pulled towards the handed-over ones (DomainTransfer anchor 10)",
+        "anchor": 10.0,
+    },
 }
 
 METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
@@ -229,7 +235,7 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
                 continue
             if source_epochs is not None:
                 cb["init_args"]["source_epochs"] = source_epochs
-            for key in ("freeze", "handover"):
+            for key in ("freeze", "handover", "anchor"):
                 if key in spec:
                     cb["init_args"][key] = spec[key]
             if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step

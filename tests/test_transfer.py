@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 
 from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping
 from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.models.optim import decay_towards
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
 
@@ -171,6 +172,41 @@ def test_handover_best_starts_the_target_from_the_source_epoch_validation_picked
     _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", **transfer)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_anchor_keeps_the_target_phase_near_the_handed_over_weights_and_resumes_exactly(
+    cache_dir, tmp_path, uninterrupted
+):
+    _, free, _ = uninterrupted
+    trainer, anchored, _ = fit(cache_dir, tmp_path / "full", anchor=500.0)
+    start = next(c for c in trainer.callbacks if isinstance(c, DomainTransfer)).anchor_weights
+    assert start and all(not n.startswith("encoder.") for n in start)  # the frozen encoder needs no anchor
+
+    def distance(model):
+        weights = dict(model.named_parameters())
+        return sum(float((weights[n] - w).pow(2).sum()) for n, w in start.items()) ** 0.5
+
+    # Both runs are the same until the switch; after it, the anchored one stays nearer (its last Adam step, not
+    # pulled back yet, is most of the distance left: about lr × sqrt(weights)).
+    assert 0 < distance(anchored) < 0.7 * distance(free)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), anchor=500.0)
+    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", anchor=500.0)
+    for key, value in anchored.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_decay_towards_moves_each_weight_lr_times_strength_of_the_way_to_its_anchor():
+    moving, still = torch.nn.Parameter(torch.tensor([1.0, 3.0])), torch.nn.Parameter(torch.tensor([5.0]))
+    moving.grad, still.grad = torch.zeros(2), None  # a parameter without a gradient is left alone, as AdamW does
+    optimizer = torch.optim.AdamW([{"params": [moving, still], "lr": 0.1}])
+    decay_towards(optimizer, {id(moving): torch.tensor([0.0, 1.0]), id(still): torch.tensor([0.0])}, strength=2.0)
+    assert moving.tolist() == pytest.approx([0.8, 2.6]) and still.tolist() == [5.0]
+
+
+def test_anchor_must_not_be_negative():
+    with pytest.raises(ValueError, match="anchor must be >= 0"):
+        DomainTransfer(anchor=-1.0)
 
 
 def finetune_from(cache_dir, pretrained, **model_args):

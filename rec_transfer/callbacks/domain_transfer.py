@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from rec_transfer.metrics import RankingMetrics
+from rec_transfer.models.optim import decay_towards
 from rec_transfer.phase import Phase, PhaseAware, PhaseSchedule, current_phase
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ class DomainTransfer(Callback, PhaseSchedule):
     ``rec_transfer.phase.current_phase``.
 
     Its state (switch epoch, which phase the optimizer was built for, patience counters, the zero-shot
-    result and, with ``handover="best"``, the weights to hand over) lives in the checkpoint and is restored
-    before optimizers are rebuilt, so a resumed run continues exactly where it stopped.
+    result, with ``handover="best"`` the weights to hand over, with ``anchor`` the weights handed over) lives in
+    the checkpoint and is restored before optimizers are rebuilt, so a resumed run continues exactly where it
+    stopped.
 
     Args:
         source_epochs: most epochs on the source domains.
@@ -44,6 +46,10 @@ class DomainTransfer(Callback, PhaseSchedule):
             model that validation picks; needs the target validated during the source phase, which
             ``TransferDataModule`` does by default). Later source epochs fit the sources more closely and often
             score lower on the target.
+        anchor: after the switch, right before each optimizer step, every trainable weight moves ``lr × anchor`` of
+            the way back to its value at the switch (L2-SP as a decoupled decay: AdamW's weight decay, pulling
+            towards the handed-over weights instead of zero). The fine-tuned model stays near what the sources
+            taught it; 0 (the default): off.
     """
 
     def __init__(
@@ -53,9 +59,13 @@ class DomainTransfer(Callback, PhaseSchedule):
         freeze: list[str] | None = None,
         zero_shot: bool = True,
         handover: Literal["last", "best"] = "last",
+        anchor: float = 0.0,
     ):
+        if anchor < 0:
+            raise ValueError(f"DomainTransfer anchor must be >= 0 (0: off), got {anchor}")
         self.source_epochs = source_epochs
         self.handover = handover
+        self.anchor = anchor
         self.source_patience = source_patience
         self.freeze = list(freeze or [])
         self.zero_shot = zero_shot
@@ -68,6 +78,8 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_target: float | None = None
         self.best_target_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+        # The trainable weights as handed over to the target (anchor > 0), by parameter name.
+        self.anchor_weights: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ phase
     def phase_for_epoch(self, epoch: int) -> Phase:
@@ -135,6 +147,8 @@ class DomainTransfer(Callback, PhaseSchedule):
             log.info("zero-shot on %s (the source-trained model, before fine-tuning): %s",
                      trainer.datamodule.target_name, describe_zero_shot(self.zero_shot_metrics))  # fmt: skip
         self._enter_target(pl_module)
+        if self.anchor > 0:
+            self.anchor_weights = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
         trainer.strategy.setup_optimizers(trainer)
         frozen = f", {', '.join(self.freeze)} frozen" if self.freeze else ""
         log.info(
@@ -149,6 +163,18 @@ class DomainTransfer(Callback, PhaseSchedule):
         if isinstance(pl_module, PhaseAware):
             pl_module.on_transfer_phase("target")
         self.optimizer_phase = "target"
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if not self.anchor_weights or self.optimizer_phase != "target":
+            return
+        named = dict(pl_module.named_parameters())
+        for n, w in self.anchor_weights.items():  # once after a resume: a checkpoint loads them on the CPU
+            if n in named and w.device != named[n].device:
+                self.anchor_weights[n] = w.to(named[n].device)
+        anchors = {id(named[n]): w for n, w in self.anchor_weights.items() if n in named}
+        decay_towards(optimizer, anchors, self.anchor)
 
     @torch.no_grad()
     def _evaluate_target(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
@@ -179,6 +205,7 @@ class DomainTransfer(Callback, PhaseSchedule):
             "best_target": self.best_target,
             "best_target_epoch": self.best_target_epoch,
             "best_weights": self.best_weights,
+            "anchor_weights": self.anchor_weights,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -191,6 +218,7 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_target = state_dict.get("best_target")
         self.best_target_epoch = state_dict.get("best_target_epoch")
         self.best_weights = state_dict.get("best_weights")
+        self.anchor_weights = state_dict.get("anchor_weights")
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called before load_state_dict and before the strategy builds optimizers: re-create the

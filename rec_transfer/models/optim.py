@@ -48,3 +48,19 @@ def adamw_with_warmup(groups: list[dict], weight_decay: float, warmup_steps: int
     warmup = max(1, warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@torch.no_grad()
+def decay_towards(optimizer: torch.optim.Optimizer, anchors: Mapping[int, torch.Tensor], strength: float) -> None:
+    """Decoupled weight decay towards ``anchors`` (keyed by ``id`` of the parameter) instead of towards zero: each
+    anchored parameter with a gradient moves ``lr × strength`` of the way to its anchor, at its group's learning rate.
+
+    L2-SP (Li et al., 2018) in AdamW's decoupled form; written here because torch's optimizers only decay to zero.
+    Called right before ``optimizer.step()``, where AdamW applies its own decay.
+    """
+    for group in optimizer.param_groups:
+        rate = min(1.0, group["lr"] * strength)
+        for p in group["params"]:
+            anchor = anchors.get(id(p))
+            if anchor is not None and p.grad is not None:
+                p.lerp_(anchor.to(p.device, p.dtype), rate)

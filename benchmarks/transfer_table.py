@@ -27,10 +27,10 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 # Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
 # text vectors centred, the learned history offset, half the learning rate after the switch) or the SASRec config,
 # plus the changes its spec lists: "freeze" / "handover" / "anchor" (DomainTransfer's), "model" (model settings),
-# "text_encoder" (every domain's), "target_only" / "sources_only", "joint". Variants of other recipes spell out where
-# they differ from the default, so their rows keep meaning what they measured (every row measured before the history
-# offset existed says history_bias: False; every row trained on the target at the source learning rate says
-# target_lr: 1e-3, which the target-only variants train at too).
+# "text_encoder" (every domain's), "target_only" / "sources_only", "joint" / "source_mixing" (the data module's).
+# Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
+# measured (every row measured before the history offset existed says history_bias: False; every row trained on the
+# target at the source learning rate says target_lr: 1e-3, which the target-only variants train at too).
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
 FULL_LR = {"target_lr": 1e-3}
@@ -168,6 +168,14 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe, the target's training histories also in the source phase",
         "joint": True,
     },
+    # The same with the source phase's steps shared evenly among its domains (source_mixing 0): the target gets a
+    # quarter of them instead of 6-12 %.
+    "transfer_joint_even": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, the target in the source phase with an even share of its steps",
+        "joint": True,
+        "source_mixing": 0.0,
+    },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
     "transfer_handover_best": {
         "config": TRANSFER,
@@ -243,6 +251,8 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
                 cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]
     if spec.get("joint"):
         data["joint"] = True
+    if "source_mixing" in spec:
+        data["source_mixing"] = spec["source_mixing"]
     if "text_encoder" in spec:
         for domain in [data["target"], *data.get("sources", [])]:
             domain["init_args"]["text_encoder"].update(spec["text_encoder"])

@@ -78,8 +78,10 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_target: float | None = None
         self.best_target_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
-        # The trainable weights as handed over to the target (anchor > 0), by parameter name.
+        # The trainable weights as handed over to the target (anchor > 0), by parameter name; and the same keyed by
+        # id of the parameter, on its device, built at the first step of a fit (derived: never saved).
         self.anchor_weights: dict[str, torch.Tensor] | None = None
+        self._anchors: dict[int, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ phase
     def phase_for_epoch(self, epoch: int) -> Phase:
@@ -87,6 +89,7 @@ class DomainTransfer(Callback, PhaseSchedule):
         return "target" if epoch >= switch else "source"
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._anchors = None
         if stage == "fit" and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ValueError(
                 "DomainTransfer swaps the training data between epochs: "
@@ -149,6 +152,7 @@ class DomainTransfer(Callback, PhaseSchedule):
         self._enter_target(pl_module)
         if self.anchor > 0:
             self.anchor_weights = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+            self._anchors = None
         trainer.strategy.setup_optimizers(trainer)
         frozen = f", {', '.join(self.freeze)} frozen" if self.freeze else ""
         log.info(
@@ -169,12 +173,10 @@ class DomainTransfer(Callback, PhaseSchedule):
     ) -> None:
         if not self.anchor_weights or self.optimizer_phase != "target":
             return
-        named = dict(pl_module.named_parameters())
-        for n, w in self.anchor_weights.items():  # once after a resume: a checkpoint loads them on the CPU
-            if n in named and w.device != named[n].device:
-                self.anchor_weights[n] = w.to(named[n].device)
-        anchors = {id(named[n]): w for n, w in self.anchor_weights.items() if n in named}
-        decay_towards(optimizer, anchors, self.anchor)
+        if self._anchors is None:  # once a fit: a resumed checkpoint loads them on the CPU
+            named = dict(pl_module.named_parameters())
+            self._anchors = {id(named[n]): w.to(named[n].device) for n, w in self.anchor_weights.items() if n in named}
+        decay_towards(optimizer, self._anchors, self.anchor)
 
     @torch.no_grad()
     def _evaluate_target(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
@@ -219,6 +221,7 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_target_epoch = state_dict.get("best_target_epoch")
         self.best_weights = state_dict.get("best_weights")
         self.anchor_weights = state_dict.get("anchor_weights")
+        self._anchors = None
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Called before load_state_dict and before the strategy builds optimizers: re-create the

@@ -52,8 +52,9 @@ def adamw_with_warmup(groups: list[dict], weight_decay: float, warmup_steps: int
 
 @torch.no_grad()
 def decay_towards(optimizer: torch.optim.Optimizer, anchors: Mapping[int, torch.Tensor], strength: float) -> None:
-    """Decoupled weight decay towards ``anchors`` (keyed by ``id`` of the parameter) instead of towards zero: each
-    anchored parameter with a gradient moves ``lr × strength`` of the way to its anchor, at its group's learning rate.
+    """Decoupled weight decay towards ``anchors`` (keyed by ``id`` of the parameter, each on its parameter's device)
+    instead of towards zero: each anchored parameter with a gradient moves ``lr × strength`` of the way to its anchor,
+    at its group's learning rate.
 
     L2-SP (Li et al., 2018) in AdamW's decoupled form; written here because torch's optimizers only decay to zero.
     Called right before ``optimizer.step()``, where AdamW applies its own decay.
@@ -63,4 +64,4 @@ def decay_towards(optimizer: torch.optim.Optimizer, anchors: Mapping[int, torch.
         for p in group["params"]:
             anchor = anchors.get(id(p))
             if anchor is not None and p.grad is not None:
-                p.lerp_(anchor.to(p.device, p.dtype), rate)
+                p.lerp_(anchor, rate)

@@ -119,9 +119,9 @@ VARIANTS: dict[str, dict] = {
     # The default recipe with the language model's top layer fine-tuned in the loop (its own learning rate).
     "transfer_lm": {
         "config": TRANSFER,
-        "label": "transfer, default recipe + MiniLM's top layer trained",
+        "label": "transfer, default recipe + MiniLM's top layer trained (learning rate 3e-5)",
         "text_encoder": {"train_layers": 1},
-        "model": {**NO_OFFSET, **FULL_LR, "text_lr": 1e-5},
+        "model": {"history_bias": True, "text_lr": 3e-5},
     },
     # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
     "transfer_align": {

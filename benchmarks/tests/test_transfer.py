@@ -60,7 +60,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     lm = variant_config("transfer_lm", "Office", sources)
     assert lm["data"]["init_args"]["target"]["init_args"]["text_encoder"]["train_layers"] == 1
     assert (
-        lm["model"]["text_lr"] == 1e-5 and variant_config("transfer_align", "Office", sources)["model"]["align_weight"]
+        lm["model"]["text_lr"] == 3e-5 and variant_config("transfer_align", "Office", sources)["model"]["align_weight"]
     )
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     assert variant_config("transfer_joint", "Office", sources)["data"]["init_args"]["joint"] is True

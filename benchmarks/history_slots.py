@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.runs import ROOT, provenance
-from rec_transfer.cli import build_cli
+from benchmarks.trained import trained_model
 from rec_transfer.models.components.history import in_history, last_histories
-from rec_transfer.utils.checkpoints import load_checkpoint
 
 
 def slots(model, loader) -> dict:
@@ -57,17 +56,7 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more CLI arguments for the model and data, after --")
     args = parser.parse_args()
     report = provenance()
-    cli_args = ["--config", args.config, *args.extra]
-    cli_args += ["--data.init_args.data_root", args.data_root] if args.data_root else []
-    cli = build_cli(cli_args, run=False)
-    model, data = cli.model, cli.datamodule
-    data.prepare_data()
-    data.setup("test")
-    model.add_domains(data)  # what the model's setup() does under a Trainer
-    checkpoint = load_checkpoint(args.ckpt)
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
+    model, data, _ = trained_model(args.config, args.ckpt, args.data_root, args.extra)
     loaders = data.test_dataloader()
     loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
     report["domain"] = data.target_name

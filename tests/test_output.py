@@ -112,3 +112,19 @@ def test_tensorboard_logs_learning_rate_phase_and_run_settings(run) -> None:
     # The target-only baseline's row says so.
     _, alone = hparams_of(run.dir / "target_only")
     assert alone["data/sources"] == "none" and alone["transfer/source_epochs"] == 0
+
+
+def test_the_run_folder_keeps_the_handed_over_model_and_mixing_it_in_spans_tested_to_zero_shot(run) -> None:
+    from benchmarks.interpolate import mixes
+    from benchmarks.trained import trained_model
+    from rec_transfer.utils.checkpoints import load_checkpoint
+
+    results = json.loads((run.dir / "results.json").read_text())
+    model, data, _ = trained_model(run.config, run.best)
+    handover = load_checkpoint(run.dir / "handover.ckpt")["state_dict"]
+    tested, handed_over = mixes(model, data, handover, [0.0, 1.0])
+    for row, expected in ((tested, results["transfer"]), (handed_over, results["zero_shot"])):
+        prefix = "test" if row is tested else "zeroshot_test"
+        for kind in ("weights_test", "scores_test"):
+            assert row[kind]["ndcg@10"] == pytest.approx(expected[f"{prefix}/{TARGET}/ndcg@10"], abs=1e-5)
+            assert row[kind]["recall@10"] == pytest.approx(expected[f"{prefix}/{TARGET}/recall@10"], abs=1e-5)

@@ -1,5 +1,6 @@
 """DomainTransfer on its own, and whole fits: switch, zero-shot, exact resume in either phase."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -245,3 +246,27 @@ def test_pretrained_must_fit_the_model(cache_dir, tmp_path, uninterrupted):
         finetune_from(cache_dir, tmp_path / "pre.ckpt", hidden_size=32)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         finetune_from(cache_dir, tmp_path / "missing.ckpt")
+
+
+def test_handover_file_is_the_zero_shot_model_and_starts_another_run(cache_dir, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
+
+    L.seed_everything(0)
+    data = make_data(cache_dir)
+    model = TransferRecommender(mode="text", hidden_size=16, layers=1, heads=2, max_len=data.hparams.max_len, lr=5e-3)
+    trainer = L.Trainer(
+        max_epochs=SOURCE_EPOCHS + 1, accelerator="cpu", devices=1, logger=CSVLogger(tmp_path),
+        enable_progress_bar=False, enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,
+        callbacks=[DomainTransfer(source_epochs=SOURCE_EPOCHS, freeze=["encoder"])], num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    handover = tmp_path / "lightning_logs" / "version_0" / HANDOVER_FILE
+    assert Path(trainer.log_dir) / HANDOVER_FILE == handover and handover.is_file()
+    zero_shot = trainer.callbacks[0].zero_shot_metrics
+    # A run started from the file evaluates, before its first step, exactly as the model at the switch did.
+    restarted, _ = finetune_from(cache_dir, handover, max_len=data.hparams.max_len)
+    assert restarted.callbacks[0].zero_shot_metrics == pytest.approx(zero_shot, abs=1e-6)

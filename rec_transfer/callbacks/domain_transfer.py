@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -12,8 +13,11 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.models.optim import decay_towards
 from rec_transfer.phase import Phase, PhaseAware, PhaseSchedule, current_phase
+from rec_transfer.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
+
+HANDOVER_FILE = "handover.ckpt"  # in the run folder: the source-trained model as handed over to the target
 
 
 class DomainTransfer(Callback, PhaseSchedule):
@@ -25,7 +29,9 @@ class DomainTransfer(Callback, PhaseSchedule):
     ``rec_transfer.phase.PhaseAware``), rebuilds optimizer and scheduler through the strategy, and
     logs a zero-shot evaluation of the target: validation split as ``zeroshot/<target>/...``, test
     split as ``zeroshot_test/<target>/...``. Other modules read the phase of an epoch through
-    ``rec_transfer.phase.current_phase``.
+    ``rec_transfer.phase.current_phase``. With a logger, the handed-over model is written to the run folder as
+    ``handover.ckpt`` (its weights): start another target from it with ``--model.pretrained``, without a source
+    phase.
 
     Its state (switch epoch, which phase the optimizer was built for, patience counters, the zero-shot
     result, with ``handover="best"`` the weights to hand over, with ``anchor`` the weights handed over) lives in
@@ -143,6 +149,7 @@ class DomainTransfer(Callback, PhaseSchedule):
                 self.best_target_epoch, self.best_target,
             )  # fmt: skip
         self.best_weights = None  # not needed any more: later checkpoints stay small
+        self._save_handover(trainer, pl_module)
         if self.zero_shot:
             self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
             for logger in trainer.loggers:
@@ -159,6 +166,17 @@ class DomainTransfer(Callback, PhaseSchedule):
             "epoch %d: switched from the sources to the target %s (new optimizer and scheduler%s)",
             trainer.current_epoch, trainer.datamodule.target_name, frozen,
         )  # fmt: skip
+
+    @staticmethod
+    def _save_handover(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.loggers:
+            return
+        path = Path(trainer.log_dir) / HANDOVER_FILE  # every rank asks: log_dir is broadcast from rank 0
+        if trainer.is_global_zero:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+            with atomic_path(path) as tmp:
+                torch.save({"state_dict": state, "epoch": trainer.current_epoch}, tmp)
+            log.info("the source-trained model as handed over: %s", path)
 
     def _enter_target(self, pl_module: L.LightningModule) -> None:
         for name in self.freeze:

@@ -1,0 +1,31 @@
+"""A trained model and its data, from a fit's config and one of its checkpoints: for benchmarks that look inside."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from rec_transfer.cli import build_cli
+from rec_transfer.utils.checkpoints import load_checkpoint
+
+
+def trained_model(config: str | Path, ckpt: str | Path, data_root: str | None = None, extra: Sequence[str] = ()):
+    """``(model, data, checkpoint)``: the model of ``config`` with the weights of ``ckpt``, in eval mode, and the
+    config's data module, set up for every split. ``config`` may be a run folder's ``config.yaml``."""
+    settings = yaml.safe_load(Path(config).read_text())
+    for key in ("ckpt_path", "weights_only"):  # a run folder's config.yaml names the fit's own
+        settings.pop(key, None)
+    cli_args = ["--config", json.dumps(settings), *extra]
+    cli_args += ["--data.init_args.data_root", data_root] if data_root else []
+    cli = build_cli(cli_args, run=False)
+    model, data = cli.model, cli.datamodule
+    data.prepare_data()
+    data.setup("fit")
+    model.add_domains(data)  # what the model's setup() does under a Trainer
+    checkpoint = load_checkpoint(ckpt)
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), data, checkpoint

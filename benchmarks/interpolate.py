@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.runs import ROOT, provenance
+from benchmarks.runs import ROOT, portable, provenance
 from benchmarks.trained import trained_model
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.utils.checkpoints import load_checkpoint
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    report = provenance() | {"ckpt": args.ckpt, "handover": args.handover}
+    report = provenance() | {"ckpt": portable(args.ckpt), "handover": portable(args.handover)}
     model, data, checkpoint = trained_model(args.config, args.ckpt, args.data_root)
     rows = mixes(model, data, load_checkpoint(args.handover)["state_dict"], args.alphas)
     report["rows"] = rows

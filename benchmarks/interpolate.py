@@ -8,7 +8,7 @@ CONFIG and BEST.ckpt are a transfer fit's config and best checkpoint, ``handover
 ``DomainTransfer`` handed over (in the run folder). For each alpha, full ranking: ``weights``, the one model whose
 weights are (1 - alpha) * fine-tuned + alpha * handed over (Wortsman et al., CVPR 2022); ``scores``, the two models'
 logits mixed the same way (an ensemble of two). Prints and writes JSON with the command and commit (default
-``benchmarks/results/interpolate/<checkpoint folder>.json``).
+``interpolate.json`` beside the checkpoint).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.runs import ROOT, portable, provenance
+from benchmarks.runs import portable, provenance
 from benchmarks.trained import trained_model
 from rec_transfer.metrics import RankingMetrics
 from rec_transfer.utils.checkpoints import load_checkpoint
@@ -73,7 +73,7 @@ def main() -> None:
     model, data, checkpoint = trained_model(args.config, args.ckpt, args.data_root)
     rows = mixes(model, data, load_checkpoint(args.handover)["state_dict"], args.alphas)
     report["rows"] = rows
-    out = Path(args.output or ROOT / "benchmarks/results/interpolate" / f"{Path(args.ckpt).parent.name}.json")
+    out = Path(args.output or Path(args.ckpt).with_name("interpolate.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")

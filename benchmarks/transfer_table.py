@@ -123,6 +123,14 @@ VARIANTS: dict[str, dict] = {
         "text_encoder": {"train_layers": 1},
         "model": {"history_bias": True, "text_lr": 3e-5},
     },
+    # Its target-only version: the same text model and language-model layer trained on the target alone.
+    "text_target_only_lm": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (learning rate 5e-4) + MiniLM's top layer trained (learning rate 3e-5)",
+        "text_encoder": {"train_layers": 1},
+        "model": {"history_bias": True, "text_lr": 3e-5},
+    },
     # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
     "transfer_align": {
         "config": TRANSFER,

@@ -58,6 +58,9 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
         assert all(e == {"model_name": "minilm", "center": centred} for e in encoders)
         assert len(encoders) == 1 + len(sources)
     lm = variant_config("transfer_lm", "Office", sources)
+    lm_alone = variant_config("text_target_only_lm", "Office", sources)
+    assert "sources" not in lm_alone["data"]["init_args"] and lm_alone["model"]["text_lr"] == lm["model"]["text_lr"]
+    assert lm_alone["data"]["init_args"]["target"] == lm["data"]["init_args"]["target"]
     assert lm["data"]["init_args"]["target"]["init_args"]["text_encoder"]["train_layers"] == 1
     assert (
         lm["model"]["text_lr"] == 3e-5 and variant_config("transfer_align", "Office", sources)["model"]["align_weight"]

@@ -210,13 +210,13 @@ def test_anchor_must_not_be_negative():
         DomainTransfer(anchor=-1.0)
 
 
-def finetune_from(cache_dir, pretrained, **model_args):
+def finetune_from(cache_dir, pretrained, logger=False, **model_args):
     """A target-only run that starts from ``pretrained`` weights, frozen encoder, zero-shot first."""
     L.seed_everything(1)
     args = dict(mode="text", hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3) | model_args
     model = TransferRecommender(**args, pretrained=str(pretrained))
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        max_epochs=1, accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
         enable_model_summary=False, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
         callbacks=[DomainTransfer(source_epochs=0, freeze=["encoder"])], num_sanity_val_steps=0,
         enable_checkpointing=False,
@@ -268,5 +268,6 @@ def test_handover_file_is_the_zero_shot_model_and_starts_another_run(cache_dir, 
     assert Path(trainer.log_dir) / HANDOVER_FILE == handover and handover.is_file()
     zero_shot = trainer.callbacks[0].zero_shot_metrics
     # A run started from the file evaluates, before its first step, exactly as the model at the switch did.
-    restarted, _ = finetune_from(cache_dir, handover, max_len=data.hparams.max_len)
+    restarted, _ = finetune_from(cache_dir, handover, CSVLogger(tmp_path / "restart"), max_len=data.hparams.max_len)
     assert restarted.callbacks[0].zero_shot_metrics == pytest.approx(zero_shot, abs=1e-6)
+    assert not (Path(restarted.log_dir) / HANDOVER_FILE).exists()  # without sources nothing was source-trained

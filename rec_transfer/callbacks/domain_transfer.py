@@ -29,9 +29,9 @@ class DomainTransfer(Callback, PhaseSchedule):
     ``rec_transfer.phase.PhaseAware``), rebuilds optimizer and scheduler through the strategy, and
     logs a zero-shot evaluation of the target: validation split as ``zeroshot/<target>/...``, test
     split as ``zeroshot_test/<target>/...``. Other modules read the phase of an epoch through
-    ``rec_transfer.phase.current_phase``. With a logger, the handed-over model is written to the run folder as
-    ``handover.ckpt`` (its weights): start another target from it with ``--model.pretrained``, without a source
-    phase.
+    ``rec_transfer.phase.current_phase``. With a logger and source domains, the handed-over model is written to
+    the run folder as ``handover.ckpt`` (its weights): ``--model.pretrained`` starts another target from it, without
+    a source phase.
 
     Its state (switch epoch, which phase the optimizer was built for, patience counters, the zero-shot
     result, with ``handover="best"`` the weights to hand over, with ``anchor`` the weights handed over) lives in
@@ -169,7 +169,7 @@ class DomainTransfer(Callback, PhaseSchedule):
 
     @staticmethod
     def _save_handover(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.loggers:
+        if not trainer.loggers or not trainer.datamodule.source_names:  # no run folder, or nothing source-trained
             return
         path = Path(trainer.log_dir) / HANDOVER_FILE  # every rank asks: log_dir is broadcast from rank 0
         if trainer.is_global_zero:

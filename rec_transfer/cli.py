@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
 from rec_transfer.callbacks.checkpoint import find_checkpoint
+from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.models.hparams import checkpoint_hparams
 from rec_transfer.models.recommender import TransferRecommender
@@ -269,6 +270,9 @@ def fit_results(trainer: L.Trainer, seconds: float | None = None) -> dict[str, A
             "last_checkpoint": ckpt.last_model_path if ckpt else None,
         },
     }
+    handover = Path(trainer.log_dir, HANDOVER_FILE) if trainer.loggers else None
+    if handover is not None and handover.is_file():
+        results["run"]["handover"] = str(handover)
     if seconds is not None:
         results = {"fit_seconds": round(seconds, 2), **results}
     transfer = next((c for c in trainer.callbacks if isinstance(c, DomainTransfer)), None)

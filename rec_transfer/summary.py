@@ -63,6 +63,8 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append(f"{'results':<14}{run['results_json']}")
     if run.get("best_checkpoint"):
         lines.append(f"{'checkpoint':<14}{run['best_checkpoint']} (the best; last.ckpt beside it resumes)")
+    if run.get("handover"):
+        lines.append(f"{'handover':<14}{run['handover']} (the source-trained model: --model.pretrained)")
     if run.get("log_dir"):
         lines.append(f"{'tensorboard':<14}tensorboard --logdir {run['log_dir']}")
     return "\n".join(lines)

@@ -96,7 +96,7 @@ def test_fit_writes_checkpoint_logs_and_results(run) -> None:
     assert results["best_validation"] == {"epoch": best["epoch"], "ndcg@10": best["ndcg@10"]}
     assert results["run"] == {
         "log_dir": str(run.dir), "best_checkpoint": str(run.best), "last_checkpoint": str(last),
-        "results_json": str(run.dir / "results.json"),
+        "results_json": str(run.dir / "results.json"), "handover": str(run.dir / "handover.ckpt"),
     }  # fmt: skip
     assert (run.dir / "target_only" / "checkpoints" / "last.ckpt").is_file()
     for name in ("transfer", "target_only"):

@@ -34,7 +34,7 @@ def test_fit_prints_a_summary_of_its_results(run) -> None:
     assert f"on test NDCG@10 by {gain:+.4f}" in summary
     best = results["best_validation"]
     assert f"best validation NDCG@10 {best['ndcg@10']:.4f} at epoch {best['epoch']}" in summary
-    for path in (run.dir / "results.json", run.best, run.dir):
+    for path in (run.dir / "results.json", run.best, run.dir, run.dir / "handover.ckpt"):
         assert str(path) in summary
     assert format_summary(results) == "── result: " + summary.strip()  # the same summary from results.json alone
 

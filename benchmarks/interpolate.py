@@ -44,17 +44,17 @@ def evaluate(models, weights, loader) -> dict:
 def mixes(model, data, handover: dict, alphas) -> list[dict]:
     """For each alpha, the target's validation and test metrics of the weights mixed from ``model`` (fine-tuned)
     and ``handover`` (a state dict), and of the two models' scores mixed."""
-    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    other = copy.deepcopy(model)
+    tuned = model.state_dict()
+    handed, blend = copy.deepcopy(model), copy.deepcopy(model)
+    handed.load_state_dict(handover)
     rows = []
     for alpha in alphas:
+        blend.load_state_dict(mixed(tuned, handover, alpha))
         row = {"alpha": alpha}
         for split in ("valid", "test"):
             loader = data.target.view_loader(split)
-            other.load_state_dict(mixed(tuned, handover, alpha))
-            row[f"weights_{split}"] = evaluate([other], [1.0], loader)
-            other.load_state_dict(handover)
-            row[f"scores_{split}"] = evaluate([model, other], [1 - alpha, alpha], loader)
+            row[f"weights_{split}"] = evaluate([blend], [1.0], loader)
+            row[f"scores_{split}"] = evaluate([model, handed], [1 - alpha, alpha], loader)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

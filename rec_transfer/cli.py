@@ -270,7 +270,8 @@ def fit_results(trainer: L.Trainer, seconds: float | None = None) -> dict[str, A
             "last_checkpoint": ckpt.last_model_path if ckpt else None,
         },
     }
-    handover = Path(trainer.log_dir, HANDOVER_FILE) if trainer.loggers else None
+    log_dir = results["run"]["log_dir"]  # read once: under DDP each trainer.log_dir is a broadcast
+    handover = Path(log_dir, HANDOVER_FILE) if log_dir is not None else None
     if handover is not None and handover.is_file():
         results["run"]["handover"] = str(handover)
     if seconds is not None:

@@ -184,6 +184,13 @@ VARIANTS: dict[str, dict] = {
         "joint": True,
         "source_mixing": 0.0,
     },
+    # The default recipe with the source epoch's steps shared among the sources in proportion to the square root of
+    # their batches (source_mixing 0.5): with Games and Kitchen among five sources, the small domains keep a say.
+    "transfer_sources_sqrt": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, source steps shared ∝ √(each source's batches)",
+        "source_mixing": 0.5,
+    },
     # The default recipe handing over the source epoch with the best target validation instead of the last.
     "transfer_handover_best": {
         "config": TRANSFER,

@@ -271,6 +271,25 @@ def test_train_stride_reaches_the_train_loader(tmp_path: Path) -> None:
         DomainDataModule("synthetic:books", max_len=10, train_stride=11)
 
 
+def test_train_users_trains_on_a_fixed_sample_and_evaluates_everyone(tmp_path: Path) -> None:
+    """A data-poor domain: the training rows come from a seeded fifth of the users, every user is still tested."""
+    full, small = make(tmp_path, max_history=None), make(tmp_path, max_history=None, train_users=0.2)
+    trained = {u for b in make_train_loader([small], epoch=0) for u in b["user"].tolist()}
+    assert len(trained) == round(0.2 * SIZE["num_users"])
+    assert trained == set(np.flatnonzero(small._training_users()).tolist())  # the same sample every time it is drawn
+    for split in ("valid", "test"):
+        assert small.view(split).users.tolist() == full.view(split).users.tolist()
+    assert set(make(tmp_path, train_users=0.2, seed=1)._training_users().nonzero()[0]) != trained  # seed draws it
+    # The popularity the sampled loss corrects for counts the trained histories only.
+    counts = np.zeros(small.num_items + 1)
+    for u, h in enumerate(histories(small)):
+        if u in trained:
+            np.add.at(counts, h[1:-2], 1)
+    assert np.allclose(small.item_popularity.numpy(), counts / counts.sum())
+    with pytest.raises(ValueError, match="train_users"):
+        DomainDataModule("synthetic:books", train_users=0)
+
+
 def test_setup_without_prepare_data_says_so(tmp_path: Path) -> None:
     dm = DomainDataModule(
         "synthetic:books", synthetic={"num_users": 20, "num_items": 10}, cache_dir=str(tmp_path), text_encoder=None

@@ -100,8 +100,13 @@ class SequenceView(Dataset):
     def shard(self, rank: int, world: int) -> SequenceView:
         """Users ``rank::world``: an exact partition (no padding), for evaluation under DDP."""
         assert self.split != "train", "training batches are sharded by DomainBatchSampler"
+        return self.rows(np.arange(len(self.users)) % world == rank)
+
+    def rows(self, keep: np.ndarray) -> SequenceView:
+        """The same view with only the rows where the boolean ``keep`` (one per row) is true."""
         view = SequenceView(self.domain, self.offsets, self.values, self.split, self.max_len, self.stride)
-        view.users = self.users[rank::world]
+        view.users = self.users[keep]
+        view.ends = None if self.ends is None else self.ends[keep]
         return view
 
 

@@ -67,6 +67,9 @@ class DomainDataModule(L.LightningDataModule):
             ``None``: ``max_len``, windows that do not overlap. Smaller: more context for every
             target (at least ``max_len - train_stride`` items) and more work; it matters only on
             histories longer than ``max_len``, not on histories capped at ``max_len``.
+        train_users: train on the histories of this fraction of the users only (a fixed sample drawn with ``seed``);
+            validation and test still cover every user. A data-poor version of the domain, to measure what transfer
+            gives a small target. ``None``: every user.
         batch_size: training rows per batch; trained together with other domains, each batch holds
             rows of one domain, as many as that domain's ``batch_size``.
         length_pool: ``1`` (default): plain random training batches, each a sample of the whole
@@ -96,6 +99,7 @@ class DomainDataModule(L.LightningDataModule):
         text_template: str | None = None,
         max_len: int | None = None,
         train_stride: int | None = None,
+        train_users: float | None = None,
         batch_size: int = 256,
         length_pool: int = 1,
         pack: bool = True,
@@ -118,6 +122,9 @@ class DomainDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.synthetic = batch_size, eval_batch_size, synthetic
         if length_pool < 1:
             raise ValueError(f"length_pool must be >= 1, got {length_pool}")
+        if train_users is not None and not 0 < train_users <= 1:
+            raise ValueError(f"train_users is a fraction of the users, in (0, 1], got {train_users}")
+        self.train_users = train_users
         self.length_pool, self.pack = length_pool, pack
         if name is None:
             name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
@@ -182,6 +189,7 @@ class DomainDataModule(L.LightningDataModule):
             )
         self.domain = Domain.load(self._domain_dir)
         self._flat = self.domain.flat()
+        self._trained = self._training_users()
         if self.text_encoder is not None and self.text_encoder.train_layers:
             tokens = self.text_encoder.item_token_states(self.domain.texts(), cache_dir=self.cache_dir)
             self.item_tokens = tokens.with_padding_item()
@@ -201,13 +209,25 @@ class DomainDataModule(L.LightningDataModule):
         if dist_info()[0] == 0:
             log.info("%s: %d users, %d items, %d interactions; %s", self.name, d.num_users, d.num_items,
                      d.num_interactions, items)  # fmt: skip
+            if self.train_users is not None:
+                log.info("%s: training on the histories of %d of its %d users (train_users %g); validation and "
+                         "test on every user", self.name, self._trained.sum(), d.num_users, self.train_users)  # fmt: skip
+
+    def _training_users(self) -> np.ndarray:
+        """(num_users,) bool: the users whose histories train (``train_users``); every user without it."""
+        n = len(self._flat[0]) - 1
+        trained = np.ones(n, dtype=bool)
+        if self.train_users is not None:
+            trained[:] = False
+            trained[np.random.default_rng(self.seed).permutation(n)[: max(1, round(self.train_users * n))]] = True
+        return trained
 
     def _popularity(self) -> torch.Tensor:
-        """(num_items + 1,) each item's share of the training targets (s_2 … s_{n-2} of every history)."""
+        """(num_items + 1,) each item's share of the training targets (s_2 … s_{n-2} of every trained history)."""
         offsets, values = self._flat
         position = np.arange(len(values)) - np.repeat(offsets[:-1], np.diff(offsets))
         length = np.repeat(np.diff(offsets), np.diff(offsets))
-        train = (position >= 1) & (position < length - 2)
+        train = (position >= 1) & (position < length - 2) & np.repeat(self._trained, np.diff(offsets))
         counts = np.bincount(values[train], minlength=self.num_items + 1).astype(np.float64)
         return torch.from_numpy(counts / max(counts.sum(), 1.0))
 
@@ -237,7 +257,8 @@ class DomainDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def view(self, split: Split) -> SequenceView:
         assert self.domain is not None, "call prepare_data() and setup() first"
-        return SequenceView(self.name, *self._flat, split=split, max_len=self.max_len, stride=self.train_stride)
+        view = SequenceView(self.name, *self._flat, split=split, max_len=self.max_len, stride=self.train_stride)
+        return view.rows(self._trained[view.users]) if split == "train" and self.train_users is not None else view
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

@@ -210,8 +210,8 @@ class DomainDataModule(L.LightningDataModule):
             log.info("%s: %d users, %d items, %d interactions; %s", self.name, d.num_users, d.num_items,
                      d.num_interactions, items)  # fmt: skip
             if self.train_users is not None:
-                log.info("%s: training on the histories of %d of its %d users (train_users %g); validation and "
-                         "test on every user", self.name, self._trained.sum(), d.num_users, self.train_users)  # fmt: skip
+                log.info("%s: training on the histories of %d of its %d users (train_users %g), testing on all",
+                         self.name, self._trained.sum(), d.num_users, self.train_users)  # fmt: skip
 
     def _training_users(self) -> np.ndarray:
         """(num_users,) bool: the users whose histories train (``train_users``); every user without it."""

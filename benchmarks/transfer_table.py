@@ -312,7 +312,7 @@ def rows(results: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def markdown_table(results: dict, target: str, seeds: list[int]) -> str:
+def markdown_table(results: dict, target: str, seeds: list[int], published: dict) -> str:
     head = f"| model ({target}, {len(seeds)} seeds: mean ± std) | " + " | ".join(METRICS) + " | s / train epoch |"
     lines = [head, "|" + "---|" * (len(METRICS) + 2)]
     epoch_s = {VARIANTS.get(n, {}).get("label", n): r.get("mean_train_epoch_seconds") for n, r in results.items()}
@@ -320,13 +320,13 @@ def markdown_table(results: dict, target: str, seeds: list[int]) -> str:
         cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "—" for m in METRICS]
         secs = epoch_s.get(label)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {secs if secs is not None else ''} |")
-    for label, values in PUBLISHED.get(target, {}).items():
+    for label, values in published.items():
         cells = [f"{values[m]:.4f}" if m in values else "—" for m in METRICS]
         lines.append(f"| *published: {label}* | " + " | ".join(cells) + " | |")
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, target: str, path: Path) -> None:
+def plot(results: dict, target: str, path: Path, published: dict) -> None:
     """Bar chart of test NDCG@10 and Recall@10 (mean, std as error bars), published numbers as lines."""
     import matplotlib
 
@@ -340,12 +340,12 @@ def plot(results: dict, target: str, path: Path) -> None:
         means = [s[metric]["mean"] for _, s in table if metric in s]
         stds = [s[metric]["std"] for _, s in table if metric in s]
         ax.barh(labels, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
-        for i, (name, values) in enumerate(PUBLISHED.get(target, {}).items()):
+        for i, (name, values) in enumerate(published.items()):
             if metric in values:
                 ax.axvline(values[metric], linestyle="--", color=f"C{i + 1}", label=name)
         ax.set_xlabel(f"test {metric}")
         ax.invert_yaxis()
-        if PUBLISHED.get(target):  # below the axes: inside, it hides the bars
+        if published:  # below the axes: inside, it hides the bars
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.suptitle(f"{target}: full ranking, leave-one-out")
     fig.tight_layout()
@@ -358,7 +358,9 @@ def write_report(report: dict, stem: Path) -> str:
     of a transfer ``report``; returns the table."""
     results, sources = report["results"], report["sources"]
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    table = markdown_table(results, report["target"], report["seeds"])
+    # The papers' numbers, where the report's runs train on the same data as they did (see benchmarks.transfer).
+    published = report.get("published", {})
+    table = markdown_table(results, report["target"], report["seeds"], published)
     measured_by = {}  # command and commit -> variants they measured
     for variant, res in results.items():
         p = res["provenance"]
@@ -368,7 +370,7 @@ def write_report(report: dict, stem: Path) -> str:
         for (cmd, commit, device), variants in measured_by.items()
     )
     stem.with_suffix(".md").write_text(f"{header}Sources: {', '.join(sources)}\n\n{table}")
-    plot(results, report["target"], stem.with_suffix(".png"))
+    plot(results, report["target"], stem.with_suffix(".png"), published)
     return table
 
 

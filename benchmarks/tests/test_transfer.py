@@ -111,20 +111,22 @@ def fake_results():
 
 
 def test_markdown_table_has_each_variant_zero_shot_and_published_rows():
-    from benchmarks.transfer_table import markdown_table
+    from benchmarks.transfer_table import PUBLISHED, markdown_table
 
-    table = markdown_table(fake_results(), "Scientific", [0, 1, 2]).splitlines()
+    table = markdown_table(fake_results(), "Scientific", [0, 1, 2], PUBLISHED["Scientific"]).splitlines()
     assert "3 seeds" in table[0]
     (zero,) = [line for line in table if "zero-shot (before" in line]
     assert "0.0300 ± 0.0010" in zero and zero.count("—") == 2  # no @50 values were given
     assert any(line.startswith("| SASRec (IDs), target only | 0.0500 ± 0.0010") for line in table)
     assert any("published: VQ-Rec (re-released ckpt)" in line and "0.0645" in line for line in table)
+    # A report whose runs train on part of the target (train_users) carries no published numbers, and shows none.
+    assert not any("published" in line for line in markdown_table(fake_results(), "Scientific", [0], {}).splitlines())
 
 
 def test_plot_writes_a_png(tmp_path):
-    from benchmarks.transfer_table import plot
+    from benchmarks.transfer_table import PUBLISHED, plot
 
-    plot(fake_results(), "Scientific", tmp_path / "chart.png")
+    plot(fake_results(), "Scientific", tmp_path / "chart.png", PUBLISHED["Scientific"])
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -216,10 +216,10 @@ class DomainDataModule(L.LightningDataModule):
     def _training_users(self) -> np.ndarray:
         """(num_users,) bool: the users whose histories train (``train_users``); every user without it."""
         n = len(self._flat[0]) - 1
-        trained = np.ones(n, dtype=bool)
-        if self.train_users is not None:
-            trained[:] = False
-            trained[np.random.default_rng(self.seed).permutation(n)[: max(1, round(self.train_users * n))]] = True
+        if self.train_users is None:
+            return np.ones(n, dtype=bool)
+        trained = np.zeros(n, dtype=bool)
+        trained[np.random.default_rng(self.seed).permutation(n)[: max(1, round(self.train_users * n))]] = True
         return trained
 
     def _popularity(self) -> torch.Tensor:

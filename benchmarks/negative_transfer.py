@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks.runs import portable, provenance, run_seed, zero_shot_test
-from benchmarks.transfer_table import DOMAINS, default_sources, variant_config
+from benchmarks.transfer_table import default_sources, variant_config
+from benchmarks.variants import DOMAINS
 
 # Ways to fine-tune the pre-trained weights on the target (the module docstring says what each does).
 STRATEGIES = {

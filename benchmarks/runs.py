@@ -208,9 +208,12 @@ def bench_configs(
                 if best is not None:
                     timing |= {"best_val_ndcg@10": best[1]["ndcg@10"], "best_epoch": best[1]["epoch"]}
                 per_seed.append({"seed": seed, **timing, **test, **zero_shot})
-            summary = summarize(per_seed, "test/") | summarize(per_seed, "zeroshot_test/")
-            out[name] = {"config": str(config), "per_seed": per_seed, "summary": summary}
-            out[name]["mean_train_epoch_seconds"] = round(
-                statistics.fmean(r["mean_train_epoch_seconds"] for r in per_seed), 3
-            )
+            out[name] = variant_result(str(config), per_seed)
     return out
+
+
+def variant_result(config: str, per_seed: list[dict]) -> dict:
+    """One variant's entry of a report: its seeds' results, their summary and mean seconds per train epoch."""
+    summary = summarize(per_seed, "test/") | summarize(per_seed, "zeroshot_test/")
+    epoch_s = round(statistics.fmean(r["mean_train_epoch_seconds"] for r in per_seed), 3)
+    return {"config": config, "per_seed": per_seed, "summary": summary, "mean_train_epoch_seconds": epoch_s}

@@ -22,9 +22,6 @@ import yaml
 
 from benchmarks.runs import bench_configs, provenance
 from benchmarks.transfer_table import (
-    DOMAINS,
-    PUBLISHED,
-    VARIANTS,
     config_name,
     default_sources,
     earlier_results,
@@ -32,6 +29,7 @@ from benchmarks.transfer_table import (
     variant_config,
     write_report,
 )
+from benchmarks.variants import DOMAINS, PUBLISHED, VARIANTS
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The transfer benchmark: configs per model variant and target, and the Markdown table / PNG chart of results."""
+"""The transfer benchmark's configs per variant and target, its Markdown table / PNG chart, and reports gathered."""
 
 from __future__ import annotations
 
@@ -9,216 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.runs import ROOT, not_rerun
+from benchmarks.runs import ROOT, not_rerun, variant_result
+from benchmarks.variants import DOMAINS, METRICS, VARIANTS
 from rec_transfer.cli import target_only_config
-
-# Folder of each domain under the data root.
-DOMAINS = {
-    "Scientific": "amazon/Scientific",
-    "Office": "amazon/Office",
-    "Games": "amazon/Games",
-    "Kitchen": "amazon/Kitchen",
-    "Food": "amazon/Food",
-    "ml-100k": "movielens/ml-100k",
-}
-
-SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfer.yaml"
-
-# Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
-# text vectors centred, the learned history offset, half the learning rate after the switch) or the SASRec config,
-# plus the changes its spec lists: "freeze" / "handover" / "anchor" (DomainTransfer's), "model" (model settings),
-# "text_encoder" (every domain's), "target_only" / "sources_only", "joint" / "source_mixing" (the data module's).
-# Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
-# measured (every row measured before the history offset existed says history_bias: False; every row trained on the
-# target at the source learning rate says target_lr: 1e-3, which the target-only variants train at too).
-UNCENTRED = {"center": False}
-NO_OFFSET = {"history_bias": False}
-FULL_LR = {"target_lr": 1e-3}
-VARIANTS: dict[str, dict] = {
-    "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only", "model": NO_OFFSET},
-    "sasrec_history": {"config": SASREC, "label": "SASRec (IDs), target only, learned history offset"},
-    # The transfer config's target-only version (rec_transfer.cli.target_only_config): the same text model, no sources.
-    "text_target_only": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only",
-        "text_encoder": UNCENTRED,
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    # The default recipe's own target-only version before the history offset (centred, batches of 1024), at 1e-3.
-    "text_target_only_center": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only (centred, no history offset)",
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    "transfer_text_full_center": {
-        "config": TRANSFER,
-        "label": "transfer, full fine-tune, centred (no history offset)",
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    "transfer_text": {
-        "config": TRANSFER,
-        "label": "transfer + adaptor fine-tune (text)",
-        "freeze": ["encoder"],
-        "text_encoder": UNCENTRED,
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    "transfer_text_full": {
-        "config": TRANSFER,
-        "label": "transfer + full fine-tune (text)",
-        "text_encoder": UNCENTRED,
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    "transfer_text_center": {
-        "config": TRANSFER,
-        "label": "transfer + adaptor fine-tune (text, centred per domain)",
-        "freeze": ["encoder"],
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    # Sources only: the run stops at the switch and tests the source epoch with the best target validation
-    # NDCG@10 (the checkpoint callback picks it, as early stopping picks every other row's epoch).
-    "zero_shot_text": {
-        "config": TRANSFER,
-        "label": "zero-shot (sources only, text): best source epoch by target validation",
-        "sources_only": True,
-        "text_encoder": UNCENTRED,
-        "model": NO_OFFSET,
-    },
-    # The same for the default recipe's centred vectors: the zero-shot model DomainTransfer(handover="best") hands over.
-    "zero_shot_text_center": {
-        "config": TRANSFER,
-        "label": "zero-shot (sources only, text, centred): best source epoch by target validation",
-        "sources_only": True,
-        "model": NO_OFFSET,
-    },
-    "transfer_text+id": {
-        "config": TRANSFER,
-        "label": "transfer + adaptor/ID fine-tune (text+ID)",
-        "model": {**NO_OFFSET, **FULL_LR, "mode": "text+id"},
-        "freeze": ["encoder"],
-        "text_encoder": UNCENTRED,
-    },
-    # IDs on the sources only: they soak up item-specific signal there; on the target the ID table stays at zero
-    # (frozen), so only the text adaptor trains, as in transfer_text.
-    "transfer_idpretrain": {
-        "config": TRANSFER,
-        "label": "transfer: text+ID pre-training, adaptor fine-tune (no target IDs)",
-        "model": {**NO_OFFSET, **FULL_LR, "mode": "text+id"},
-        "freeze": ["encoder", "item_tower.id_embeddings"],
-        "text_encoder": UNCENTRED,
-    },
-    # A decoder's last-token states share one large direction; centring removes it (TextEncoderConfig.center).
-    "transfer_smollm2": {
-        "config": TRANSFER,
-        "label": "transfer + adaptor fine-tune (text, SmolLM2, centred)",
-        "freeze": ["encoder"],
-        "text_encoder": {"model_name": "smollm2", "center": True},
-        "model": {**NO_OFFSET, **FULL_LR},
-    },
-    # The default recipe with the language model's top layer fine-tuned in the loop (its own learning rate).
-    "transfer_lm": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe + MiniLM's top layer trained (learning rate 3e-5)",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 3e-5},
-    },
-    # Its target-only version: the same text model and language-model layer trained on the target alone.
-    "text_target_only_lm": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only (learning rate 5e-4) + MiniLM's top layer trained (learning rate 3e-5)",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 3e-5},
-    },
-    # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
-    "transfer_align": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe + domain-adversarial alignment (weight 0.1)",
-        "model": {**NO_OFFSET, **FULL_LR, "align_weight": 0.1},
-    },
-    # Full fine-tune, centred, one learned logit offset for items already in the user's history (model.history_bias,
-    # how often users return to an item; the evaluation still ranks every item), at the source learning rate on the
-    # target; and the target-only version of that model at the same learning rate.
-    "transfer_history": {
-        "config": TRANSFER,
-        "label": "transfer, full fine-tune, centred, history offset, target learning rate 1e-3",
-        "model": {"history_bias": True, **FULL_LR},
-    },
-    "text_target_only_history": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only, centred, history offset, learning rate 1e-3",
-        "model": {"history_bias": True, **FULL_LR},
-    },
-    # The default recipe's target-only version, as --compare_target_only trains it: at transfer's target learning rate.
-    "text_target_only_history_half_lr": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only (the default recipe's baseline: centred, history offset, learning rate 5e-4)",
-        "model": {"history_bias": True},
-    },
-    # Gentler first target steps: a warm-up after the switch, or half the target learning rate (the default recipe).
-    "transfer_history_warmup": {
-        "config": TRANSFER,
-        "label": "transfer, history offset, target learning rate 1e-3 + 40-step warm-up after the switch",
-        "model": {"history_bias": True, **FULL_LR, "target_warmup_steps": 40},
-    },
-    "transfer_history_half_lr": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe (full fine-tune, centred, history offset, target learning rate 5e-4)",
-        "model": {"history_bias": True, "target_lr": 5e-4},
-    },
-    # The default recipe with the target's training histories mixed into the source phase (TransferDataModule's
-    # joint): the model at the switch has then seen the target, so its "zero-shot" row is not one.
-    "transfer_joint": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe, the target's training histories also in the source phase",
-        "joint": True,
-    },
-    # The same with the source phase's steps shared evenly among its domains (source_mixing 0): the target gets a
-    # quarter of them instead of 6-12 %.
-    "transfer_joint_even": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe, the target in the source phase with an even share of its steps",
-        "joint": True,
-        "source_mixing": 0.0,
-    },
-    # The default recipe with the source epoch's steps shared among the sources in proportion to the square root of
-    # their batches (source_mixing 0.5): with Games and Kitchen among five sources, the small domains keep a say.
-    "transfer_sources_sqrt": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe, source steps shared ∝ √(each source's batches)",
-        "source_mixing": 0.5,
-    },
-    # The default recipe handing over the source epoch with the best target validation instead of the last.
-    "transfer_handover_best": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe, best source epoch handed over",
-        "handover": "best",
-    },
-    # The default recipe with L2-SP: after the switch each step pulls the weights back towards the handed-over ones.
-    "transfer_anchor": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe, weights pulled towards the handed-over ones (DomainTransfer anchor 10)",
-        "anchor": 10.0,
-    },
-}
-
-METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
-
-PUBLISHED = {  # the papers' tables on the same split: UniSRec (KDD 2022), VQ-Rec (WWW 2023), MISSRec (MM 2023)
-    "Scientific": {
-        "SASRec (UniSRec paper)": {"ndcg@10": 0.0553, "recall@10": 0.1080, "ndcg@50": 0.0760, "recall@50": 0.2042},
-        "SASRec_T (VQ-Rec paper)": {"ndcg@10": 0.0561, "recall@10": 0.0994, "ndcg@50": 0.0815, "recall@50": 0.2162},
-        "UniSRec text+ID fine-tune": {"ndcg@10": 0.0634, "recall@10": 0.1235, "ndcg@50": 0.0904, "recall@50": 0.2473},
-        "VQ-Rec (re-released ckpt)": {"ndcg@10": 0.0645, "recall@10": 0.1238, "ndcg@50": 0.0901, "recall@50": 0.2409},
-        "VQ-Rec zero-shot": {"ndcg@10": 0.0361, "recall@10": 0.0640, "ndcg@50": 0.0421, "recall@50": 0.0909},
-        "MISSRec (text + image, IDs; ACM MM 2023)": {
-            "ndcg@10": 0.0753, "recall@10": 0.1360, "ndcg@50": 0.0983, "recall@50": 0.2431,
-        },
-    },
-}  # fmt: skip
 
 
 def default_sources(target: str) -> list[str]:
@@ -363,8 +156,8 @@ def write_report(report: dict, stem: Path) -> str:
     table = markdown_table(results, report["target"], report["seeds"], published)
     measured_by = {}  # command and commit -> variants they measured
     for variant, res in results.items():
-        p = res["provenance"]
-        measured_by.setdefault((p["command"], p["git_commit"], p["machine"]["device"]), []).append(variant)
+        for p in as_list(res["provenance"]):
+            measured_by.setdefault((p["command"], p["git_commit"], p["machine"]["device"]), []).append(variant)
     header = "".join(
         f"Command: `{cmd}`  \nCommit: `{commit}`; machine: {device}; rows: {', '.join(variants)}\n\n"
         for (cmd, commit, device), variants in measured_by.items()
@@ -385,16 +178,39 @@ def add_rows(report: dict, other: dict) -> dict:
     return report | {"results": in_table_order(kept | added)}
 
 
+def add_seeds(report: dict, other: dict) -> dict:
+    """``report`` with the seeds of ``other`` (a report of the same target, sources, source epochs and variants, on
+    other seeds) added to each variant: its summary over every seed, and both commands in its provenance."""
+    settings = [(r["target"], r["sources"], r["source_epochs"], sorted(r["results"])) for r in (report, other)]
+    if settings[0] != settings[1]:
+        raise ValueError(f"reports of other settings (target, sources, source epochs, variants): {settings}")
+    if set(report["seeds"]) & set(other["seeds"]):
+        raise ValueError(f"seeds {report['seeds']} and {other['seeds']} overlap: a seed is measured once")
+    mine, theirs = not_rerun(report, []), not_rerun(other, [])
+    results = {}
+    for name, res in mine.items():
+        per_seed = sorted(res["per_seed"] + theirs[name]["per_seed"], key=lambda r: r["seed"])
+        results[name] = variant_result(res["config"], per_seed)
+        results[name]["provenance"] = [*as_list(res["provenance"]), *as_list(theirs[name]["provenance"])]
+    return report | {"seeds": sorted(report["seeds"] + other["seeds"]), "results": in_table_order(results)}
+
+
+def as_list(provenance: dict | list[dict]) -> list[dict]:
+    """A variant's provenance as a list: one entry per command that measured some of its seeds."""
+    return provenance if isinstance(provenance, list) else [provenance]
+
+
 def main() -> None:
-    """``python -m benchmarks.transfer_table REPORT.json [MORE.json ...]``: adds the rows of MORE to REPORT, then
-    writes its JSON, table and chart again."""
+    """``python -m benchmarks.transfer_table REPORT.json [MORE.json ...]``: adds the rows of MORE to REPORT (or,
+    where MORE measured the same variants on other seeds, its seeds), then writes its JSON, table and chart again."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("report", type=Path)
     parser.add_argument("more", type=Path, nargs="*")
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     for path in args.more:
-        report = add_rows(report, json.loads(path.read_text()))
+        more = json.loads(path.read_text())
+        report = add_rows(report, more) if more["seeds"] == report["seeds"] else add_seeds(report, more)
     print(write_report(report, args.report.with_suffix("")))
 
 

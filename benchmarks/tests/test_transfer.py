@@ -10,7 +10,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
-    from benchmarks.transfer_table import VARIANTS, default_sources, variant_config
+    from benchmarks.transfer_table import default_sources, variant_config
+    from benchmarks.variants import VARIANTS
 
     monkeypatch.chdir(tmp_path)  # configs are found in the checkout, whatever the working directory
     sources = default_sources("Office")
@@ -111,7 +112,8 @@ def fake_results():
 
 
 def test_markdown_table_has_each_variant_zero_shot_and_published_rows():
-    from benchmarks.transfer_table import PUBLISHED, markdown_table
+    from benchmarks.transfer_table import markdown_table
+    from benchmarks.variants import PUBLISHED
 
     table = markdown_table(fake_results(), "Scientific", [0, 1, 2], PUBLISHED["Scientific"]).splitlines()
     assert "3 seeds" in table[0]
@@ -124,7 +126,8 @@ def test_markdown_table_has_each_variant_zero_shot_and_published_rows():
 
 
 def test_plot_writes_a_png(tmp_path):
-    from benchmarks.transfer_table import PUBLISHED, plot
+    from benchmarks.transfer_table import plot
+    from benchmarks.variants import PUBLISHED
 
     plot(fake_results(), "Scientific", tmp_path / "chart.png", PUBLISHED["Scientific"])
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -168,3 +171,26 @@ def test_rows_of_another_report_are_added_with_their_provenance():
     assert merged["results"]["transfer_text"]["provenance"]["git_commit"] == "old-commit"
     with pytest.raises(ValueError, match="other settings"):
         add_rows(report("old", ["sasrec"]), report("new", ["sasrec"], seeds=(0,)))
+
+
+def test_seeds_of_another_report_are_added_to_each_variant(tmp_path):
+    from benchmarks.transfer_table import add_seeds, write_report
+
+    def report(command, seeds, ndcg):
+        measured = {"command": command, "git_commit": command + "-commit", "machine": {"device": "cpu"}}
+        settings = {"target": "Office", "sources": ["Scientific"], "source_epochs": 4, "seeds": list(seeds)}
+        per_seed = [{"seed": s, "mean_train_epoch_seconds": 2.0, "test/Office/ndcg@10": ndcg} for s in seeds]
+        return measured | settings | {"results": {"sasrec": {"config": "c.yaml", "per_seed": per_seed}}}
+
+    merged = add_seeds(report("first", [0], 0.01), report("later", [2, 1], 0.04))
+    sasrec = merged["results"]["sasrec"]
+    assert merged["seeds"] == [0, 1, 2] and [r["seed"] for r in sasrec["per_seed"]] == [0, 1, 2]
+    assert sasrec["summary"]["test/Office/ndcg@10"]["mean"] == pytest.approx(0.03)  # over every seed
+    assert [p["command"] for p in sasrec["provenance"]] == ["first", "later"]
+    write_report(merged, tmp_path / "Office")
+    md = (tmp_path / "Office.md").read_text()
+    assert "Command: `first`" in md and "Command: `later`" in md and "| 0.0300 ± 0.0173 |" in md
+    with pytest.raises(ValueError, match="overlap"):
+        add_seeds(report("first", [0], 0.01), report("later", [0, 1], 0.04))
+    with pytest.raises(ValueError, match="other settings"):
+        add_seeds(report("first", [0], 0.01), report("later", [1], 0.04) | {"sources": ["Food"]})

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.runs import ROOT, provenance
 from benchmarks.trained import trained_model
+from rec_transfer.metrics import pessimistic_rank, user_scores
 from rec_transfer.models.components.history import in_history, last_histories
 
 
@@ -39,10 +40,9 @@ def slots(model, loader) -> dict:
             sums["users"] += len(target)
             sums["history_in_top10"] += seen.gather(1, scores.topk(10, dim=1).indices).sum().item()
             for name, s in (("as_scored", scores), ("history_left_out", left_out)):
-                rank = (s >= target_score).sum(dim=1).double()  # ties against the target, as the metrics count
-                hit = (rank <= 10).double()
-                sums[f"{name}_ndcg@10"] += (hit / torch.log2(rank + 1)).sum().item()
-                sums[f"{name}_recall@10"] += hit.sum().item()
+                recall, ndcg = user_scores(pessimistic_rank(s, target), 10)
+                sums[f"{name}_ndcg@10"] += ndcg.sum().item()
+                sums[f"{name}_recall@10"] += recall.sum().item()
     users = sums.pop("users")
     return {"users": users, **{k: round(v / users, 5) for k, v in sums.items()}}
 

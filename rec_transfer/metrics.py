@@ -21,6 +21,13 @@ def pessimistic_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return (scores >= target_score).sum(dim=1)  # (B,)
 
 
+def user_scores(rank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's Recall@k (1 if the held-out item is in the top k) and NDCG@k, from 1-based ranks (B,)."""
+    rank = rank.to(torch.float64)
+    hit = (rank <= k).to(torch.float64)
+    return hit, hit / torch.log2(rank + 1)
+
+
 # NDCG@10 chooses checkpoints, stops training early and ends the source phase: every evaluation computes it.
 MONITORED_CUTOFF = 10
 
@@ -68,12 +75,11 @@ class RankingMetrics(Metric):
         """Scores (B, N + 1) with padding column at ``-inf`` and targets (B,); or the targets' ranks (B,)."""
         if rank is None:
             rank = pessimistic_rank(scores, target)
-        rank = rank.to(torch.float64)
         for k in self.ks:
-            hit = rank <= k
-            setattr(self, f"recall_{k}", getattr(self, f"recall_{k}") + hit.sum())
-            setattr(self, f"ndcg_{k}", getattr(self, f"ndcg_{k}") + (hit / torch.log2(rank + 1)).sum())
-        self.mrr += (1.0 / rank).sum()
+            recall, ndcg = user_scores(rank, k)
+            setattr(self, f"recall_{k}", getattr(self, f"recall_{k}") + recall.sum())
+            setattr(self, f"ndcg_{k}", getattr(self, f"ndcg_{k}") + ndcg.sum())
+        self.mrr += (1.0 / rank.to(torch.float64)).sum()
         self.count += rank.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:

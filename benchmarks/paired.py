@@ -1,0 +1,110 @@
+"""Is one model's test score above another's by more than the test users' sampling error? A paired comparison over
+the target's users, one pair of trained models per seed.
+
+    python -m benchmarks.paired --a CONFIG CKPT [--a CONFIG CKPT ...] --b CONFIG CKPT [--b ...] \
+        [--data-root ../shared/data] [--output F]
+
+The i-th ``--a`` is compared with the i-th ``--b`` (e.g. one seed's transfer fit and the same seed's target-only fit,
+each a run's config and best checkpoint) on the target's test split, full ranking, ties against the held-out item.
+For each pair and metric (NDCG@10, Recall@10): both models' means, the mean of the users' differences A - B, its
+standard error (the differences' standard deviation / sqrt(users): how far the figure would move on another draw of
+test users of this size) and z = difference / standard error. ``margin_for_every_seed`` is the true difference at
+which A would finish above B on each of 3 seeds with probability 0.9 from this sampling error alone (z = 1.82;
+seed-to-seed training noise comes on top). Prints and writes JSON with the command and commit (default
+``paired.json`` beside the first ``--a`` checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from benchmarks.runs import portable, provenance
+from benchmarks.trained import trained_model
+from rec_transfer.metrics import pessimistic_rank, user_scores
+
+METRICS = ("ndcg@10", "recall@10")
+# Phi(z) ** 3 = 0.9: a win on each of 3 independent seeds with probability 0.9.
+EVERY_SEED_Z = 1.82
+
+
+def per_user(model, loader) -> dict[str, torch.Tensor]:
+    """Each test user's held-out item (``target``) and the model's ``ndcg@10`` and ``recall@10`` for that user."""
+    columns: dict[str, list[torch.Tensor]] = {"target": [], **{m: [] for m in METRICS}}
+    with torch.no_grad():
+        for batch in loader:
+            recall, ndcg = user_scores(pessimistic_rank(model(batch), batch["target"]), 10)
+            columns["target"].append(batch["target"])
+            columns["ndcg@10"].append(ndcg)
+            columns["recall@10"].append(recall)
+    return {name: torch.cat(parts) for name, parts in columns.items()}
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Means of ``a`` and ``b`` (one value per user, same users in the same order), the mean difference a - b, its
+    standard error and z (0 when every user's difference is the same)."""
+    diff = (a - b).double()
+    se = diff.std().item() / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    mean = diff.mean().item()
+    return {
+        "a": round(a.double().mean().item(), 5),
+        "b": round(b.double().mean().item(), 5),
+        "difference": round(mean, 5),
+        "standard_error": round(se, 5),
+        "z": round(mean / se, 2) if se > 0 else 0.0,
+    }
+
+
+def pooled(pairs: list[dict]) -> dict:
+    """The mean difference over pairs (seeds) and its standard error, the pairs' test draws taken as independent."""
+    diffs = [p["difference"] for p in pairs]
+    se = math.sqrt(sum(p["standard_error"] ** 2 for p in pairs)) / len(pairs)
+    mean = sum(diffs) / len(diffs)
+    return {
+        "difference": round(mean, 5),
+        "standard_error": round(se, 5),
+        "z": round(mean / se, 2) if se > 0 else 0.0,
+        "a_ahead_in": f"{sum(d > 0 for d in diffs)} of {len(diffs)}",
+        "margin_for_every_seed": round(EVERY_SEED_Z * max(p["standard_error"] for p in pairs), 5),
+    }
+
+
+def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
+    """``paired_difference`` of each metric; the two models must have been tested on the same users in order."""
+    if not torch.equal(a["target"], b["target"]):
+        raise ValueError("the two models were not tested on the same users in the same order: same target and data?")
+    return {"users": len(a["target"]), **{m: paired_difference(a[m], b[m]) for m in METRICS}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", nargs=2, action="append", required=True, metavar=("CONFIG", "CKPT"))
+    parser.add_argument("--b", nargs=2, action="append", required=True, metavar=("CONFIG", "CKPT"))
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    if len(args.a) != len(args.b):
+        parser.error(f"give as many --b as --a (one pair per seed): {len(args.a)} --a, {len(args.b)} --b")
+    report = provenance() | {"pairs": []}
+    for (config_a, ckpt_a), (config_b, ckpt_b) in zip(args.a, args.b, strict=True):
+        scored = []
+        for config, ckpt in ((config_a, ckpt_a), (config_b, ckpt_b)):
+            model, data, _ = trained_model(config, ckpt, args.data_root)
+            scored.append(per_user(model, data.target.view_loader("test")))
+        pair = {"a": portable(ckpt_a), "b": portable(ckpt_b), **compare(*scored)}
+        print(json.dumps(pair), flush=True)
+        report["pairs"].append(pair)
+    report["pooled"] = {m: pooled([p[m] for p in report["pairs"]]) for m in METRICS}
+    print(json.dumps(report["pooled"], indent=1))
+    out = Path(args.output or Path(args.a[0][1]).with_name("paired.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

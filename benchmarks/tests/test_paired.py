@@ -1,0 +1,56 @@
+"""The paired comparison of two trained models over the same test users."""
+
+import math
+
+import pytest
+import torch
+
+from benchmarks.paired import compare, paired_difference, per_user, pooled
+from rec_transfer.metrics import RankingMetrics
+
+
+def test_per_user_scores_average_to_the_ranking_metrics():
+    torch.manual_seed(0)
+    batches = [{"target": torch.randint(1, 30, (8,)), "scores": torch.randn(8, 31)} for _ in range(3)]
+    for batch in batches:
+        batch["scores"][:, 0] = float("-inf")
+        batch["scores"][0, 1:] = 0.0  # every item tied: the held-out item ranks last
+    users = per_user(lambda batch: batch["scores"], batches)
+    metric = RankingMetrics((10,))
+    for batch in batches:
+        metric.update(batch["scores"], batch["target"])
+    expected = metric.compute()
+    assert users["ndcg@10"].mean().item() == pytest.approx(expected["ndcg@10"].item(), abs=1e-6)
+    assert users["recall@10"].mean().item() == pytest.approx(expected["recall@10"].item(), abs=1e-6)
+    assert users["recall@10"][0] == 0 and torch.equal(users["target"], torch.cat([b["target"] for b in batches]))
+
+
+def test_paired_difference_is_the_mean_user_difference_with_its_standard_error():
+    a = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    b = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    out = paired_difference(a, b)
+    diff = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    se = diff.std().item() / 2
+    assert out["a"] == 0.75 and out["b"] == 0.25 and out["difference"] == 0.5
+    assert out["standard_error"] == pytest.approx(se, abs=1e-5) and out["z"] == pytest.approx(0.5 / se, abs=0.01)
+    assert paired_difference(a, a)["z"] == 0.0  # no spread, no z
+
+
+def test_pooled_difference_over_seeds_and_the_margin_every_seed_needs():
+    pairs = [
+        {"difference": 0.002, "standard_error": 0.001},
+        {"difference": -0.001, "standard_error": 0.002},
+        {"difference": 0.002, "standard_error": 0.002},
+    ]
+    out = pooled(pairs)
+    assert out["difference"] == pytest.approx(0.001)
+    assert out["standard_error"] == pytest.approx(round(math.sqrt(0.001**2 + 2 * 0.002**2) / 3, 5))
+    assert out["a_ahead_in"] == "2 of 3" and out["margin_for_every_seed"] == pytest.approx(1.82 * 0.002)
+
+
+def test_models_tested_on_other_users_are_refused():
+    a = {"target": torch.tensor([1, 2]), "ndcg@10": torch.ones(2), "recall@10": torch.ones(2)}
+    b = dict(a, target=torch.tensor([2, 1]))
+    assert compare(a, a)["users"] == 2
+    with pytest.raises(ValueError, match="same users"):
+        compare(a, b)

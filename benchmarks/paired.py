@@ -80,6 +80,13 @@ def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
     return {"users": len(a["target"]), **{m: paired_difference(a[m], b[m]) for m in METRICS}}
 
 
+def checkpoint_name(ckpt: str) -> str:
+    """A checkpoint as a report names it: its run folder and file (``portable`` keeps only the file of a path
+    outside the checkout, and every run's best checkpoint is called ``epoch=N-step=M.ckpt``)."""
+    path = Path(portable(ckpt))
+    return str(path) if not path.parts[0].startswith("<") else f"{Path(ckpt).parent.name}/{path.name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", nargs=2, action="append", required=True, metavar=("CONFIG", "CKPT"))
@@ -95,7 +102,7 @@ def main() -> None:
         for config, ckpt in ((config_a, ckpt_a), (config_b, ckpt_b)):
             model, data, _ = trained_model(config, ckpt, args.data_root)
             scored.append(per_user(model, data.target.view_loader("test")))
-        pair = {"a": portable(ckpt_a), "b": portable(ckpt_b), **compare(*scored)}
+        pair = {"a": checkpoint_name(ckpt_a), "b": checkpoint_name(ckpt_b), **compare(*scored)}
         print(json.dumps(pair), flush=True)
         report["pairs"].append(pair)
     report["pooled"] = {m: pooled([p[m] for p in report["pairs"]]) for m in METRICS}

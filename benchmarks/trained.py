@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,9 @@ def trained_model(config: str | Path, ckpt: str | Path, data_root: str | None = 
         settings.pop(key, None)
     cli_args = ["--config", json.dumps(settings), *extra]
     cli_args += ["--data.init_args.data_root", data_root] if data_root else []
-    cli = build_cli(cli_args, run=False)
+    with warnings.catch_warnings():  # the benchmark's own command line is not the fit's: Lightning warns of both
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = build_cli(cli_args, run=False)
     model, data = cli.model, cli.datamodule
     data.prepare_data()
     data.setup("fit")

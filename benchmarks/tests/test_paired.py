@@ -54,3 +54,11 @@ def test_models_tested_on_other_users_are_refused():
     assert compare(a, a)["users"] == 2
     with pytest.raises(ValueError, match="same users"):
         compare(a, b)
+
+
+def test_checkpoints_outside_the_checkout_are_named_by_run_folder_and_file(tmp_path):
+    from benchmarks.paired import checkpoint_name
+
+    best = tmp_path / "transfer-seed1" / "epoch=3-step=9.ckpt"
+    assert checkpoint_name(str(best)) == "transfer-seed1/epoch=3-step=9.ckpt"
+    assert checkpoint_name("runs/a/best.ckpt") == "runs/a/best.ckpt"

@@ -9,9 +9,9 @@ each a run's config and best checkpoint) on the target's test split, full rankin
 For each pair and metric (NDCG@10, Recall@10): both models' means, the mean of the users' differences A - B, its
 standard error (the differences' standard deviation / sqrt(users): how far the figure would move on another draw of
 test users of this size) and z = difference / standard error. ``margin_for_every_seed`` is the true difference at
-which A would finish above B on each of 3 seeds with probability 0.9 from this sampling error alone (z = 1.82;
-seed-to-seed training noise comes on top). Prints and writes JSON with the command and commit (default
-``paired.json`` beside the first ``--a`` checkpoint).
+which A would finish above B on each of 3 seeds with probability 0.9 if each seed's difference scattered
+independently by its standard error (z = 1.82). ``pooled`` averages the pairs, which must share their test users.
+Prints and writes JSON with the command and commit (default ``paired.json`` beside the first ``--a`` checkpoint).
 """
 
 from __future__ import annotations
@@ -44,32 +44,43 @@ def per_user(model, loader) -> dict[str, torch.Tensor]:
     return {name: torch.cat(parts) for name, parts in columns.items()}
 
 
+def mean_and_error(values: torch.Tensor) -> tuple[float, float]:
+    """The mean of one value per user and its standard error (0 for a single user)."""
+    values = values.double()
+    se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return values.mean().item(), se
+
+
+def z_score(mean: float, se: float) -> float:
+    return round(mean / se, 2) if se > 0 else 0.0  # no spread, no z
+
+
 def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict:
     """Means of ``a`` and ``b`` (one value per user, same users in the same order), the mean difference a - b, its
-    standard error and z (0 when every user's difference is the same)."""
-    diff = (a - b).double()
-    se = diff.std().item() / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    mean = diff.mean().item()
+    standard error and z."""
+    mean, se = mean_and_error(a.double() - b.double())
     return {
         "a": round(a.double().mean().item(), 5),
         "b": round(b.double().mean().item(), 5),
         "difference": round(mean, 5),
         "standard_error": round(se, 5),
-        "z": round(mean / se, 2) if se > 0 else 0.0,
+        "z": z_score(mean, se),
     }
 
 
-def pooled(pairs: list[dict]) -> dict:
-    """The mean difference over pairs (seeds) and its standard error, the pairs' test draws taken as independent."""
-    diffs = [p["difference"] for p in pairs]
-    se = math.sqrt(sum(p["standard_error"] ** 2 for p in pairs)) / len(pairs)
-    mean = sum(diffs) / len(diffs)
+def pooled(differences: list[torch.Tensor]) -> dict:
+    """The mean difference over pairs (seeds), each given as its users' differences A - B on the same test users.
+    Its standard error is that of each user's difference averaged over the pairs: every seed is tested on the same
+    draw of users, so a user who favours A on one seed may favour it on the others, and the draws are not
+    independent."""
+    per_pair = [mean_and_error(d) for d in differences]
+    mean, se = mean_and_error(torch.stack(differences).double().mean(dim=0))
     return {
         "difference": round(mean, 5),
         "standard_error": round(se, 5),
-        "z": round(mean / se, 2) if se > 0 else 0.0,
-        "a_ahead_in": f"{sum(d > 0 for d in diffs)} of {len(diffs)}",
-        "margin_for_every_seed": round(EVERY_SEED_Z * max(p["standard_error"] for p in pairs), 5),
+        "z": z_score(mean, se),
+        "a_ahead_in": f"{sum(m > 0 for m, _ in per_pair)} of {len(per_pair)}",
+        "margin_for_every_seed": round(EVERY_SEED_Z * max(s for _, s in per_pair), 5),
     }
 
 
@@ -78,6 +89,12 @@ def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
     if not torch.equal(a["target"], b["target"]):
         raise ValueError("the two models were not tested on the same users in the same order: same target and data?")
     return {"users": len(a["target"]), **{m: paired_difference(a[m], b[m]) for m in METRICS}}
+
+
+def tested(config: str, ckpt: str, data_root: str | None):
+    """A trained model and its target's test loader."""
+    model, data, _ = trained_model(config, ckpt, data_root)
+    return model, data.target.view_loader("test")
 
 
 def checkpoint_name(ckpt: str) -> str:
@@ -97,15 +114,21 @@ def main() -> None:
     if len(args.a) != len(args.b):
         parser.error(f"give as many --b as --a (one pair per seed): {len(args.a)} --a, {len(args.b)} --b")
     report = provenance() | {"pairs": []}
+    differences: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
+    users = None
     for (config_a, ckpt_a), (config_b, ckpt_b) in zip(args.a, args.b, strict=True):
-        scored = []
-        for config, ckpt in ((config_a, ckpt_a), (config_b, ckpt_b)):
-            model, data, _ = trained_model(config, ckpt, args.data_root)
-            scored.append(per_user(model, data.target.view_loader("test")))
-        pair = {"a": checkpoint_name(ckpt_a), "b": checkpoint_name(ckpt_b), **compare(*scored)}
+        a, b = (
+            per_user(*tested(config, ckpt, args.data_root)) for config, ckpt in ((config_a, ckpt_a), (config_b, ckpt_b))
+        )
+        pair = {"a": checkpoint_name(ckpt_a), "b": checkpoint_name(ckpt_b), **compare(a, b)}
         print(json.dumps(pair), flush=True)
         report["pairs"].append(pair)
-    report["pooled"] = {m: pooled([p[m] for p in report["pairs"]]) for m in METRICS}
+        if users is not None and not torch.equal(users, a["target"]):
+            raise ValueError(f"{ckpt_a} was tested on other users than the first pair: pool the seeds of one target")
+        users = a["target"]
+        for m in METRICS:
+            differences[m].append(a[m] - b[m])
+    report["pooled"] = {m: pooled(differences[m]) for m in METRICS}
     print(json.dumps(report["pooled"], indent=1))
     out = Path(args.output or Path(args.a[0][1]).with_name("paired.json"))
     out.parent.mkdir(parents=True, exist_ok=True)

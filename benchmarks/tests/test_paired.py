@@ -37,15 +37,26 @@ def test_paired_difference_is_the_mean_user_difference_with_its_standard_error()
 
 
 def test_pooled_difference_over_seeds_and_the_margin_every_seed_needs():
-    pairs = [
-        {"difference": 0.002, "standard_error": 0.001},
-        {"difference": -0.001, "standard_error": 0.002},
-        {"difference": 0.002, "standard_error": 0.002},
+    seeds = [
+        torch.tensor([1.0, 0.0, 0.0, 1.0]),
+        torch.tensor([1.0, -1.0, 0.0, 0.0]),
+        torch.tensor([1.0, 0.0, 1.0, -1.0]),
     ]
-    out = pooled(pairs)
-    assert out["difference"] == pytest.approx(0.001)
-    assert out["standard_error"] == pytest.approx(round(math.sqrt(0.001**2 + 2 * 0.002**2) / 3, 5))
-    assert out["a_ahead_in"] == "2 of 3" and out["margin_for_every_seed"] == pytest.approx(1.82 * 0.002)
+    out = pooled(seeds)
+    per_user = torch.tensor([1.0, -1 / 3, 1 / 3, 0.0])  # each user's difference averaged over the seeds
+    assert out["difference"] == pytest.approx(per_user.mean().item(), abs=1e-5)
+    assert out["standard_error"] == pytest.approx(per_user.std().item() / 2, abs=1e-5)
+    assert out["a_ahead_in"] == "2 of 3"
+    widest = max(s.std().item() / 2 for s in seeds)
+    assert out["margin_for_every_seed"] == pytest.approx(1.82 * widest, abs=1e-5)
+
+
+def test_a_user_who_favours_a_on_every_seed_counts_once_in_the_pooled_error():
+    """The seeds share their test users: the same differences twice are one draw, not two independent ones."""
+    one = torch.tensor([1.0, 0.0, -1.0, 1.0, 0.0, 1.0])
+    twice = pooled([one, one])
+    assert twice["standard_error"] == pytest.approx(one.std().item() / math.sqrt(len(one)), abs=1e-5)
+    assert twice["standard_error"] > pooled([one, one.flip(0)])["standard_error"]
 
 
 def test_models_tested_on_other_users_are_refused():

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 
 from benchmarks.runs import portable, provenance
 from benchmarks.trained import trained_model
-from rec_transfer.metrics import pessimistic_rank, user_scores
+from rec_transfer.metrics import UserScores, mean_and_error, paired_comparison, pessimistic_rank, z_score
 
 METRICS = ("ndcg@10", "recall@10")
 # Phi(z) ** 3 = 0.9: a win on each of 3 independent seeds with probability 0.9.
@@ -33,39 +32,12 @@ EVERY_SEED_Z = 1.82
 
 
 def per_user(model, loader) -> dict[str, torch.Tensor]:
-    """Each test user's held-out item (``target``) and the model's ``ndcg@10`` and ``recall@10`` for that user."""
-    columns: dict[str, list[torch.Tensor]] = {"target": [], **{m: [] for m in METRICS}}
+    """Each test user's index (``user``) and the model's ``ndcg@10`` and ``recall@10`` for that user."""
+    scores = UserScores()
     with torch.no_grad():
         for batch in loader:
-            recall, ndcg = user_scores(pessimistic_rank(model(batch), batch["target"]), 10)
-            columns["target"].append(batch["target"])
-            columns["ndcg@10"].append(ndcg)
-            columns["recall@10"].append(recall)
-    return {name: torch.cat(parts) for name, parts in columns.items()}
-
-
-def mean_and_error(values: torch.Tensor) -> tuple[float, float]:
-    """The mean of one value per user and its standard error (0 for a single user)."""
-    values = values.double()
-    se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return values.mean().item(), se
-
-
-def z_score(mean: float, se: float) -> float:
-    return round(mean / se, 2) if se > 0 else 0.0  # no spread, no z
-
-
-def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """Means of ``a`` and ``b`` (one value per user, same users in the same order), the mean difference a - b, its
-    standard error and z."""
-    mean, se = mean_and_error(a.double() - b.double())
-    return {
-        "a": round(a.double().mean().item(), 5),
-        "b": round(b.double().mean().item(), 5),
-        "difference": round(mean, 5),
-        "standard_error": round(se, 5),
-        "z": z_score(mean, se),
-    }
+            scores.update(batch["user"], pessimistic_rank(model(batch), batch["target"]))
+    return scores.compute()
 
 
 def pooled(differences: list[torch.Tensor]) -> dict:
@@ -82,13 +54,6 @@ def pooled(differences: list[torch.Tensor]) -> dict:
         "a_ahead_in": f"{sum(m > 0 for m, _ in per_pair)} of {len(per_pair)}",
         "margin_for_every_seed": round(EVERY_SEED_Z * max(s for _, s in per_pair), 5),
     }
-
-
-def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
-    """``paired_difference`` of each metric; the two models must have been tested on the same users in order."""
-    if not torch.equal(a["target"], b["target"]):
-        raise ValueError("the two models were not tested on the same users in the same order: same target and data?")
-    return {"users": len(a["target"]), **{m: paired_difference(a[m], b[m]) for m in METRICS}}
 
 
 def tested(config: str, ckpt: str, data_root: str | None):
@@ -120,12 +85,12 @@ def main() -> None:
         a, b = (
             per_user(*tested(config, ckpt, args.data_root)) for config, ckpt in ((config_a, ckpt_a), (config_b, ckpt_b))
         )
-        pair = {"a": checkpoint_name(ckpt_a), "b": checkpoint_name(ckpt_b), **compare(a, b)}
+        pair = {"a": checkpoint_name(ckpt_a), "b": checkpoint_name(ckpt_b), **paired_comparison(a, b)}
         print(json.dumps(pair), flush=True)
         report["pairs"].append(pair)
-        if users is not None and not torch.equal(users, a["target"]):
+        if users is not None and not torch.equal(users, a["user"]):
             raise ValueError(f"{ckpt_a} was tested on other users than the first pair: pool the seeds of one target")
-        users = a["target"]
+        users = a["user"]
         for m in METRICS:
             differences[m].append(a[m] - b[m])
     report["pooled"] = {m: pooled(differences[m]) for m in METRICS}

@@ -20,6 +20,7 @@ from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, defa
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
 from rec_transfer.data.transfer import TransferDataModule
+from rec_transfer.metrics import paired_comparison
 from rec_transfer.models.hparams import checkpoint_hparams
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.runs import (
@@ -28,8 +29,10 @@ from rec_transfer.runs import (
     name_run,
     nest_logger,
     read_results,
+    read_user_scores,
     resolve_checkpoint,
     write_results,
+    write_user_scores,
 )
 from rec_transfer.summary import format_summary
 from rec_transfer.utils.checkpoints import load_checkpoint
@@ -164,15 +167,20 @@ class RecTransferCLI(LightningCLI):
         new = fit_results(trainer, timer.fit_seconds)
         results = merge_results(previous, new, trained=bool(timer.train_epoch_seconds))
         results["run"]["results_json"] = str(path)
+        results.pop("comparison", None)  # an interrupted fit's, of a test this one may redo
+        tested = None
         if self._sub("test_after_fit"):
-            results["transfer" if self._has_sources() else "target_only"] = self._test(trainer, self.model)
+            results["transfer" if self._has_sources() else "target_only"], tested = self._test(trainer, self.model)
         self._write(path, results)
         if self._sub("compare_target_only") and self._has_sources():
             if "target_only" in previous and "target_only_run" in previous:
                 log.info("target-only baseline: finished before the interruption, read back from %s", path)
+                baseline = read_user_scores(Path(trainer.log_dir, "target_only")) if trainer.log_dir else None
             else:
-                results["target_only"], results["target_only_run"] = self._fit_target_only(trainer.log_dir)
-                self._write(path, results)
+                results["target_only"], results["target_only_run"], baseline = self._fit_target_only(trainer.log_dir)
+            if tested is not None and baseline is not None:
+                results["comparison"] = paired_comparison(tested, baseline)
+            self._write(path, results)
         if trainer.is_global_zero:
             print("\n" + format_summary(results) + "\n", flush=True)
 
@@ -183,16 +191,22 @@ class RecTransferCLI(LightningCLI):
     def _has_sources(self) -> bool:
         return isinstance(self.datamodule, TransferDataModule) and bool(self.datamodule.sources)
 
-    def _test(self, trainer: L.Trainer, model: L.LightningModule, datamodule=None) -> dict[str, float]:
+    def _test(self, trainer: L.Trainer, model: L.LightningModule, datamodule=None) -> tuple[dict[str, float], Any]:
+        """The test metrics of the fit's best checkpoint, and each test user's scores (None where the test ran in
+        other processes, as with ``ddp_spawn``), also written beside the fit's logs."""
         ckpt = _checkpoint_callback(trainer)
         ckpt_path = "best" if ckpt is not None and ckpt.best_model_path else None
         if trainer.is_global_zero:
             what = f"the best checkpoint ({ckpt.best_model_path})" if ckpt_path else "the final weights"
             log.info("testing %s on %s", what, (datamodule or self.datamodule).target_name)
+        model.test_user_scores = None
         out = trainer.test(model, datamodule=datamodule or self.datamodule, ckpt_path=ckpt_path, verbose=False)
-        return {k: round(float(v), 5) for k, v in out[0].items()}
+        users = getattr(model, "test_user_scores", None)
+        if users is not None and trainer.is_global_zero and trainer.log_dir:
+            write_user_scores(trainer.log_dir, users)
+        return {k: round(float(v), 5) for k, v in out[0].items()}, users
 
-    def _fit_target_only(self, log_dir: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    def _fit_target_only(self, log_dir: str | None) -> tuple[dict[str, float], dict[str, Any], Any]:
         """Fits and tests this run's :func:`target_only_config` in this process: the baseline transfer must beat.
 
         It starts from the run's seed, as a run of that config on its own would, so its numbers do not depend on
@@ -226,8 +240,8 @@ class RecTransferCLI(LightningCLI):
             if trainer.loggers:  # how the baseline was configured, beside its logs
                 atomic_write(Path(trainer.log_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         trainer.fit(init["model"], datamodule=init["data"], ckpt_path=resume)
-        test = self._test(trainer, init["model"], init["data"])
-        return test, fit_results(trainer)
+        test, users = self._test(trainer, init["model"], init["data"])
+        return test, fit_results(trainer), users
 
 
 def prepare_config(config: Namespace) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 
 def pessimistic_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -94,3 +97,67 @@ class RankingMetrics(Metric):
             out[f"f1@{k}"] = (2 * recall / (k + 1)).float()
         out["mrr"] = (self.mrr / n).float()
         return out
+
+
+class UserScores(Metric):
+    """Each user's NDCG@K and Recall@K (K = ``MONITORED_CUTOFF``), kept per user rather than summed, so that two models
+    tested on the same users can be compared user by user (``paired_comparison``). Ranks gather every user once
+    (evaluation users are split across ranks without duplicates); ``compute`` orders them by user index."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.k = MONITORED_CUTOFF
+        for name in ("user", "ndcg", "recall"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, user: torch.Tensor, rank: torch.Tensor) -> None:
+        """Users (B,) and the 1-based ranks (B,) of their held-out items."""
+        recall, ndcg = user_scores(rank, self.k)
+        self.user.append(user.to(self.device))
+        self.ndcg.append(ndcg)
+        self.recall.append(recall)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        user = dim_zero_cat(self.user)
+        order = user.argsort()
+        return {
+            "user": user[order],
+            f"ndcg@{self.k}": dim_zero_cat(self.ndcg)[order],
+            f"recall@{self.k}": dim_zero_cat(self.recall)[order],
+        }
+
+
+def mean_and_error(values: torch.Tensor) -> tuple[float, float]:
+    """The mean of one value per user and its standard error: how far it would move on another draw of as many
+    users (0 for a single user)."""
+    values = values.double()
+    se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return values.mean().item(), se
+
+
+def z_score(mean: float, se: float) -> float:
+    return round(mean / se, 2) if se > 0 else 0.0  # no spread, no z
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Means of ``a`` and ``b`` (one value per user, same users in the same order), the mean difference a - b, its
+    standard error and z."""
+    mean, se = mean_and_error(a.double() - b.double())
+    return {
+        "a": round(a.double().mean().item(), 5),
+        "b": round(b.double().mean().item(), 5),
+        "difference": round(mean, 5),
+        "standard_error": round(se, 5),
+        "z": z_score(mean, se),
+    }
+
+
+def paired_comparison(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
+    """``paired_difference`` of NDCG@10 and Recall@10 of two ``UserScores`` results, which must hold the same users.
+    The standard error is that of the test users' draw: seed-to-seed training noise comes on top."""
+    if not torch.equal(a["user"].cpu(), b["user"].cpu()):
+        raise ValueError("the two models were not tested on the same users: same target and data?")
+    metrics = [m for m in a if m != "user"]
+    return {"users": len(a["user"]), **{m: paired_difference(a[m].cpu(), b[m].cpu()) for m in metrics}}

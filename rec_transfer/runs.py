@@ -1,11 +1,11 @@
 """Where a run writes, and how a later command finds it again: run names, version folders, ``--ckpt_path last|best``.
 
 A run of ``configs/NAME.yaml`` logs to ``<save_dir>/NAME/version_N/`` (TensorBoard events, ``config.yaml``,
-``results.json``) and checkpoints to ``version_N/checkpoints/``; every new fit gets the next ``N``. The logger's
-``name`` defaults to the config file's name, so a copied config writes under its own. ``--ckpt_path last`` (or
-``best``) finds the newest version that holds a ``last.ckpt`` (the best checkpoint is the one it records); a command
-given a checkpoint of a run logs into that run's folder (a resumed fit continues there). These functions work on the
-parsed config, before anything is instantiated.
+``results.json``, ``test_users.pt``) and checkpoints to ``version_N/checkpoints/``; every new fit gets the next
+``N``. The logger's ``name`` defaults to the config file's name, so a copied config writes under its own.
+``--ckpt_path last`` (or ``best``) finds the newest version that holds a ``last.ckpt`` (the best checkpoint is the
+one it records); a command given a checkpoint of a run logs into that run's folder (a resumed fit continues there).
+These functions work on the parsed config, before anything is instantiated.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.utils.checkpoints import load_checkpoint
-from rec_transfer.utils.files import atomic_write
+from rec_transfer.utils.files import atomic_path, atomic_write
 
 LAST = "last.ckpt"
 # Logger names that nobody chose: the CLI's default and the loggers' own.
@@ -165,3 +166,18 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 def write_results(path: str | Path, results: Mapping[str, Any]) -> None:
     atomic_write(path, json.dumps(results, indent=2) + "\n")
+
+
+# Each test user's NDCG@10 and Recall@10 (``UserScores``), beside results.json: what a resumed fit compares with.
+USER_SCORES = "test_users.pt"
+
+
+def write_user_scores(folder: str | Path, scores: Mapping[str, torch.Tensor]) -> None:
+    with atomic_path(Path(folder) / USER_SCORES) as tmp:
+        torch.save(dict(scores), tmp)
+
+
+def read_user_scores(folder: str | Path) -> dict[str, torch.Tensor] | None:
+    """What ``write_user_scores`` wrote to ``folder``; None if it wrote nothing there."""
+    path = Path(folder) / USER_SCORES
+    return torch.load(path, weights_only=True) if path.is_file() else None

@@ -1,5 +1,6 @@
 """The summary a fit prints when it ends: test metrics of the tested checkpoint, the zero-shot point, the target-only
-comparison, the best validation epoch, and where results, checkpoints and TensorBoard logs went."""
+comparison (with its standard error over the test users), the best validation epoch, and where results, checkpoints
+and TensorBoard logs went."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def _best(run: dict[str, Any]) -> str:
     elif epochs:
         text += f" (of {epochs} epochs)"
     return text
+
+
+def _sampling_error(comparison: dict[str, Any] | None) -> list[str]:
+    """How far the NDCG@10 gap would move on another draw of as many test users (``paired_comparison``)."""
+    if not comparison or "ndcg@10" not in comparison:
+        return []
+    gap = comparison["ndcg@10"]
+    line = f"  standard error {gap['standard_error']:.4f} over {comparison['users']} test users: z {gap['z']:+.1f}"
+    return [line + (", within what the draw of test users alone could make" if abs(gap["z"]) < 2 else "")]
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -54,6 +64,7 @@ def format_summary(results: dict[str, Any]) -> str:
             gain = tested[key] - baseline[key]
             verdict = "beats" if gain > 0 else "does NOT beat"
             lines.append(f"transfer {verdict} the target-only baseline on test NDCG@10 by {gain:+.4f}")
+            lines += _sampling_error(results.get("comparison"))
     lines.append("")
     run = results.get("run", {})
     lines.append(f"{'transfer' if sources else 'training':<14}{_best(results)}; the test row is that checkpoint")

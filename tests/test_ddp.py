@@ -1,4 +1,5 @@
-"""Two CPU processes on gloo (``ddp_spawn``): a transfer fit, split training batches, exact sharded evaluation.
+"""Two CPU processes on gloo (``ddp_spawn``): a transfer fit, split training batches, exact sharded evaluation
+and per-user test scores gathered on every rank.
 
 Every rank records what it trained on and the (synced) validation metrics of each epoch; the checkpoint of each epoch
 is then validated again in this single process, which must give the same numbers: evaluation users are split
@@ -54,6 +55,16 @@ class RankRecorder(Callback):
         out = {"world_size": trainer.world_size, "batches": self.batches, "val": self.val}
         out |= {"epochs": trainer.current_epoch, "should_stop": trainer.should_stop}
         Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(out))
+
+
+class TestUsers(Callback):
+    """Writes ``users<rank>.pt``: the model's per-user test scores as that rank holds them after a test."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def on_test_end(self, trainer, pl_module):
+        torch.save(pl_module.test_user_scores, Path(self.folder, f"users{trainer.global_rank}.pt"))
 
 
 def make_data(cache_dir: Path) -> TransferDataModule:
@@ -167,3 +178,17 @@ def test_ddp_fit_shards_batches_and_evaluates_exactly(tmp_path: Path) -> None:
         out = single.validate(model(), datamodule=make_data(cache), ckpt_path=ckpt_dir / f"epoch={epoch}.ckpt")[0]
         for key, value in ddp_metrics.items():
             assert out[key] == pytest.approx(value, abs=1e-6), (epoch, key)
+
+    # Testing: every rank gathers each target user's scores once, as one process testing the same weights has them.
+    tested = trainer(2, [DomainTransfer(source_epochs=1), TestUsers(str(records))])
+    tested.test(model(), datamodule=make_data(cache), ckpt_path=ckpt_dir / "last.ckpt")
+    alone = model()
+    trainer(1, [DomainTransfer(source_epochs=1)]).test(
+        alone, datamodule=make_data(cache), ckpt_path=ckpt_dir / "last.ckpt"
+    )
+    want = alone.test_user_scores
+    assert len(want["user"]) == len(warm.domains["posters"].view("test").users)
+    for rank in range(2):
+        got = torch.load(records / f"users{rank}.pt", weights_only=True)
+        assert torch.equal(got["user"], want["user"]) and torch.equal(got["recall@10"], want["recall@10"])
+        torch.testing.assert_close(got["ndcg@10"], want["ndcg@10"])

@@ -14,6 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from rec_transfer.callbacks import TargetEarlyStopping
+from rec_transfer.metrics import paired_comparison
+from rec_transfer.runs import read_user_scores
 from rec_transfer.summary import format_summary
 
 
@@ -32,11 +34,31 @@ def test_fit_prints_a_summary_of_its_results(run) -> None:
         assert rows[label] == [f"{source[prefix + c]:.4f}" for c in columns], label
     gain = results["transfer"][f"test/{TARGET}/ndcg@10"] - results["target_only"][f"test/{TARGET}/ndcg@10"]
     assert f"on test NDCG@10 by {gain:+.4f}" in summary
+    # The gap user by user: the same users' scores from both fits, written beside each one's logs.
+    transfer, alone = (read_user_scores(folder) for folder in (run.dir, run.dir / "target_only"))
+    assert results["comparison"] == paired_comparison(transfer, alone)
+    assert results["comparison"]["ndcg@10"]["difference"] == pytest.approx(gain, abs=1e-4)
+    assert transfer["ndcg@10"].mean().item() == pytest.approx(results["transfer"][f"test/{TARGET}/ndcg@10"], abs=1e-5)
+    gap = results["comparison"]["ndcg@10"]
+    assert f"standard error {gap['standard_error']:.4f} over {len(transfer['user'])} test users" in summary
     best = results["best_validation"]
     assert f"best validation NDCG@10 {best['ndcg@10']:.4f} at epoch {best['epoch']}" in summary
     for path in (run.dir / "results.json", run.best, run.dir, run.dir / "handover.ckpt"):
         assert str(path) in summary
     assert format_summary(results) == "── result: " + summary.strip()  # the same summary from results.json alone
+
+
+@pytest.mark.parametrize(("z", "within"), [(0.8, True), (-1.9, True), (2.4, False)])
+def test_the_summary_says_when_the_gap_is_within_the_draw_of_test_users(z: float, within: bool) -> None:
+    key = "test/t/ndcg@10"
+    results = {
+        "target": "t", "sources": ["s"], "transfer": {key: 0.31}, "target_only": {key: 0.30},
+        "comparison": {"users": 400, "ndcg@10": {"difference": 0.01, "standard_error": 0.01 / abs(z), "z": z}},
+    }  # fmt: skip
+    summary = format_summary(results)
+    assert f"over 400 test users: z {z:+.1f}" in summary
+    assert ("within what the draw of test users alone could make" in summary) == within
+    assert "standard error" not in format_summary({**results, "comparison": None})
 
 
 def test_without_a_terminal_each_epoch_is_a_line_and_the_switch_is_announced(run) -> None:

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from rec_transfer.metrics import RankingMetrics
+from rec_transfer.metrics import RankingMetrics, UserScores
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.history import last_histories, token_histories
@@ -127,6 +127,8 @@ class TransferRecommender(L.LightningModule):
         self.discriminator = DomainDiscriminator(hidden_size) if align_weight > 0 else None
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
+        self.test_users = UserScores()  # the target's test, user by user: two fits compare on the same users
+        self.test_user_scores: dict[str, torch.Tensor] | None = None  # set by each test of the target
         self.transfer_phase: Phase | None = None  # see on_transfer_phase; None: a run without transfer
         self.target_domain: str | None = None
         # Item tables built once per evaluation pass (see eval_tables); never saved, dropped by train()/eval().
@@ -353,10 +355,17 @@ class TransferRecommender(L.LightningModule):
         self._log_metrics("val", self.val_metrics, self._eval_domains(self.trainer.val_dataloaders))
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.test_metrics[batch["domain"]].update_ranks(self.ranks(batch))
+        rank = self.ranks(batch)
+        self.test_metrics[batch["domain"]].update_ranks(rank)
+        if batch["domain"] == self.target_domain:
+            self.test_users.update(batch["user"], rank)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics, self._eval_domains(self.trainer.test_dataloaders))
+        domains = self._eval_domains(self.trainer.test_dataloaders)
+        self._log_metrics("test", self.test_metrics, domains)
+        if self.target_domain in domains:  # the same on every rank: compute() gathers the users of all of them
+            self.test_user_scores = {k: v.cpu() for k, v in self.test_users.compute().items()}
+        self.test_users.reset()
 
     def _log_metrics(self, split: str, metrics: nn.ModuleDict, domains: list[str]) -> None:
         for name in domains:  # the same list on every rank: compute() syncs across ranks

@@ -19,7 +19,7 @@ from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
 from rec_transfer.models.pretrained import load_pretrained_weights
-from rec_transfer.models.text_source import trainable_item_text
+from rec_transfer.models.text_source import items_to_train, trainable_item_text
 from rec_transfer.phase import Phase
 from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
@@ -278,18 +278,10 @@ class TransferRecommender(L.LightningModule):
         text = getattr(self.item_tower, "text", None)
         return text if isinstance(text, TrainableItemText) else None
 
-    def _train_items(self, batch: dict) -> torch.Tensor | None:
-        """The batch's items whose language-model path gets gradients this step (at most ``text_items_per_step``)."""
-        if self._trainable_text is None:
-            return None
-        items = torch.unique(torch.cat([batch["input"].flatten(), batch["target"].flatten()]))
-        items = items[items > 0]
-        cap = self.hparams.text_items_per_step
-        return items[torch.randperm(len(items), device=items.device)[:cap]] if len(items) > cap else items
-
     def loss(self, batch: dict) -> torch.Tensor:
         """Next-item cross-entropy at every real position at once (``loss`` chooses full, chunked or sampled)."""
-        domain, train_items = batch["domain"], self._train_items(batch)
+        domain, cap = batch["domain"], self.hparams.text_items_per_step
+        train_items = None if self._trainable_text is None else items_to_train(batch, cap)
         histories = None  # (R, L, L): the items each position has seen, for history_bias
         if self.scorer.history_bias is not None:
             histories = token_histories(batch["input"], batch.get("segments"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
+
 from rec_transfer.models.components.item_text import TrainableItemText
 
 
@@ -27,3 +29,11 @@ def trainable_item_text(domains: Iterable) -> TrainableItemText:
             )
     top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
     return TrainableItemText(top, center=config.center)
+
+
+def items_to_train(batch: dict, cap: int) -> torch.Tensor:
+    """The batch's items (inputs and targets) whose language-model path gets gradients this step: at most ``cap``,
+    drawn at random."""
+    items = torch.unique(torch.cat([batch["input"].flatten(), batch["target"].flatten()]))
+    items = items[items > 0]
+    return items[torch.randperm(len(items), device=items.device)[:cap]] if len(items) > cap else items

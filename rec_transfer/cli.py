@@ -201,7 +201,7 @@ class RecTransferCLI(LightningCLI):
             log.info("testing %s on %s", what, (datamodule or self.datamodule).target_name)
         model.test_user_scores = None
         out = trainer.test(model, datamodule=datamodule or self.datamodule, ckpt_path=ckpt_path, verbose=False)
-        users = getattr(model, "test_user_scores", None)
+        users = model.test_user_scores  # set by the model's test of the target (see on_test_epoch_end)
         if users is not None and trainer.is_global_zero and trainer.log_dir:
             write_user_scores(trainer.log_dir, users)
         return {k: round(float(v), 5) for k, v in out[0].items()}, users

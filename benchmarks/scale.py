@@ -85,10 +85,11 @@ def scientific_config(which: str, data_root: str, cache_dir: Path, loss: str | N
     return cfg
 
 
-def one_epoch(cfg: dict, root_dir: Path) -> dict:
+def one_epoch(cfg: dict, root_dir: Path, trainer_args: dict | None = None) -> dict:
     """``cfg`` as a config for one training epoch without validation, checkpoints or logs, then a test; the CLI's
-    copy of the config goes to ``root_dir``."""
-    trainer = {"max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0, "logger": False}
+    copy of the config goes to ``root_dir``; ``trainer_args`` adds Trainer settings (e.g. ``precision``)."""
+    trainer = {**(trainer_args or {}), "max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+    trainer["logger"] = False
     trainer["default_root_dir"] = str(root_dir)
     trainer |= {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     trainer["callbacks"] = [{"class_path": "benchmarks.scale.StageTimer"}]
@@ -193,10 +194,10 @@ def run_child(stage: str, config: dict, work: Path, name: str) -> dict:
     return json.loads(out.read_text()) | {"load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
-def run_row(name: str, config: dict, work: Path, reuse: bool) -> dict:
-    """A row: prepare, then measure, each in its own process; a finished row of the same config and commit is
-    read back with ``reuse``."""
-    key = {"commit": git_commit(), "config": config}
+def run_row(name: str, config: dict, work: Path, reuse: bool, trainer_args: dict | None = None) -> dict:
+    """A row: prepare, then measure (with ``trainer_args`` for the Trainer), each in its own process; a finished row
+    of the same config and commit is read back with ``reuse``."""
+    key = {"commit": git_commit(), "config": config} | ({"trainer": trainer_args} if trainer_args else {})
     done = work / f"{name}.row.json"
     if reuse and done.exists() and json.loads(done.read_text()).get("row_key") == key:
         print(f"{name}: reusing the finished row in {done}", flush=True)
@@ -205,7 +206,8 @@ def run_row(name: str, config: dict, work: Path, reuse: bool) -> dict:
     when = datetime.now(UTC).isoformat(timespec="seconds")
     prepare = run_child("prepare", config, work, name)
     print(f"{name}: training one epoch and testing every user", flush=True)
-    row = run_child("measure", one_epoch(config, work / name), work, name) | {"prepare": prepare, "when": when}
+    row = run_child("measure", one_epoch(config, work / name, trainer_args), work, name)
+    row |= {"prepare": prepare, "when": when}
     done.write_text(json.dumps({"row_key": key, "row": row}, indent=2))
     return row
 

@@ -1,11 +1,12 @@
 """Is one model's test score above another's by more than the test users' sampling error? A paired comparison over
 the target's users, one pair of trained models per seed.
 
-    python -m benchmarks.paired --a CONFIG CKPT [--a CONFIG CKPT ...] --b CONFIG CKPT [--b ...] \
+    python -m benchmarks.paired --a CONFIG CKPT [--a RUN_FOLDER ...] --b CONFIG CKPT [--b ...] \
         [--data-root ../shared/data] [--output F]
 
-The i-th ``--a`` is compared with the i-th ``--b`` (e.g. one seed's transfer fit and the same seed's target-only fit,
-each a run's config and best checkpoint) on the target's test split, full ranking, ties against the held-out item.
+The i-th ``--a`` is compared with the i-th ``--b`` (e.g. one seed's transfer fit and the same seed's target-only fit)
+on the target's test split, full ranking, ties against the held-out item. Each is a run's config and best checkpoint,
+tested here, or the run folder (or ``test_users.pt`` file) where a fit wrote its test users' scores: no test needed.
 For each pair and metric (NDCG@10, Recall@10): both models' means, the mean of the users' differences A - B, its
 standard error (the differences' standard deviation / sqrt(users): how far the figure would move on another draw of
 test users of this size) and z = difference / standard error. ``margin_for_every_seed`` is the true difference at
@@ -25,6 +26,7 @@ import torch
 from benchmarks.runs import portable, provenance
 from benchmarks.trained import trained_model
 from rec_transfer.metrics import UserScores, mean_and_error, paired_comparison, pessimistic_rank, z_score
+from rec_transfer.runs import USER_SCORES, read_user_scores
 
 METRICS = ("ndcg@10", "recall@10")
 # Phi(z) ** 3 = 0.9: a win on each of 3 independent seeds with probability 0.9.
@@ -62,6 +64,18 @@ def tested(config: str, ckpt: str, data_root: str | None):
     return model, data.target.view_loader("test")
 
 
+def scores_of(spec: list[str], data_root: str | None) -> dict[str, torch.Tensor]:
+    """A model's per-user test scores: ``[CONFIG, CKPT]`` tested here, or ``[FOLDER or FILE]`` where a fit wrote them
+    (``rec_transfer.runs.write_user_scores``)."""
+    if len(spec) == 2:
+        return per_user(*tested(*spec, data_root))
+    path = Path(spec[0])
+    scores = torch.load(path, weights_only=True) if path.is_file() else read_user_scores(path)
+    if scores is None:
+        raise FileNotFoundError(f"{path}: no {USER_SCORES} (a fit writes it beside results.json when it tests)")
+    return scores
+
+
 def checkpoint_name(ckpt: str) -> str:
     """A checkpoint as a report names it: its run folder and file (``portable`` keeps only the file of a path
     outside the checkout, and every run's best checkpoint is called ``epoch=N-step=M.ckpt``)."""
@@ -71,31 +85,32 @@ def checkpoint_name(ckpt: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a", nargs=2, action="append", required=True, metavar=("CONFIG", "CKPT"))
-    parser.add_argument("--b", nargs=2, action="append", required=True, metavar=("CONFIG", "CKPT"))
+    for side in ("--a", "--b"):
+        parser.add_argument(side, nargs="+", action="append", required=True, metavar="CONFIG CKPT | RUN_FOLDER")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     if len(args.a) != len(args.b):
         parser.error(f"give as many --b as --a (one pair per seed): {len(args.a)} --a, {len(args.b)} --b")
+    if bad := [" ".join(spec) for spec in args.a + args.b if len(spec) > 2]:
+        parser.error(f"each --a / --b is CONFIG CKPT or one run folder, not: {bad[0]}")
     report = provenance() | {"pairs": []}
     differences: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
     users = None
-    for (config_a, ckpt_a), (config_b, ckpt_b) in zip(args.a, args.b, strict=True):
-        a, b = (
-            per_user(*tested(config, ckpt, args.data_root)) for config, ckpt in ((config_a, ckpt_a), (config_b, ckpt_b))
-        )
-        pair = {"a": checkpoint_name(ckpt_a), "b": checkpoint_name(ckpt_b), **paired_comparison(a, b)}
+    for spec_a, spec_b in zip(args.a, args.b, strict=True):
+        a, b = scores_of(spec_a, args.data_root), scores_of(spec_b, args.data_root)
+        pair = {"a": checkpoint_name(spec_a[-1]), "b": checkpoint_name(spec_b[-1]), **paired_comparison(a, b)}
         print(json.dumps(pair), flush=True)
         report["pairs"].append(pair)
         if users is not None and not torch.equal(users, a["user"]):
-            raise ValueError(f"{ckpt_a} was tested on other users than the first pair: pool the seeds of one target")
+            raise ValueError(f"{spec_a[-1]}: tested on other users than the first pair (pool the seeds of one target)")
         users = a["user"]
         for m in METRICS:
             differences[m].append(a[m] - b[m])
     report["pooled"] = {m: pooled(differences[m]) for m in METRICS}
     print(json.dumps(report["pooled"], indent=1))
-    out = Path(args.output or Path(args.a[0][1]).with_name("paired.json"))
+    first = Path(args.a[0][-1])
+    out = Path(args.output or (first / "paired.json" if first.is_dir() else first.with_name("paired.json")))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")

@@ -62,3 +62,35 @@ def test_checkpoints_outside_the_checkout_are_named_by_run_folder_and_file(tmp_p
     best = tmp_path / "transfer-seed1" / "epoch=3-step=9.ckpt"
     assert checkpoint_name(str(best)) == "transfer-seed1/epoch=3-step=9.ckpt"
     assert checkpoint_name("runs/a/best.ckpt") == "runs/a/best.ckpt"
+
+
+def test_run_folders_are_compared_from_the_scores_their_fits_wrote(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from benchmarks.paired import main
+    from rec_transfer.metrics import paired_comparison
+    from rec_transfer.runs import write_user_scores
+
+    users = torch.arange(6)
+    ndcg_a, recall_a = torch.tensor([1, 0.5, 0, 0, 0.3, 1]), torch.tensor([1.0, 1, 0, 0, 1, 1])
+    ndcg_b, recall_b = torch.tensor([0.5, 0.5, 0, 1, 0, 0]), torch.tensor([1.0, 1, 0, 1, 0, 0])
+    a = {"user": users, "ndcg@10": ndcg_a, "recall@10": recall_a}
+    b = {"user": users, "ndcg@10": ndcg_b, "recall@10": recall_b}
+    for name, scores in (("transfer", a), ("target_only", b)):
+        (tmp_path / name).mkdir()
+        write_user_scores(tmp_path / name, scores)
+    out = tmp_path / "paired.json"
+    argv = ["paired", "--a", str(tmp_path / "transfer"), "--b", str(tmp_path / "target_only" / "test_users.pt")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(out)])
+    main()
+    [pair] = json.loads(out.read_text())["pairs"]
+    assert {k: pair[k] for k in ("users", "ndcg@10", "recall@10")} == paired_comparison(a, b)
+    assert pair["ndcg@10"]["difference"] == pytest.approx((a["ndcg@10"] - b["ndcg@10"]).mean().item(), abs=1e-5)
+    monkeypatch.setattr(sys, "argv", ["paired", "--a", str(tmp_path), "--b", str(tmp_path / "transfer")])
+    with pytest.raises(FileNotFoundError, match="no test_users.pt"):
+        main()
+    monkeypatch.setattr(sys, "argv", ["paired", "--a", "c", "k", "x", "--b", str(tmp_path / "transfer")])
+    with pytest.raises(SystemExit):
+        main()
+    assert "CONFIG CKPT or one run folder" in capsys.readouterr().err

@@ -157,6 +157,10 @@ class RecTransferCLI(LightningCLI):
             log.info("resuming from %s", self._sub("ckpt_path"))
             # It writes on into its own run folder (and its baseline's): that they hold checkpoints is no news.
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        domains = getattr(self.datamodule, "domains", {})
+        if any(getattr(m.text_encoder, "train_layers", 0) for m in domains.values()):
+            # The language model's trained top layers stay in eval mode on purpose (dropout off: TextTop).
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     def after_fit(self) -> None:
         trainer = self.trainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib.util import find_spec
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +32,11 @@ def test_transfer_fit_trains_the_language_model_top_and_resumes_exactly(tmp_path
     from rec_transfer.text.config import TextEncoderConfig
 
     config = _with_trainable_text(tiny_quickstart(tmp_path, tmp_path / "ckpt"))
-    fitted = cli(tmp_path, "fit", "--config", config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = cli(tmp_path, "fit", "--config", config)
+    # Its top layers stay in eval mode on purpose (no dropout): Lightning's warning about it is not shown.
+    assert not [w for w in caught if "in eval mode" in str(w.message)]
     top = fitted.model.item_tower.text.top
     pretrained = TextEncoderConfig(max_length=16, train_layers=1).text_top()
     moved = [name for name, p in top.named_parameters() if not torch.equal(p.detach(), pretrained.get_parameter(name))]

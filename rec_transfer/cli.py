@@ -24,6 +24,7 @@ from rec_transfer.metrics import paired_comparison
 from rec_transfer.models.hparams import checkpoint_hparams
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.runs import (
+    DEFAULT_SAVE_DIR,
     follow_checkpoint,
     merge_results,
     name_run,
@@ -47,7 +48,7 @@ TRAINER_DEFAULTS = {
     "enable_model_summary": False,  # a table of every submodule; the start line gives the parameter count
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False},
+        "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": "default", "default_hp_metric": False},
     },
 }
 

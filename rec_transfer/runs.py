@@ -26,6 +26,7 @@ from rec_transfer.utils.files import atomic_path, atomic_write
 LAST = "last.ckpt"
 # Logger names that nobody chose: the CLI's default and the loggers' own.
 UNNAMED = (None, "", "default", "lightning_logs")
+DEFAULT_SAVE_DIR = "lightning_logs"  # the CLI's logger's, relative to the working directory
 VERSION = re.compile(r"^version_(\d+)$")
 
 
@@ -41,10 +42,16 @@ def config_stem(config: Namespace) -> str | None:
 
 
 def name_run(config: Namespace) -> None:
-    """Gives an unnamed logger the config file's name, and turns TensorBoard's placeholder ``hp_metric`` off."""
-    args = _init_args(config.get("trainer", Namespace()).get("logger"))
+    """Gives an unnamed logger the config file's name, puts the default ``lightning_logs`` under the trainer's
+    ``default_root_dir`` when one is given (where Lightning's own default logger writes), and turns TensorBoard's
+    placeholder ``hp_metric`` off."""
+    trainer = config.get("trainer", Namespace())
+    args = _init_args(trainer.get("logger"))
     if args is None:
         return
+    root = trainer.get("default_root_dir")
+    if root and args.get("save_dir") == DEFAULT_SAVE_DIR:
+        args.save_dir = str(Path(root) / DEFAULT_SAVE_DIR)
     if "name" in args and args.get("name") in UNNAMED and config_stem(config):
         args.name = config_stem(config)
     if "default_hp_metric" in args:

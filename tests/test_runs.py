@@ -78,6 +78,21 @@ def test_every_fit_gets_its_own_version_folder_named_after_its_config(tmp_path: 
     assert c.trainer.log_dir == str(run_dir(tmp_path, 1)) and versions(tmp_path) == ["version_0", "version_1"]
 
 
+def test_default_root_dir_holds_the_runs_as_in_lightning(tmp_path: Path) -> None:
+    config = tiny_quickstart(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["trainer"]["logger"]  # the CLI's default logger: lightning_logs/<config name>/version_N
+    config.write_text(yaml.safe_dump(cfg))
+    args = ("--config", config, "--trainer.max_epochs", "1", "--compare_target_only", "false")
+    root = tmp_path / "elsewhere"
+    c = cli(tmp_path, "fit", *args, "--trainer.default_root_dir", root)
+    folder = root / "lightning_logs" / "quickstart" / "version_0"
+    assert c.trainer.log_dir == str(folder) and (folder / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "lightning_logs").exists()
+    resumed = cli(tmp_path, "fit", *args, "--trainer.default_root_dir", root, "--ckpt_path", "last")
+    assert resumed.config.fit.ckpt_path == str(folder / "checkpoints" / "last.ckpt")
+
+
 # ---------------------------------------------------------------- resume: the baseline and results.json
 def test_resuming_a_finished_run_reads_the_baseline_back(run, tmp_path: Path) -> None:
     first = cli_output(tmp_path, "fit", "--config", tiny_quickstart(tmp_path))

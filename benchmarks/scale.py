@@ -207,7 +207,7 @@ def run_row(name: str, config: dict, work: Path, reuse: bool, trainer_args: dict
     prepare = run_child("prepare", config, work, name)
     print(f"{name}: training one epoch and testing every user", flush=True)
     row = run_child("measure", one_epoch(config, work / name, trainer_args), work, name)
-    row |= {"prepare": prepare, "when": when}
+    row |= {"prepare": prepare, "when": when, "git_commit": key["commit"]}  # a report may gather rows of several
     done.write_text(json.dumps({"row_key": key, "row": row}, indent=2))
     return row
 

@@ -32,6 +32,7 @@ from rec_transfer.runs import (
     read_results,
     read_user_scores,
     resolve_checkpoint,
+    root_runs,
     write_results,
     write_user_scores,
 )
@@ -250,10 +251,12 @@ class RecTransferCLI(LightningCLI):
 
 
 def prepare_config(config: Namespace) -> None:
-    """What the parsed config of a subcommand needs before anything is built: the run's name after the config file,
-    ``--ckpt_path last|best`` resolved (a resumed fit continues in its own version folder), no language model for
-    ID-only models, and per-epoch lines instead of a progress bar when the output is not a terminal."""
+    """What the parsed config of a subcommand needs before anything is built: the run's name after the config file
+    and its folder under ``default_root_dir`` if given, ``--ckpt_path last|best`` resolved (a resumed fit continues
+    in its own version folder), no language model for ID-only models, and per-epoch lines instead of a progress bar
+    when the output is not a terminal."""
     name_run(config)
+    root_runs(config)
     resolve_checkpoint(config)
     follow_checkpoint(config)
     model, data = config.get("model"), config.get("data")

@@ -41,17 +41,20 @@ def config_stem(config: Namespace) -> str | None:
     return Path(str(files[-1])).stem if files else None
 
 
-def name_run(config: Namespace) -> None:
-    """Gives an unnamed logger the config file's name, puts the default ``lightning_logs`` under the trainer's
-    ``default_root_dir`` when one is given (where Lightning's own default logger writes), and turns TensorBoard's
-    placeholder ``hp_metric`` off."""
+def root_runs(config: Namespace) -> None:
+    """Puts the default logger's ``lightning_logs`` under the trainer's ``default_root_dir`` when one is given, where
+    Lightning's own default logger writes."""
     trainer = config.get("trainer", Namespace())
-    args = _init_args(trainer.get("logger"))
+    args, root = _init_args(trainer.get("logger")), trainer.get("default_root_dir")
+    if args is not None and root and args.get("save_dir") == DEFAULT_SAVE_DIR:
+        args.save_dir = str(Path(root) / DEFAULT_SAVE_DIR)
+
+
+def name_run(config: Namespace) -> None:
+    """Gives an unnamed logger the config file's name, and turns TensorBoard's placeholder ``hp_metric`` off."""
+    args = _init_args(config.get("trainer", Namespace()).get("logger"))
     if args is None:
         return
-    root = trainer.get("default_root_dir")
-    if root and args.get("save_dir") == DEFAULT_SAVE_DIR:
-        args.save_dir = str(Path(root) / DEFAULT_SAVE_DIR)
     if "name" in args and args.get("name") in UNNAMED and config_stem(config):
         args.name = config_stem(config)
     if "default_hp_metric" in args:

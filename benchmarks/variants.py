@@ -18,12 +18,15 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 # Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
 # text vectors centred, the learned history offset, half the learning rate after the switch) or the SASRec config,
 # plus the changes its spec lists: "freeze" / "handover" / "anchor" (DomainTransfer's), "model" (model settings),
-# "text_encoder" (every domain's), "target_only" / "sources_only", "joint" / "source_mixing" (the data module's).
+# "text_encoder" (every domain's), "target_only" / "sources_only", "joint" / "source_mixing" (the data module's),
+# "callbacks" (added to the config's).
 # Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
 # measured (every row measured before the history offset existed says history_bias: False; every row trained on the
 # target at the source learning rate says target_lr: 1e-3, which the target-only variants train at too).
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
+# A running average of the target phase's weights, over about 100 optimizer steps (11 epochs of Scientific).
+EMA = {"class_path": "rec_transfer.callbacks.TargetWeightAveraging", "init_args": {"decay": 0.99}}
 FULL_LR = {"target_lr": 1e-3}
 VARIANTS: dict[str, dict] = {
     "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only", "model": NO_OFFSET},
@@ -193,6 +196,18 @@ VARIANTS: dict[str, dict] = {
         "config": TRANSFER,
         "label": "transfer, default recipe, weights pulled towards the handed-over ones (DomainTransfer anchor 10)",
         "anchor": 10.0,
+    },
+    # The default recipe and its target-only version with the target phase's weights averaged (validated, tested).
+    "transfer_ema": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, target weights averaged (EMA, decay 0.99 a step)",
+        "callbacks": [EMA],
+    },
+    "text_target_only_ema": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (the default recipe's baseline), weights averaged (EMA, decay 0.99 a step)",
+        "callbacks": [EMA],
     },
 }
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping
+from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping, TargetWeightAveraging
 from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.models.optim import decay_towards
 from rec_transfer.models.recommender import TransferRecommender
+from rec_transfer.phase import current_phase
 from rec_transfer.text import TextEncoderConfig
 
 SOURCE_EPOCHS, MAX_EPOCHS = 2, 4
@@ -208,6 +210,66 @@ def test_decay_towards_moves_each_weight_lr_times_strength_of_the_way_to_its_anc
 def test_anchor_must_not_be_negative():
     with pytest.raises(ValueError, match="anchor must be >= 0"):
         DomainTransfer(anchor=-1.0)
+
+
+class TargetSteps(Callback):
+    """The weights after every target-phase optimizer step (the trained ones: recorded outside validation)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if current_phase(trainer) == "target":
+            self.steps.append({n: p.detach().clone() for n, p in pl_module.named_parameters()})
+
+
+def test_weight_averaging_averages_the_target_steps_only_and_resumes_exactly(cache_dir, tmp_path):
+    decay, steps = 0.5, TargetSteps()
+    _, averaged, _ = fit(cache_dir, tmp_path / "full", extra=[TargetWeightAveraging(decay), steps])
+    # The fit ends on the running average of the target steps' weights, started at the first target step.
+    assert len(steps.steps) > 2
+    ema = steps.steps[0]
+    for weights in steps.steps[1:]:
+        ema = {n: decay * ema[n] + (1 - decay) * w for n, w in weights.items()}
+    for name, param in averaged.named_parameters():
+        torch.testing.assert_close(param.detach(), ema[name], rtol=0, atol=1e-6, msg=name)
+    last = torch.load(tmp_path / "full" / "last.ckpt", weights_only=True)
+    assert {"current_model_state", "averaging_state"} <= set(last)  # the average is state_dict, as tested
+    # Killed in either phase and resumed: the same average and the same trained weights.
+    for crash in ((1, 1), (3, 1)):
+        ckpt_dir = tmp_path / f"ckpt{crash[0]}"
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(cache_dir, ckpt_dir, crash=crash, extra=[TargetWeightAveraging(decay)])
+        written = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+        assert ("averaging_state" in written) == (crash[0] > SOURCE_EPOCHS)  # no average in the source phase
+        _, resumed, _ = fit(cache_dir, ckpt_dir, ckpt_path="last", extra=[TargetWeightAveraging(decay)])
+        for key, value in averaged.state_dict().items():
+            torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=f"{crash}: {key}")
+    resumed_last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+    for key, value in last["current_model_state"].items():
+        torch.testing.assert_close(resumed_last["current_model_state"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_weight_averaging_tests_the_checkpoint_average_after_the_fit(cache_dir, tmp_path):
+    trainer, model, data = fit(cache_dir, tmp_path, extra=[TargetWeightAveraging(0.5)])
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    trainer.test(model, datamodule=data, ckpt_path=str(tmp_path / "last.ckpt"), verbose=False)
+    # The average is tested, not the trained weights Lightning's callback would load over it after a fit.
+    assert any(not torch.equal(last["state_dict"][k], v) for k, v in last["current_model_state"].items())
+    for key, value in last["state_dict"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_weight_averaging_refuses_a_trained_language_model():
+    text = TrainableItemText.__new__(TrainableItemText)  # an empty one: only its type matters here
+    torch.nn.Module.__init__(text)
+    with pytest.raises(ValueError, match="does not support training the language model"):
+        TargetWeightAveraging()._start_average(torch.nn.Sequential(text))
+    with pytest.raises(ValueError, match="decay must be in"):
+        TargetWeightAveraging(decay=1.0)
 
 
 def finetune_from(cache_dir, pretrained, logger=False, **model_args):

@@ -5,6 +5,7 @@ from rec_transfer.callbacks.fit_timer import FitTimer
 from rec_transfer.callbacks.prediction_writer import RecommendationWriter
 from rec_transfer.callbacks.progress import EpochProgress
 from rec_transfer.callbacks.tensorboard import TensorBoardHparams
+from rec_transfer.callbacks.weight_averaging import TargetWeightAveraging
 
 __all__ = [
     "DomainTransfer",
@@ -13,6 +14,7 @@ __all__ = [
     "LatestCheckpoint",
     "RecommendationWriter",
     "TargetEarlyStopping",
+    "TargetWeightAveraging",
     "TensorBoardHparams",
     "default_callbacks",
 ]

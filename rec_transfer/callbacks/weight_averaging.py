@@ -21,8 +21,9 @@ class TargetWeightAveraging(EMAWeightAveraging):
     into the target model; the source phase trains, validates and checkpoints the plain weights. Lightning's
     callback builds its average when the fit starts, before the model's ``setup`` has added the domains' tables;
     this one builds it at the first target epoch (or, on a resumed fit, from the checkpoint). A checkpoint written
-    in the target phase holds the average as ``state_dict`` (what ``--ckpt_path``, ``--model.pretrained`` and the
-    test load) and the trained weights as ``current_model_state`` (what a resumed fit trains on from).
+    in the target phase holds the average as ``state_dict`` (what ``test`` / ``predict --ckpt_path``,
+    ``--model.pretrained`` and the fit's own test load) and the trained weights as ``current_model_state`` (what a
+    fit resumed from it trains on from).
 
     Args:
         decay: weight of the running average at each optimizer step: it averages over about ``1 / (1 - decay)``

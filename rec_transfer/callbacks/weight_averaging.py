@@ -35,7 +35,6 @@ class TargetWeightAveraging(EMAWeightAveraging):
             raise ValueError(f"TargetWeightAveraging decay must be in [0, 1), got {decay}")
         # Buffers are not averaged: they are item tables and popularity, constant through a fit.
         super().__init__(use_buffers=False, decay=decay)
-        self.decay = decay
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":

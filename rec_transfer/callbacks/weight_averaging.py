@@ -59,13 +59,9 @@ class TargetWeightAveraging(EMAWeightAveraging):
         if self._average_model is None and current_phase(trainer) == "target":
             self._start_average(pl_module)  # the first update copies the weights of the first target step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self._average_model is not None:  # none in the source phase
-            super().on_train_batch_end(trainer, pl_module, *args)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._average_model is not None:
-            super().on_train_epoch_end(trainer, pl_module)
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        # Lightning's hook for when to update: never in the source phase, where there is no average yet.
+        return self._average_model is not None and super().should_update(step_idx=step_idx, epoch_idx=epoch_idx)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._averaging():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_helpers import TinyTop
 from model_helpers import batches as _batches
 from model_helpers import tiny_model as _model
 
@@ -220,21 +221,11 @@ def test_trainable_text_bank_is_refreshed_before_evaluation_and_carries_gradient
     from rec_transfer.models.components.item_text import TrainableItemText
     from rec_transfer.text.trainable import TokenStates, gather_tokens
 
-    class Top(torch.nn.Module):  # a stand-in for TextTop: mean of linearly mapped token states
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(6, 6)
-            self.model = type("M", (), {"config": type("C", (), {"hidden_size": 6})()})()
-
-        def forward(self, states, mask):
-            out = self.lin(states.float()) * mask[..., None]
-            return out.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-
     torch.manual_seed(0)
     lengths = torch.tensor([0, 3, 1, 2, 4])  # item 0: padding, no tokens
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     tokens = TokenStates(torch.randn(int(lengths.sum()), 6), offsets)
-    text = TrainableItemText(Top())
+    text = TrainableItemText(TinyTop(6))
     text.add_domain("d", tokens)
     text.train()
     opt = torch.optim.SGD(text.parameters(), lr=0.5)
@@ -277,17 +268,8 @@ def test_trainable_text_bank_refreshes_once_per_epoch_and_after_loaded_weights()
     from rec_transfer.models.components.item_text import TrainableItemText
     from rec_transfer.text.trainable import TokenStates
 
-    class Top(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(4, 4)
-            self.model = type("M", (), {"config": type("C", (), {"hidden_size": 4})()})()
-
-        def forward(self, states, mask):
-            return (self.lin(states.float()) * mask[..., None]).sum(1)
-
     torch.manual_seed(0)
-    text = TrainableItemText(Top())
+    text = TrainableItemText(TinyTop(4))
     text.add_domain("d", TokenStates(torch.randn(6, 4), torch.tensor([0, 0, 2, 4, 6])))
     refreshes = []
     real = text.refresh

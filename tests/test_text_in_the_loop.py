@@ -61,3 +61,18 @@ def test_domains_naming_different_trainable_language_models_are_refused() -> Non
 
     with pytest.raises(ValueError, match=r"'books' and 'toys' use different trainable text encoders"):
         trainable_item_text([domain("books", "minilm/top1"), SimpleNamespace(text_encoder=None), domain("toys", "x")])
+
+
+def test_weight_averaging_averages_the_language_model_top_in_a_fit(tmp_path: Path) -> None:
+    config = _with_trainable_text(tiny_quickstart(tmp_path, tmp_path / "ckpt"))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["max_epochs"] = 3  # two target epochs: the average differs from the trained weights
+    cfg["trainer"]["callbacks"].append({"class_path": "rec_transfer.callbacks.TargetWeightAveraging"})
+    config.write_text(yaml.safe_dump(cfg))
+    fitted = cli(tmp_path, "fit", "--config", config)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    top = [k for k in last["state_dict"] if k.startswith("item_tower.text.top.")]
+    assert top and any(not torch.equal(last["state_dict"][k], last["current_model_state"][k]) for k in top)
+    for k in top:  # the fit ends on the average, the language model's top included
+        torch.testing.assert_close(fitted.model.state_dict()[k], last["state_dict"][k], msg=k)
+    assert fitted.trainer.callback_metrics[f"test/{fitted.datamodule.target_name}/ndcg@10"] > 0

@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from model_helpers import TinyTop
 
 from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping, TargetWeightAveraging
 from rec_transfer.data import DomainDataModule, TransferDataModule
@@ -15,6 +16,7 @@ from rec_transfer.models.optim import decay_towards
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.phase import current_phase
 from rec_transfer.text import TextEncoderConfig
+from rec_transfer.text.trainable import TokenStates, gather_tokens
 
 SOURCE_EPOCHS, MAX_EPOCHS = 2, 4
 
@@ -263,11 +265,39 @@ def test_weight_averaging_tests_the_checkpoint_average_after_the_fit(cache_dir, 
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
-def test_weight_averaging_refuses_a_trained_language_model():
-    text = TrainableItemText.__new__(TrainableItemText)  # an empty one: only its type matters here
-    torch.nn.Module.__init__(text)
-    with pytest.raises(ValueError, match="does not support training the language model"):
-        TargetWeightAveraging()._start_average(torch.nn.Sequential(text))
+def test_weight_averaging_shares_buffers_and_keeps_language_model_banks_in_step_with_the_weights():
+    torch.manual_seed(0)
+    text = TrainableItemText(TinyTop(4))
+    text.add_domain("d", TokenStates(torch.randn(7, 4), torch.tensor([0, 0, 2, 3, 5, 7])))
+    module = L.LightningModule()
+    module.text = text
+    cb = TargetWeightAveraging(decay=0.5)
+    cb._start_average(module)
+    cb._average_model.update_parameters(module)  # the first update: the average is these weights
+    averaged = {n: p.detach().clone() for n, p in text.named_parameters()}
+    with torch.no_grad():
+        text.top.lin.weight.add_(1.0)  # a training step: the trained weights leave the average
+    trained = {n: p.detach().clone() for n, p in text.named_parameters()}
+    # The average's copy holds the same buffers, not copies of them (token states, banks).
+    copy = cb._average_model.module.text
+    assert all(copy.get_buffer(n) is b for n, b in text.named_buffers())
+
+    def vectors(weights, training):
+        text.train(training)
+        with torch.set_grad_enabled(training):
+            rows = text("d")
+        top_weights = {k.removeprefix("top."): v for k, v in weights.items()}
+        tokens = gather_tokens(text.values_d, text.offsets_d, torch.arange(1, 5))
+        expected = torch.func.functional_call(text.top, top_weights, tokens)
+        torch.testing.assert_close(rows[1:].detach(), expected)
+
+    cb.on_validation_epoch_start(None, module)  # swapped in: validation scores the average's item vectors
+    vectors(averaged, training=False)
+    cb.on_validation_epoch_end(None, module)  # swapped back: the next epoch trains against the trained weights'
+    text.new_epoch()
+    vectors(trained, training=True)
+    cb.on_train_end(None, module)  # the fit ends on the average, and so do the vectors it is tested with
+    vectors(averaged, training=False)
     with pytest.raises(ValueError, match="decay must be in"):
         TargetWeightAveraging(decay=1.0)
 

@@ -25,6 +25,11 @@ class TargetWeightAveraging(EMAWeightAveraging):
     ``--model.pretrained`` and the fit's own test load) and the trained weights as ``current_model_state`` (what a
     fit resumed from it trains on from).
 
+    The average is a copy of the parameters only: it shares the model's buffers (item tables, cached token states),
+    which are never averaged. With the language model in the loop (``text_encoder.train_layers``) its top layers
+    are averaged too; each swap of the weights marks the item banks stale, so validation scores the average's
+    vectors and training the trained weights' (one more refresh of each catalogue per epoch).
+
     Args:
         decay: weight of the running average at each optimizer step: it averages over about ``1 / (1 - decay)``
             steps (0.99: about 100 steps, 11 epochs of Scientific in batches of 1024 histories).
@@ -44,16 +49,28 @@ class TargetWeightAveraging(EMAWeightAveraging):
         return self._average_model is not None and int(self._average_model.n_averaged) > 0
 
     def _start_average(self, pl_module: L.LightningModule) -> None:
-        # Swapping weights in with .data does not count as a change of the language model's weights, so its bank
-        # of item vectors would not be refreshed for the average: refuse rather than validate stale vectors.
-        if any(isinstance(m, TrainableItemText) for m in pl_module.modules()):
-            raise ValueError(
-                "TargetWeightAveraging does not support training the language model (text_encoder.train_layers): "
-                "drop one of the two"
+        # AveragedModel deep-copies the module and, with use_buffers=False, copies every buffer into its copy after
+        # each step: the item tables and token states would take twice the memory and a copy a step, for nothing
+        # (never averaged, never swapped). Held out of the copy and shared, each step's copy is a no-op.
+        live = list(pl_module.modules())
+        buffers = [m._buffers for m in live]
+        try:
+            for m in live:
+                m._buffers = {}
+            self._average_model = AveragedModel(
+                pl_module, device=pl_module.device, use_buffers=self._use_buffers, **self._kwargs
             )
-        self._average_model = AveragedModel(
-            pl_module, device=pl_module.device, use_buffers=self._use_buffers, **self._kwargs
-        )
+        finally:
+            for m, held in zip(live, buffers, strict=True):
+                m._buffers = held
+        for copy, held in zip(self._average_model.module.modules(), buffers, strict=True):
+            copy._buffers = dict(held)
+
+    @staticmethod
+    def _weights_swapped(pl_module: L.LightningModule) -> None:
+        for m in pl_module.modules():
+            if isinstance(m, TrainableItemText):
+                m.weights_replaced()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._average_model is None and current_phase(trainer) == "target":
@@ -66,14 +83,17 @@ class TargetWeightAveraging(EMAWeightAveraging):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._averaging():
             super().on_validation_epoch_start(trainer, pl_module)
+            self._weights_swapped(pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._averaging():
             super().on_validation_epoch_end(trainer, pl_module)
+            self._weights_swapped(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._averaging():
             super().on_train_end(trainer, pl_module)
+            self._weights_swapped(pl_module)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if self._averaging():

@@ -89,6 +89,11 @@ class TrainableItemText(nn.Module):
         """Marks a training epoch's start: banks filled before it are refreshed before their next use."""
         self.epoch += 1
 
+    def weights_replaced(self) -> None:
+        """Marks every bank stale: the weights were replaced in a way PyTorch does not count (through ``.data``,
+        as weight averaging swaps them), so each bank is refreshed before its next use."""
+        self.refreshed.clear()
+
     def _weights_version(self) -> tuple[int, ...]:
         # Every in-place change of a tensor (optimizer step, load_state_dict) bumps its version counter.
         return tuple(p._version for p in self.top.parameters())

@@ -122,10 +122,15 @@ def run_seed(
     """``rec-transfer fit`` for one seed; returns its results JSON plus the wall time.
 
     With ``reuse``, a run whose results JSON is already in ``out_dir`` (a finished run of an interrupted
-    benchmark) is read back instead of trained again, if it ran the same config, seed and arguments at
-    the same git commit; otherwise it is trained again.
+    benchmark) is read back instead of trained again, and a run that was interrupted (killed, the machine gone) is
+    resumed from its ``last.ckpt``, if it ran the same config, seed and arguments at the same git commit; otherwise
+    it is trained again from the start. ``wall_seconds`` counts every attempt (an interrupted one until its log's
+    last line).
     """
     results_path = out_dir / f"{run_name}.json"
+    started_path = out_dir / f"{run_name}.started.json"  # which run the checkpoints in out_dir belong to
+    log = out_dir / f"{run_name}.log"
+    last = out_dir / "checkpoints" / run_name / "last.ckpt"
     commit = git_commit()  # the code this run imports: at its start, not whenever the report is written
     key = {"commit": commit, "config": Path(config).read_text(), "seed": seed, "args": list(extra_args)}
     if reuse and results_path.exists():
@@ -134,18 +139,28 @@ def run_seed(
             print(f"{run_name}: reusing the finished run in {results_path}", flush=True)
             return results
         print(f"{run_name}: the results in {results_path} are of another run or commit; training again", flush=True)
-    shutil.rmtree(out_dir / "checkpoints" / run_name, ignore_errors=True)  # a crashed attempt's, if any
+    started = json.loads(started_path.read_text()) if started_path.exists() else {}
+    resume = reuse and last.exists() and log.exists() and started.get("run_key") == key
+    earlier_seconds = started.get("earlier_seconds", 0.0) + log.stat().st_mtime - started["at"] if resume else 0.0
+    if resume:
+        print(f"{run_name}: resuming the interrupted run from {last}", flush=True)
+    else:
+        shutil.rmtree(out_dir / "checkpoints" / run_name, ignore_errors=True)  # another run's, if any
+    started_path.write_text(json.dumps({"run_key": key, "at": time.time(), "earlier_seconds": earlier_seconds}))
     cfg = prepare_config(config, run_name, out_dir)
     cmd = [sys.executable, "-m", "rec_transfer.cli", "fit", "--config", str(cfg), "--seed_everything", str(seed),
-           *extra_args]  # fmt: skip
+           *extra_args, *(["--ckpt_path", str(last)] if resume else [])]  # fmt: skip
     start = time.perf_counter()
-    log = out_dir / f"{run_name}.log"
-    with log.open("w") as f:
+    with log.open("a" if resume else "w") as f:
+        if resume:
+            f.write(f"--- resumed from {last}\n")
+            f.flush()
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     if code != 0:
         raise RuntimeError(f"run {run_name} failed ({code}):\n{log.read_text()[-4000:]}")
     results = json.loads(results_path.read_text())
-    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results["wall_seconds"] = round(earlier_seconds + time.perf_counter() - start, 1)
+    results["resumed"] = resume
     results["git_commit"] = commit
     results["run_key"] = key  # marks the run finished, for reuse
     results_path.write_text(json.dumps(results, indent=2))
@@ -181,8 +196,8 @@ def bench_configs(
     A run's test metrics are read from the first of ``result_keys`` its results hold (a transfer run
     writes ``transfer``, a target-only run ``target_only``); zero-shot test metrics come along.
     Runs keep their logs, checkpoints and results in ``work_dir`` (default: a temporary folder); rerun
-    with the same ``work_dir`` after a crash and the runs that finished at the same commit, with the same
-    config, seed and arguments, are reused, not trained again (``run_seed``).
+    with the same ``work_dir`` after a crash and the runs of the same commit, config, seed and arguments that
+    finished are reused, not trained again, and those interrupted resume from their ``last.ckpt`` (``run_seed``).
     """
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="rec_transfer_bench_") as tmp:

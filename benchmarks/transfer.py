@@ -46,7 +46,7 @@ def main() -> None:
         "--work-dir",
         default=None,
         help="runs' logs, checkpoints and results (default: lightning_logs/bench_runs/<target>); "
-        "rerunning the same command reuses the runs that finished",
+        "rerunning the same command reuses the runs that finished and resumes those interrupted",
     )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
@@ -68,7 +68,7 @@ def main() -> None:
             path.write_text(yaml.safe_dump(variant_config(variant, args.target, sources, args.source_epochs)))
             configs[variant] = path
         work_dir = args.work_dir or f"lightning_logs/bench_runs/{args.target}"
-        print(f"runs go to {work_dir} (finished ones there are reused)", flush=True)
+        print(f"runs go to {work_dir} (finished ones there are reused, interrupted ones resumed)", flush=True)
         results = bench_configs(configs, args.seeds, extra, parallel=args.parallel, work_dir=work_dir)
     for variant, res in results.items():
         res["config"] = config_name(variant)  # the temporary file is gone; name the shipped one

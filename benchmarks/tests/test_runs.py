@@ -59,6 +59,42 @@ def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(t
     assert len(started) == 4
 
 
+def test_an_interrupted_run_of_the_same_config_seed_args_and_commit_is_resumed(tmp_path, monkeypatch):
+    from benchmarks import runs
+    from benchmarks.runs import git_commit, run_seed
+
+    commit = git_commit()
+    monkeypatch.setattr(runs, "git_commit", lambda: commit)
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {mode: id}\n")
+    commands = []
+
+    def fit(cmd, stdout, **kw):  # stands in for ``rec-transfer fit``: is killed once, then finishes
+        commands.append(cmd)
+        (tmp_path / "checkpoints" / "a-seed0").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "checkpoints" / "a-seed0" / "last.ckpt").write_text("weights")
+        stdout.write(f"attempt {len(commands)}\n")
+        if len(commands) == 1:
+            return SimpleNamespace(returncode=-9)
+        (tmp_path / "a-seed0.json").write_text(json.dumps({"target_only": {"test/x/ndcg@10": 0.5}}))
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(runs.subprocess, "run", fit)
+    with pytest.raises(RuntimeError, match="failed"):
+        run_seed(config, 0, "a-seed0", [], tmp_path, reuse=True)
+    assert "--ckpt_path" not in commands[0]
+    results = run_seed(config, 0, "a-seed0", [], tmp_path, reuse=True)
+    assert commands[1][-2:] == ["--ckpt_path", str(tmp_path / "checkpoints" / "a-seed0" / "last.ckpt")]
+    assert results["resumed"] and (tmp_path / "a-seed0.log").read_text().startswith("attempt 1\n--- resumed")
+    # Checkpoints of another config's run are not resumed from: removed, and the run starts over.
+    config.write_text("model: {mode: text}\n")
+    (tmp_path / "a-seed0.json").unlink()
+    commands.clear()
+    with pytest.raises(RuntimeError, match="failed"):
+        run_seed(config, 0, "a-seed0", [], tmp_path, reuse=True)
+    assert "--ckpt_path" not in commands[0]
+
+
 def test_best_validation_is_the_first_best_epoch():
     from benchmarks.stats import best_validation
 

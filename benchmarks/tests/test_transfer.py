@@ -51,9 +51,11 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     for variant in VARIANTS:
         averaging = [cb for cb in variant_config(variant, "Office", sources)["trainer"]["callbacks"]
                      if cb["class_path"].endswith("TargetWeightAveraging")]  # fmt: skip
-        if variant in ("transfer_ema", "text_target_only_ema"):
+        if variant.startswith(("transfer_ema", "text_target_only_ema")):
+            decay = VARIANTS[variant].get("average", {}).get("decay", 0.99)
             assert averaging == [{"class_path": "rec_transfer.callbacks.TargetWeightAveraging",
-                                  "init_args": {"decay": 0.99}}]  # fmt: skip
+                                  "init_args": {"decay": decay}}]  # fmt: skip
+            assert decay == (0.98 if variant.endswith("98") else 0.99)
         else:
             assert not averaging, variant
     smol = variant_config("transfer_smollm2", "Office", sources)["data"]["init_args"]

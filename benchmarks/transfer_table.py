@@ -34,12 +34,12 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
     cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
     cfg["model"].update(spec.get("model", {}))
     averaging = spec.get("average", {})  # False: none; a dict: TargetWeightAveraging's settings
-    callbacks = cfg["trainer"]["callbacks"]
-    if averaging is False:
-        cfg["trainer"]["callbacks"] = [cb for cb in callbacks if not cb["class_path"].endswith("TargetWeightAveraging")]
-    for cb in cfg["trainer"]["callbacks"]:
-        if averaging and cb["class_path"].endswith("TargetWeightAveraging"):
-            cb["init_args"].update(averaging)
+    for cb in list(cfg["trainer"]["callbacks"]):
+        if cb["class_path"].endswith("TargetWeightAveraging"):
+            if averaging is False:
+                cfg["trainer"]["callbacks"].remove(cb)
+            else:
+                cb["init_args"].update(averaging)
     if spec.get("target_only"):  # after the model's changes: the target-only run trains at their target_lr
         cfg = target_only_config(cfg)
     data = cfg["data"]["init_args"]

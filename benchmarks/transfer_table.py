@@ -33,13 +33,11 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
         raise ValueError(f"target {target!r} cannot also be a source")
     cfg = yaml.safe_load((ROOT / spec["config"]).read_text())
     cfg["model"].update(spec.get("model", {}))
-    averaging = spec.get("average", {})  # False: none; a dict: TargetWeightAveraging's settings
-    for cb in list(cfg["trainer"]["callbacks"]):
+    # False: none (decay 0; without the callback a fit with sources would average by default); a dict: its settings
+    averaging = spec.get("average", {})
+    for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("TargetWeightAveraging"):
-            if averaging is False:
-                cfg["trainer"]["callbacks"].remove(cb)
-            else:
-                cb["init_args"].update(averaging)
+            cb.setdefault("init_args", {}).update({"decay": 0.0} if averaging is False else averaging)
     if spec.get("target_only"):  # after the model's changes: the target-only run trains at their target_lr
         cfg = target_only_config(cfg)
     data = cfg["data"]["init_args"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 
 from rec_transfer.callbacks import DomainTransfer
 from rec_transfer.models.recommender import TransferRecommender
@@ -23,9 +24,10 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     The same model, target domain and trainer settings, without the source domains and the ``DomainTransfer``
     callback that switches from them; it trains at the learning rate transfer uses on the target
     (``model.target_lr``, the model's default where the config leaves it out), so the two runs differ only by the
-    source phase. Checkpoint folders, the logger's run name and ``results_json`` get a ``-target_only`` suffix, so
-    both runs can write side by side. ``--compare_target_only`` fits it after the transfer; the benchmarks' text
-    target-only variants are it.
+    source phase. Its weights are averaged as the transfer run's are: where the transfer config names no averaging
+    (the CLI adds ``TargetWeightAveraging`` to a fit with sources), the baseline names it. Checkpoint folders, the
+    logger's run name and ``results_json`` get a ``-target_only`` suffix, so both runs can write side by side.
+    ``--compare_target_only`` fits it after the transfer; the benchmarks' text target-only variants are it.
 
     Args:
         config: a ``fit`` config: a parsed YAML file or the CLI's namespace (left unchanged).
@@ -37,9 +39,12 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     target_lr = model.pop("target_lr", TARGET_LR_DEFAULT)
     if target_lr is not None:  # None: the target trains at lr
         model["lr"] = target_lr
-    cfg.get("data", {}).get("init_args", {}).pop("sources", None)
+    sources = cfg.get("data", {}).get("init_args", {}).pop("sources", None)
     trainer = cfg.setdefault("trainer", {})
     trainer["callbacks"] = [cb for cb in trainer.get("callbacks") or [] if not _is_transfer(cb["class_path"])]
+    if sources and not any(_is_averaging(cb["class_path"]) for cb in trainer["callbacks"]):
+        # the transfer run averages by default (default_callbacks); without sources the CLI would not add it
+        trainer["callbacks"].append({"class_path": "rec_transfer.callbacks.TargetWeightAveraging"})
     for cb in trainer["callbacks"]:
         if cb.get("init_args", {}).get("dirpath"):  # checkpoints
             cb["init_args"]["dirpath"] += "-target_only"
@@ -55,6 +60,11 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
 def _is_transfer(class_path: str) -> bool:
     """Whether a callback's class path names ``DomainTransfer`` (or a subclass of it)."""
     return names_subclass(class_path, DomainTransfer)
+
+
+def _is_averaging(class_path: str) -> bool:
+    """Whether a callback's class path names a weight averaging (Lightning's, or ``TargetWeightAveraging``)."""
+    return names_subclass(class_path, WeightAveraging) or names_subclass(class_path, StochasticWeightAveraging)
 
 
 def names_subclass(class_path: str, base: type) -> bool:

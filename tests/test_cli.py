@@ -274,6 +274,18 @@ def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -
     assert target_only_config(transfer)["model"]["lr"] == transfer["model"]["lr"]
 
 
+def test_target_only_config_averages_where_its_transfer_run_does() -> None:
+    transfer = yaml.safe_load((REPO / "configs" / "scientific_transfer.yaml").read_text())
+    named = [cb for cb in transfer["trainer"]["callbacks"] if cb["class_path"].endswith("TargetWeightAveraging")]
+    assert callback(target_only_config(transfer), "TargetWeightAveraging") == named[0]  # named: kept as it is
+    transfer["trainer"]["callbacks"].remove(named[0])  # none named: the transfer fit gets the default one
+    default = {"class_path": "rec_transfer.callbacks.TargetWeightAveraging"}
+    assert callback(target_only_config(transfer), "TargetWeightAveraging") == default
+    del transfer["data"]["init_args"]["sources"]  # no sources, so no default averaging to match
+    assert not [cb for cb in target_only_config(transfer)["trainer"]["callbacks"]
+                if cb["class_path"].endswith("TargetWeightAveraging")]  # fmt: skip
+
+
 def test_shipped_text_target_only_config_is_the_transfer_configs_target_only_version() -> None:
     # configs/scientific_target_only.yaml is for users; the baseline itself is defined once, by target_only_config.
     derived = target_only_config(yaml.safe_load((REPO / "configs" / "scientific_transfer.yaml").read_text()))

@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 from cli_helpers import REPO
+from lightning.pytorch.callbacks import StochasticWeightAveraging
 
-from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint
+from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetWeightAveraging
+from rec_transfer.callbacks.defaults import default_callbacks
 from rec_transfer.cli import build_cli
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.datamodule import DEFAULT_MAX_LEN
@@ -104,3 +106,16 @@ def test_a_transfer_without_transfer_or_checkpoint_callbacks_gets_the_defaults(t
     checkpoint = [cb for cb in c.trainer.callbacks if isinstance(cb, LatestCheckpoint)]
     assert len(transfer) == 1 and transfer[0].source_epochs == DomainTransfer().source_epochs
     assert len(checkpoint) == 1 and checkpoint[0].monitor == "hp/val_ndcg@10" and checkpoint[0].save_last
+    averaging = [cb for cb in c.trainer.callbacks if isinstance(cb, TargetWeightAveraging)]
+    assert len(averaging) == 1 and averaging[0].decay == TargetWeightAveraging().decay == 0.99
+
+
+def test_weight_averaging_is_added_to_a_fit_with_sources_that_names_none() -> None:
+    def averaging(configured: list, transfer: bool) -> list:
+        return [type(cb) for cb in default_callbacks(configured, transfer=transfer, logger=False)
+                if isinstance(cb, TargetWeightAveraging | StochasticWeightAveraging)]  # fmt: skip
+
+    assert averaging([], transfer=True) == [TargetWeightAveraging]
+    assert averaging([TargetWeightAveraging(0.0)], transfer=True) == []  # configured: off, not doubled
+    assert averaging([StochasticWeightAveraging(swa_lrs=1e-3)], transfer=True) == []  # a user's own averaging
+    assert averaging([], transfer=False) == []  # no sources: the config decides

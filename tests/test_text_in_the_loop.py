@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from cli_helpers import cli, tiny_quickstart
+from cli_helpers import callback, cli, tiny_quickstart
 
 from rec_transfer.models.text_source import trainable_item_text
 
@@ -67,7 +67,7 @@ def test_weight_averaging_averages_the_language_model_top_in_a_fit(tmp_path: Pat
     config = _with_trainable_text(tiny_quickstart(tmp_path, tmp_path / "ckpt"))
     cfg = yaml.safe_load(config.read_text())
     cfg["trainer"]["max_epochs"] = 3  # two target epochs: the average differs from the trained weights
-    cfg["trainer"]["callbacks"].append({"class_path": "rec_transfer.callbacks.TargetWeightAveraging"})
+    callback(cfg, "TargetWeightAveraging")["init_args"] = {}  # the quickstart's, at the default decay
     config.write_text(yaml.safe_dump(cfg))
     fitted = cli(tmp_path, "fit", "--config", config)
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)

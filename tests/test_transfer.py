@@ -252,6 +252,16 @@ def test_weight_averaging_averages_the_target_steps_only_and_resumes_exactly(cac
         torch.testing.assert_close(resumed_last["current_model_state"][key], value, rtol=0, atol=1e-6, msg=key)
 
 
+def test_weight_averaging_with_decay_0_is_off(cache_dir, tmp_path, uninterrupted):
+    # decay 0 is how a config turns off the averaging a fit with sources gets by default: the plain fit, no copy.
+    off = TargetWeightAveraging(0.0)
+    _, model, _ = fit(cache_dir, tmp_path, extra=[off])
+    assert off._average_model is None
+    for key, value in uninterrupted[1].state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert "averaging_state" not in torch.load(tmp_path / "last.ckpt", weights_only=True)
+
+
 def test_weight_averaging_tests_the_checkpoint_average_after_the_fit(cache_dir, tmp_path):
     trainer, model, data = fit(cache_dir, tmp_path, extra=[TargetWeightAveraging(0.5)])
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
+    WeightAveraging,
+)
 
 from rec_transfer.callbacks.checkpoint import LatestCheckpoint
 from rec_transfer.callbacks.domain_transfer import DomainTransfer
 from rec_transfer.callbacks.fit_timer import FitTimer
 from rec_transfer.callbacks.progress import MONITOR, EpochProgress
 from rec_transfer.callbacks.tensorboard import TensorBoardHparams
+from rec_transfer.callbacks.weight_averaging import TargetWeightAveraging
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +29,10 @@ def default_callbacks(
 
     Always ``FitTimer``, ``EpochProgress`` and ``TensorBoardHparams``; Lightning's ``LearningRateMonitor`` with a
     logger. A ``LatestCheckpoint`` keeping the best target validation NDCG@10 and ``last.ckpt`` if no checkpoint
-    callback is configured (and checkpointing is on). A ``DomainTransfer`` with its defaults if the data has source
-    domains and nothing switches from them: without it they would never be trained on.
+    callback is configured (and checkpointing is on). If the data has source domains: a ``DomainTransfer`` with
+    its defaults if nothing switches from them (without it they would never be trained on), and a
+    ``TargetWeightAveraging`` with its defaults if no weight averaging is configured (the default recipe averages
+    the target phase's weights; ``decay: 0`` in a config turns it off).
 
     Args:
         configured: the config's callbacks.
@@ -42,4 +51,8 @@ def default_callbacks(
             "the data has source domains and the config no DomainTransfer: %d source epochs", default.source_epochs
         )
         out.append(default)
+    if transfer and not any(isinstance(c, WeightAveraging | StochasticWeightAveraging) for c in configured):
+        average = TargetWeightAveraging()
+        log.info("the target phase's weights are averaged (TargetWeightAveraging, decay %s)", average.decay)
+        out.append(average)
     return out

@@ -30,14 +30,19 @@ class TargetWeightAveraging(EMAWeightAveraging):
     are averaged too; each swap of the weights marks the item banks stale, so validation scores the average's
     vectors and training the trained weights' (one more refresh of each catalogue per epoch).
 
+    A fit with source domains whose config names no weight averaging gets this one with its defaults (see
+    ``default_callbacks``); ``decay: 0`` turns it off.
+
     Args:
         decay: weight of the running average at each optimizer step: it averages over about ``1 / (1 - decay)``
-            steps (0.99: about 100 steps, 11 epochs of Scientific in batches of 1024 histories).
+            steps (0.99: about 100 steps, 11 epochs of Scientific in batches of 1024 histories). 0: no average,
+            the trained weights throughout (what an average over one step would be, without its copy).
     """
 
     def __init__(self, decay: float = 0.99):
         if not 0 <= decay < 1:
             raise ValueError(f"TargetWeightAveraging decay must be in [0, 1), got {decay}")
+        self.decay = decay
         # Buffers are not averaged: they are item tables and popularity, constant through a fit.
         super().__init__(use_buffers=False, decay=decay)
 
@@ -73,7 +78,7 @@ class TargetWeightAveraging(EMAWeightAveraging):
                 m.weights_replaced()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._average_model is None and current_phase(trainer) == "target":
+        if self._average_model is None and self.decay > 0 and current_phase(trainer) == "target":
             self._start_average(pl_module)  # the first update copies the weights of the first target step
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:

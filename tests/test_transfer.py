@@ -1,5 +1,6 @@
 """DomainTransfer on its own, and whole fits: switch, zero-shot, exact resume in either phase."""
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -225,9 +226,15 @@ class TargetSteps(Callback):
             self.steps.append({n: p.detach().clone() for n, p in pl_module.named_parameters()})
 
 
-def test_weight_averaging_averages_the_target_steps_only_and_resumes_exactly(cache_dir, tmp_path):
+def test_weight_averaging_averages_the_target_steps_only_and_resumes_exactly(cache_dir, tmp_path, caplog):
     decay, steps = 0.5, TargetSteps()
-    _, averaged, _ = fit(cache_dir, tmp_path / "full", extra=[TargetWeightAveraging(decay), steps])
+    with caplog.at_level(logging.INFO, logger="rec_transfer.callbacks.weight_averaging"):
+        trainer, averaged, _ = fit(cache_dir, tmp_path / "full", extra=[TargetWeightAveraging(decay), steps])
+    # The run says how long the average is, in steps and in the target's epochs.
+    horizon = f"over about 2 steps, {2 / trainer.num_training_batches:.1f} epochs"
+    assert [r.getMessage() for r in caplog.records if "averaging" in r.getMessage()] == [
+        f"averaging the target weights {horizon}"
+    ]
     # The fit ends on the running average of the target steps' weights, started at the first target step.
     assert len(steps.steps) > 2
     ema = steps.steps[0]

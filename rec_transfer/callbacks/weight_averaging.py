@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -11,6 +13,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.phase import current_phase
+
+log = logging.getLogger(__name__)
 
 
 class TargetWeightAveraging(EMAWeightAveraging):
@@ -80,6 +84,10 @@ class TargetWeightAveraging(EMAWeightAveraging):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._average_model is None and self.decay > 0 and current_phase(trainer) == "target":
             self._start_average(pl_module)  # the first update copies the weights of the first target step
+            per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
+            if trainer.is_global_zero and math.isfinite(per_epoch) and per_epoch > 0:
+                steps = 1 / (1 - self.decay)  # so a user sees a horizon too long for the target's epochs
+                log.info("averaging the target weights over about %.0f steps, %.1f epochs", steps, steps / per_epoch)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         # Lightning's hook for when to update: never in the source phase, where there is no average yet.

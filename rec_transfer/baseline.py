@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 
 from rec_transfer.callbacks import DomainTransfer
+from rec_transfer.callbacks.weight_averaging import AVERAGING_CALLBACKS
 from rec_transfer.models.recommender import TransferRecommender
 
 TARGET_LR_DEFAULT = inspect.signature(TransferRecommender).parameters["target_lr"].default
@@ -64,7 +64,7 @@ def _is_transfer(class_path: str) -> bool:
 
 def _is_averaging(class_path: str) -> bool:
     """Whether a callback's class path names a weight averaging (Lightning's, or ``TargetWeightAveraging``)."""
-    return names_subclass(class_path, WeightAveraging) or names_subclass(class_path, StochasticWeightAveraging)
+    return any(names_subclass(class_path, base) for base in AVERAGING_CALLBACKS)
 
 
 def names_subclass(class_path: str, base: type) -> bool:

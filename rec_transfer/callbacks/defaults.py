@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from lightning.pytorch.callbacks import (
-    Callback,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    StochasticWeightAveraging,
-    WeightAveraging,
-)
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
 from rec_transfer.callbacks.checkpoint import LatestCheckpoint
 from rec_transfer.callbacks.domain_transfer import DomainTransfer
 from rec_transfer.callbacks.fit_timer import FitTimer
 from rec_transfer.callbacks.progress import MONITOR, EpochProgress
 from rec_transfer.callbacks.tensorboard import TensorBoardHparams
-from rec_transfer.callbacks.weight_averaging import TargetWeightAveraging
+from rec_transfer.callbacks.weight_averaging import AVERAGING_CALLBACKS, TargetWeightAveraging
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +45,7 @@ def default_callbacks(
             "the data has source domains and the config no DomainTransfer: %d source epochs", default.source_epochs
         )
         out.append(default)
-    if transfer and not any(isinstance(c, WeightAveraging | StochasticWeightAveraging) for c in configured):
+    if transfer and not any(isinstance(c, AVERAGING_CALLBACKS) for c in configured):
         average = TargetWeightAveraging()
         log.info("the target phase's weights are averaged (TargetWeightAveraging, decay %s)", average.decay)
         out.append(average)

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import AveragedModel
 
@@ -15,6 +15,9 @@ from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.phase import current_phase
 
 log = logging.getLogger(__name__)
+
+# What counts as a config's own weight averaging (the default one is not added beside it).
+AVERAGING_CALLBACKS = (WeightAveraging, StochasticWeightAveraging)
 
 
 class TargetWeightAveraging(EMAWeightAveraging):

@@ -93,7 +93,8 @@ def test_fit_writes_checkpoint_logs_and_results(run) -> None:
     assert all(a["seconds"] < b["seconds"] for a, b in zip(history, history[1:], strict=False))
     best = max(history, key=lambda h: h["ndcg@10"])
     assert best["ndcg@10"] == pytest.approx(float(run.ckpt.best_model_score), abs=1e-5)
-    assert results["best_validation"] == {"epoch": best["epoch"], "ndcg@10": best["ndcg@10"]}
+    assert results["best_validation"]["ndcg@10"] == best["ndcg@10"]
+    assert run.best.name.startswith(f"epoch={results['best_validation']['epoch']}-")  # the epoch of the tested file
     assert results["run"] == {
         "log_dir": str(run.dir), "best_checkpoint": str(run.best), "last_checkpoint": str(last),
         "results_json": str(run.dir / "results.json"), "handover": str(run.dir / "handover.ckpt"),

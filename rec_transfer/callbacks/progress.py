@@ -50,6 +50,7 @@ class EpochProgress(Callback):
 
     def __init__(self) -> None:
         self.best: dict[str, float | int] | None = None  # {"epoch", "ndcg@10"} of the best target validation
+        self._best_value: float | None = None  # its exact value: a rounded one lets a later, lower score look better
         self._loss_sum: torch.Tensor | None = None
         self._steps = 0
         self._start = 0.0
@@ -85,7 +86,9 @@ class EpochProgress(Callback):
         if not target_validated(trainer):
             return
         value = trainer.callback_metrics.get(MONITOR)
-        if value is not None and (self.best is None or float(value) > self.best["ndcg@10"]):
+        # Strictly higher than the exact best so far, as the checkpoint callback and early stopping compare.
+        if value is not None and (self._best_value is None or float(value) > self._best_value):
+            self._best_value = float(value)
             self.best = {"epoch": trainer.current_epoch, "ndcg@10": round(float(value), 5)}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -112,7 +115,8 @@ class EpochProgress(Callback):
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {"best": self.best, "best_value": self._best_value}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
+        self._best_value = state_dict.get("best_value", self.best and self.best["ndcg@10"])

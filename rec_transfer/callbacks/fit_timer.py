@@ -8,11 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-
-def _validated_domains(trainer: L.Trainer) -> set[str]:
-    loaders = trainer.val_dataloaders
-    loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
-    return {getattr(dl.dataset, "domain", None) for dl in loaders if dl is not None}
+from rec_transfer.callbacks.progress import validated_domains
 
 
 class FitTimer(Callback):
@@ -94,7 +90,7 @@ class FitTimer(Callback):
             return
         target = getattr(trainer.datamodule, "target_name", None)
         value = trainer.callback_metrics.get(f"val/{target}/ndcg@10")
-        if value is None or target not in _validated_domains(trainer):  # the target was not validated this time
+        if value is None or target not in validated_domains(trainer):  # the target was not validated this time
             return
         self.val_history.append({
             "epoch": trainer.current_epoch,

@@ -213,18 +213,25 @@ def bench_configs(
         for name, config in configs.items():
             per_seed = []
             for seed in seeds:
-                r = futures[(name, config, seed)].result()
-                test = next((r[k] for k in result_keys if k in r), {})
-                zero_shot = zero_shot_test(r)
-                print(f"{name} seed {seed}: {json.dumps(test | zero_shot)}", flush=True)
-                timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
-                timing["git_commit"] = r.get("git_commit", "unknown")
-                best = best_validation(r.get("val_history", []))
-                if best is not None:
-                    timing |= {"best_val_ndcg@10": best[1]["ndcg@10"], "best_epoch": best[1]["epoch"]}
-                per_seed.append({"seed": seed, **timing, **test, **zero_shot})
+                row = seed_result(seed, futures[(name, config, seed)].result(), result_keys)
+                test = {k: v for k, v in row.items() if k.startswith(("test/", "zeroshot_test/"))}
+                print(f"{name} seed {seed}: {json.dumps(test)}", flush=True)
+                per_seed.append(row)
             out[name] = variant_result(str(config), per_seed)
     return out
+
+
+def seed_result(seed: int, r: dict, result_keys: tuple[str, ...]) -> dict:
+    """One seed's entry of a report from its run's results JSON: timing, the best validation, test metrics."""
+    test = next((r[k] for k in result_keys if k in r), {})
+    timing = {k: r[k] for k in ("fit_seconds", "epochs", "mean_train_epoch_seconds", "wall_seconds")}
+    timing["git_commit"] = r.get("git_commit", "unknown")
+    best = r.get("best_validation")  # the fit's own best: the checkpoint it tested
+    if best is None and (found := best_validation(r.get("val_history", []))):
+        best = found[1]  # a results JSON from before fits kept their best
+    if best is not None:
+        timing |= {"best_val_ndcg@10": best["ndcg@10"], "best_epoch": best["epoch"]}
+    return {"seed": seed, **timing, **test, **zero_shot_test(r)}
 
 
 def variant_result(config: str, per_seed: list[dict]) -> dict:

@@ -125,3 +125,16 @@ def test_reports_record_the_command_without_paths_of_this_machine():
 def test_summarize_mean_and_sample_std():
     out = summarize([{"test/x": 1.0, "other": 5}, {"test/x": 3.0}], "test/")
     assert out == {"test/x": {"mean": 2.0, "std": 1.41421, "values": [1.0, 3.0]}}
+
+
+def test_a_seed_reports_the_best_epoch_its_fit_tested():
+    from benchmarks.runs import seed_result
+
+    # Two validations equal at 5 decimals: the fit's own best (the checkpoint it tested) names the epoch.
+    history = [{"epoch": 0, "seconds": 1.0, "ndcg@10": 0.0628}, {"epoch": 1, "seconds": 2.0, "ndcg@10": 0.0628}]
+    timing = {"fit_seconds": 3.0, "epochs": 2, "mean_train_epoch_seconds": 1.0, "wall_seconds": 4.0}
+    r = timing | {"val_history": history, "target_only": {"test/x/ndcg@10": 0.06}, "git_commit": "abc"}
+    row = seed_result(2, r | {"best_validation": {"epoch": 1, "ndcg@10": 0.0628}}, ("transfer", "target_only"))
+    assert row == {"seed": 2, **timing, "git_commit": "abc", "best_val_ndcg@10": 0.0628, "best_epoch": 1,
+                   "test/x/ndcg@10": 0.06}  # fmt: skip
+    assert seed_result(2, r, ("target_only",))["best_epoch"] == 0  # an older results JSON: the first best epoch

@@ -1,5 +1,6 @@
 """EpochProgress on its own: the best target validation it reports is the one the checkpoint callback keeps."""
 
+import logging
 from types import SimpleNamespace
 
 import torch
@@ -8,14 +9,17 @@ from lightning.pytorch.trainer.states import TrainerFn
 from rec_transfer.callbacks.progress import MONITOR, EpochProgress
 
 
-def validate(progress: EpochProgress, epoch: int, value: float) -> None:
+def validate(progress: EpochProgress, epoch: int, value: float) -> SimpleNamespace:
+    metrics = {MONITOR: torch.tensor(value, dtype=torch.float64)}
     trainer = SimpleNamespace(
         state=SimpleNamespace(fn=TrainerFn.FITTING), sanity_checking=False, current_epoch=epoch,
         datamodule=SimpleNamespace(target_name="posters"),
         val_dataloaders=[SimpleNamespace(dataset=SimpleNamespace(domain="posters"))],
-        callback_metrics={MONITOR: torch.tensor(value, dtype=torch.float64)},
+        callback_metrics=metrics | {"val/posters/ndcg@10": metrics[MONITOR]},
+        progress_bar_callback=None, is_global_zero=True, callbacks=[], max_epochs=10,
     )  # fmt: skip
     progress.on_validation_end(trainer, None)
+    return trainer
 
 
 def test_a_later_score_just_below_the_best_does_not_take_its_place() -> None:
@@ -30,3 +34,13 @@ def test_a_later_score_just_below_the_best_does_not_take_its_place() -> None:
     assert resumed.best == {"epoch": 0, "ndcg@10": 0.0628}
     validate(resumed, 4, 0.062806)
     assert resumed.best == {"epoch": 4, "ndcg@10": 0.06281}
+
+
+def test_the_epoch_line_shows_the_best_as_exactly_as_the_current_score(caplog) -> None:
+    progress = EpochProgress()
+    progress.on_train_epoch_start(None, None)
+    progress.on_train_batch_end(None, None, torch.tensor(2.0), None, 0)
+    trainer = validate(progress, 0, 0.059552)  # 0.0596 to 4 decimals; rounded to 5 first (0.05955), 0.0595
+    with caplog.at_level(logging.INFO, logger="rec_transfer.callbacks.progress"):
+        progress.on_train_epoch_end(trainer, None)
+    assert "val NDCG@10 posters 0.0596 (best 0.0596 at epoch 0)" in caplog.text

@@ -274,6 +274,7 @@ def fit_results(trainer: L.Trainer, seconds: float | None = None) -> dict[str, A
     """What a finished fit wrote to ``results.json``, before testing: time, best validation, where things are."""
     timer = next((c for c in trainer.callbacks if isinstance(c, FitTimer)), None)
     progress = next((c for c in trainer.callbacks if isinstance(c, EpochProgress)), None)
+    best = progress.best if progress else None
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     ckpt = _checkpoint_callback(trainer)
     dm = trainer.datamodule
@@ -284,7 +285,7 @@ def fit_results(trainer: L.Trainer, seconds: float | None = None) -> dict[str, A
         "epochs": trainer.current_epoch,
         "mean_train_epoch_seconds": round(sum(epoch_s) / max(1, len(epoch_s)), 3),
         "val_history": timer.val_history if timer else [],
-        "best_validation": progress.best if progress else None,
+        "best_validation": best and {"epoch": best["epoch"], "ndcg@10": round(best["ndcg@10"], 5)},  # as val_history
         "stopped_early": bool(stopper and stopper.stopped_epoch),
         "run": {
             "log_dir": trainer.log_dir if trainer.loggers else None,

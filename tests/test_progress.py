@@ -27,13 +27,13 @@ def test_a_later_score_just_below_the_best_does_not_take_its_place() -> None:
     validate(progress, 0, 0.062804)
     validate(progress, 1, 0.062802)  # above the best rounded to 5 decimals (0.06280), below the best itself
     validate(progress, 2, 0.062804)  # a tie: the checkpoint callback and early stopping keep the first
-    assert progress.best == {"epoch": 0, "ndcg@10": 0.0628}
+    assert progress.best == {"epoch": 0, "ndcg@10": 0.062804}
     resumed = EpochProgress()
     resumed.load_state_dict(progress.state_dict())
     validate(resumed, 3, 0.062803)
-    assert resumed.best == {"epoch": 0, "ndcg@10": 0.0628}
+    assert resumed.best == {"epoch": 0, "ndcg@10": 0.062804}
     validate(resumed, 4, 0.062806)
-    assert resumed.best == {"epoch": 4, "ndcg@10": 0.06281}
+    assert resumed.best == {"epoch": 4, "ndcg@10": 0.062806}
 
 
 def test_the_epoch_line_shows_the_best_as_exactly_as_the_current_score(caplog) -> None:

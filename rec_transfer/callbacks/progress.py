@@ -49,8 +49,9 @@ class EpochProgress(Callback):
     """
 
     def __init__(self) -> None:
-        self.best: dict[str, float | int] | None = None  # {"epoch", "ndcg@10"} of the best target validation
-        self._best_value: float | None = None  # its exact value: a rounded one lets a later, lower score look better
+        # {"epoch", "ndcg@10"} of the best target validation, its score exact: a rounded one lets a later, lower
+        # score look better.
+        self.best: dict[str, float | int] | None = None
         self._loss_sum: torch.Tensor | None = None
         self._steps = 0
         self._start = 0.0
@@ -87,9 +88,8 @@ class EpochProgress(Callback):
             return
         value = trainer.callback_metrics.get(MONITOR)
         # Strictly higher than the exact best so far, as the checkpoint callback and early stopping compare.
-        if value is not None and (self._best_value is None or float(value) > self._best_value):
-            self._best_value = float(value)
-            self.best = {"epoch": trainer.current_epoch, "ndcg@10": round(float(value), 5)}
+        if value is not None and (self.best is None or float(value) > self.best["ndcg@10"]):
+            self.best = {"epoch": trainer.current_epoch, "ndcg@10": float(value)}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After this epoch's validation (Lightning 2 validates before on_train_epoch_end).
@@ -104,8 +104,7 @@ class EpochProgress(Callback):
                 continue
             score = f"{name} {float(value):.4f}"
             if name == getattr(dm, "target_name", None) and self.best is not None:
-                # The exact best: rounded twice, 0.05955 would read 0.0595 beside a current 0.0596.
-                score += f" (best {self._best_value:.4f} at epoch {self.best['epoch']})"
+                score += f" (best {self.best['ndcg@10']:.4f} at epoch {self.best['epoch']})"
             scores.append(score)
         if scores:
             parts.append("val NDCG@10 " + ", ".join(scores))
@@ -116,8 +115,7 @@ class EpochProgress(Callback):
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_value": self._best_value}
+        return {"best": self.best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
-        self._best_value = state_dict.get("best_value", self.best and self.best["ndcg@10"])

@@ -285,6 +285,7 @@ def test_train_users_trains_on_a_fixed_sample_and_evaluates_everyone(tmp_path: P
     for u, h in enumerate(histories(small)):
         if u in trained:
             np.add.at(counts, h[1:-2], 1)
+    assert small.item_train_counts.tolist() == counts.tolist()
     assert np.allclose(small.item_popularity.numpy(), counts / counts.sum())
     with pytest.raises(ValueError, match="train_users"):
         DomainDataModule("synthetic:books", train_users=0)

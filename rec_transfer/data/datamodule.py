@@ -198,7 +198,7 @@ class DomainDataModule(L.LightningDataModule):
             vectors = self.text_encoder.item_vectors(self.domain.texts(), cache_dir=self.cache_dir)
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
-        self.item_popularity = self._popularity()
+        self.item_train_counts = self._train_counts()
         d, encoder = self.domain, self.text_encoder
         if encoder is None:
             items = "items as IDs (no text)"
@@ -222,14 +222,20 @@ class DomainDataModule(L.LightningDataModule):
         trained[np.random.default_rng(self.seed).permutation(n)[: max(1, round(self.train_users * n))]] = True
         return trained
 
-    def _popularity(self) -> torch.Tensor:
-        """(num_items + 1,) each item's share of the training targets (s_2 … s_{n-2} of every trained history)."""
+    def _train_counts(self) -> torch.Tensor:
+        """(num_items + 1,) int64: how often each item is a training target (s_2 … s_{n-2} of every trained
+        history)."""
         offsets, values = self._flat
         position = np.arange(len(values)) - np.repeat(offsets[:-1], np.diff(offsets))
         length = np.repeat(np.diff(offsets), np.diff(offsets))
         train = (position >= 1) & (position < length - 2) & np.repeat(self._trained, np.diff(offsets))
-        counts = np.bincount(values[train], minlength=self.num_items + 1).astype(np.float64)
-        return torch.from_numpy(counts / max(counts.sum(), 1.0))
+        return torch.from_numpy(np.bincount(values[train], minlength=self.num_items + 1).astype(np.int64))
+
+    @property
+    def item_popularity(self) -> torch.Tensor:
+        """(num_items + 1,) float64: each item's share of the training targets (the sampled loss corrects for it)."""
+        counts = self.item_train_counts.double()
+        return counts / max(counts.sum().item(), 1.0)
 
     @property
     def item_text(self):

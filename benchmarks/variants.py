@@ -217,6 +217,18 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline), shorter average (decay 0.98 a step)",
         "average": {"decay": 0.98},
     },
+    # Both with a longer average: about 200 steps (25 epochs of Scientific) instead of 100.
+    "transfer_ema995": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with a longer average (decay 0.995 a step)",
+        "average": {"decay": 0.995},
+    },
+    "text_target_only_ema995": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (the default recipe's baseline), longer average (decay 0.995 a step)",
+        "average": {"decay": 0.995},
+    },
 }
 # Every other row was measured before the averaging was the default, without it: so are its reruns. ("default
 # recipe" in their labels: the recipe of their time, weights not averaged.)

@@ -54,7 +54,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
                      if cb["class_path"].endswith("TargetWeightAveraging")]  # fmt: skip
         if variant.startswith(("transfer_ema", "text_target_only_ema")):
             decay = VARIANTS[variant].get("average", {}).get("decay", 0.99)
-            assert decay == (0.98 if variant.endswith("98") else 0.99)
+            assert decay == {"98": 0.98, "995": 0.995}.get(variant.rsplit("ema", 1)[-1], 0.99)
         elif VARIANTS[variant]["config"] == TRANSFER:
             decay = 0.0
         else:

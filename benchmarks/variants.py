@@ -223,6 +223,19 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe with a longer average (decay 0.995 a step)",
         "average": {"decay": 0.995},
     },
+    # Both with every domain's text vectors whitened as well as centred (TextEncoderConfig.whiten): the domains
+    # then share one covariance shape as well as one centre.
+    "transfer_ema_whiten": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with every domain's text vectors whitened",
+        "text_encoder": {"whiten": True},
+    },
+    "text_target_only_ema_whiten": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (the default recipe's baseline), text vectors whitened",
+        "text_encoder": {"whiten": True},
+    },
     "text_target_only_ema995": {
         "config": TRANSFER,
         "target_only": True,

@@ -241,6 +241,25 @@ def test_trainable_text_bank_is_refreshed_before_evaluation_and_carries_gradient
     assert torch.all(full[0] == 0)
 
 
+def test_trainable_text_whitens_each_domain_with_the_bank_of_its_refresh():
+    from rec_transfer.models.components.item_text import TrainableItemText
+    from rec_transfer.text.trainable import TokenStates
+    from rec_transfer.text.whitening import whitened
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([0] + [2] * 12)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    text = TrainableItemText(TinyTop(6), whiten=True)
+    text.add_domain("d", TokenStates(torch.randn(24, 6) * torch.arange(1.0, 7.0), offsets))
+    text.eval()
+    with torch.no_grad():
+        full = text("d")
+        some = text("d", torch.tensor([3, 5]))
+    torch.testing.assert_close(full[1:], whitened(text.bank_d[1:]))
+    torch.testing.assert_close(some, full[[3, 5]])
+    assert torch.all(full[0] == 0)
+
+
 def test_item_tower_refuses_text_vectors_of_another_width() -> None:
     tower = ItemTower(hidden=8, mode="text", text=FrozenItemText(6))
     tower.add_domain("books", 3, torch.randn(4, 6))

@@ -315,6 +315,44 @@ def test_center_subtracts_the_catalogue_mean_from_the_same_cache_file(tiny_bert,
     assert centred.mean(dim=0).abs().max() < 1e-5 and not torch.allclose(centred, plain)
 
 
+def test_whitening_evens_out_the_strong_directions_and_keeps_the_total_variance():
+    from rec_transfer.text.whitening import whitened, whitening
+
+    torch.manual_seed(0)
+    # Two strong directions, thirteen weak ones and an empty one (sentence-model vectors do not fill every dimension).
+    scales = torch.tensor([10.0, 5.0] + [0.1] * 13 + [0.0])
+    raw = torch.randn(2000, 16) * scales + 4.0
+    rotation = torch.linalg.qr(torch.randn(16, 16))[0]
+    vectors = raw @ rotation
+    mean, matrix = whitening(vectors)
+    out = whitened(vectors)
+    torch.testing.assert_close(out, (vectors - mean) @ matrix)
+    assert out.mean(dim=0).abs().max() < 1e-4
+    centred = vectors - vectors.mean(dim=0)
+    assert out.pow(2).sum(dim=1).mean() == pytest.approx(float(centred.pow(2).sum(dim=1).mean()), rel=1e-4)
+    before = torch.linalg.eigvalsh(centred.T @ centred / 1999)
+    after = torch.linalg.eigvalsh(out.T @ out / 1999)
+    assert before[-1] / before[-2] > 3 and after[-1] / after[-2] < 1.5  # the strong directions end alike
+    assert after[1] / after[-1] < 0.01 and after[0] < 1e-6  # weak ones stay weak, the empty one empty
+    assert torch.equal(whitening(vectors[:1])[1], torch.eye(16))  # one row, or no variance: identity
+    assert torch.equal(whitening(torch.ones(3, 16))[1], torch.eye(16))
+
+
+def test_whiten_whitens_the_centred_vectors_from_the_same_cache_file(tiny_bert, tmp_path, count_loads):
+    from rec_transfer.text.whitening import whitened
+
+    plain = TextEncoderConfig(model_name=str(tiny_bert), center=False).item_vectors(
+        SENTENCES, cache_dir=tmp_path, progress=False
+    )
+    white = TextEncoderConfig(model_name=str(tiny_bert), whiten=True).item_vectors(
+        SENTENCES, cache_dir=tmp_path, progress=False
+    )
+    assert len(count_loads) == 1 and len(_vector_files(tmp_path)) == 1  # not a new cache entry
+    torch.testing.assert_close(white, whitened(plain))
+    with pytest.raises(ValueError, match="whiten: true needs center: true"):
+        TextEncoderConfig(center=False, whiten=True)
+
+
 def test_mean_cosine_and_the_warning_for_vectors_that_share_one_direction(monkeypatch, caplog):
     torch.manual_seed(0)
     shared = 10 * torch.randn(1, 16) + torch.randn(40, 16)  # one large common direction, as in decoder LLM states

@@ -41,6 +41,7 @@ def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, A
         params["data/text_model"] = encoder.model_name if encoder is not None else None
         params["data/text_train_layers"] = encoder.train_layers if encoder is not None else 0
         params["data/text_center"] = encoder.center if encoder is not None else False
+        params["data/text_whiten"] = encoder.whiten if encoder is not None else False
     if sources:
         params["data/source_batch_size"] = [domains[s].batch_size for s in sources]
     schedule = find_schedule(trainer)

@@ -28,7 +28,7 @@ def trainable_item_text(domains: Iterable) -> TrainableItemText:
                 f"({config.model_key} against {d.text_encoder.model_key}): one model trains one language model"
             )
     top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
-    return TrainableItemText(top, center=config.center)
+    return TrainableItemText(top, center=config.center, whiten=config.whiten)
 
 
 def items_to_train(batch: dict, cap: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ Main entry point (what other modules should call)::
     from rec_transfer.text import TextEncoderConfig, cached_item_vectors
 
     vectors = cached_item_vectors(texts, model_name="minilm", template="", cache_dir=".cache/rec_transfer")  # (N, D)
-    # or, carrying the settings as one object (its fields are cached_item_vectors' keywords, plus `center`):
+    # or, carrying the settings as one object (its fields are cached_item_vectors' keywords, plus `center`, `whiten`):
     config = TextEncoderConfig(model_name="smollm2", max_length=64)
     vectors = config.item_vectors(texts, template="Product: {text}", cache_dir=".cache/rec_transfer")
 

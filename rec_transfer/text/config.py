@@ -13,13 +13,15 @@ from rec_transfer.text.cache import LOCK_TIMEOUT_S, cached_item_vectors
 from rec_transfer.text.pooling import PoolingMethod
 from rec_transfer.text.token_cache import build_text_top, cached_token_states
 from rec_transfer.text.trainable import TextTop, TokenStates
+from rec_transfer.text.whitening import whitened
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """How item texts become vectors; field names match :func:`cached_item_vectors` keywords, but for ``center``.
+    """How item texts become vectors; field names match :func:`cached_item_vectors` keywords, but for ``center`` and
+    ``whiten``.
 
     Attributes:
         model_name: ``"minilm"``, ``"smollm2"``, a local model path or a hub id.
@@ -34,6 +36,8 @@ class TextEncoderConfig:
             domains has not seen (docs/findings.md). Decoder LLM states share one large direction (a high mean
             cosine between items, far above an encoder model's) that drowns the differences between items until
             the adaptor has learnt it away.
+        whiten: Also even out each domain's covariance after centring (``rec_transfer.text.whitening``): every
+            domain's vectors then share a shape as well as a centre. Needs ``center``.
         train_layers: Fine-tune the language model's top ``train_layers`` layers inside the recommender (0: the
             model stays frozen and its pooled vectors are cached). The lower layers' token states are cached
             instead (``rec_transfer.text.trainable``).
@@ -48,13 +52,18 @@ class TextEncoderConfig:
     batch_size: int = 64
     trust_remote_code: bool = False
     center: bool = True
+    whiten: bool = False
     train_layers: int = 0
     lock_timeout: float = LOCK_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.whiten and not self.center:
+            raise ValueError("text_encoder.whiten: true needs center: true (whitening centres the vectors first)")
 
     @property
     def model_key(self) -> tuple:
         """What decides the trainable top layers: the domains of one model must agree on it."""
-        return (self.model_name, self.pooling, self.max_length, self.train_layers, self.center)
+        return (self.model_name, self.pooling, self.max_length, self.train_layers, self.center, self.whiten)
 
     def item_token_states(
         self, texts: Sequence[str], cache_dir: str | Path = ".cache/rec_transfer", progress: bool = True
@@ -91,11 +100,14 @@ class TextEncoderConfig:
         cache_dir: str | Path = ".cache/rec_transfer",
         progress: bool = True,
     ) -> torch.Tensor:
-        """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``."""
+        """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``, whitened
+        if ``whiten``."""
         options = asdict(self)
-        center = options.pop("center")
+        center, whiten = options.pop("center"), options.pop("whiten")
         options.pop("train_layers")
         vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
+        if whiten:
+            return whitened(vectors)
         if center:
             return vectors - vectors.mean(dim=0, keepdim=True)
         similarity = mean_cosine(vectors)

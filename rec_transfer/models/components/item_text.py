@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rec_transfer.text.trainable import TextTop, TokenStates, gather_tokens
+from rec_transfer.text.whitening import whitening
 
 
 def _place(rows: torch.Tensor, items: torch.Tensor | None, fresh: torch.Tensor, fresh_items: torch.Tensor):
@@ -61,14 +62,16 @@ class TrainableItemText(nn.Module):
     Args:
         top: the trainable top layers.
         center: subtract each domain's mean vector (taken at each refresh), as ``TextEncoderConfig.center``.
+        whiten: and whiten them (``rec_transfer.text.whitening``, taken at each refresh), as
+            ``TextEncoderConfig.whiten``.
         chunk: items per forward pass during a refresh (bounds memory).
     """
 
     trainable = True
 
-    def __init__(self, top: TextTop, center: bool = False, chunk: int = 256):
+    def __init__(self, top: TextTop, center: bool = False, chunk: int = 256, whiten: bool = False):
         super().__init__()
-        self.top, self.center, self.chunk = top, center, chunk
+        self.top, self.center, self.whiten, self.chunk = top, center or whiten, whiten, chunk
         self.dim = int(top.model.config.hidden_size)
         self.epoch = 0  # training epochs started (new_epoch)
         self.refreshed: dict[str, tuple[int, tuple[int, ...]]] = {}  # domain -> (epoch, weights' version) of its bank
@@ -80,6 +83,8 @@ class TrainableItemText(nn.Module):
         self.register_buffer(f"offsets_{name}", tokens.offsets, persistent=False)
         self.register_buffer(f"bank_{name}", torch.zeros(len(tokens), self.dim), persistent=False)
         self.register_buffer(f"mean_{name}", torch.zeros(self.dim), persistent=False)
+        if self.whiten:
+            self.register_buffer(f"whitening_{name}", torch.eye(self.dim), persistent=False)
         self.refreshed.pop(name, None)
 
     def num_rows(self, name: str) -> int:
@@ -113,6 +118,8 @@ class TrainableItemText(nn.Module):
             part = items[start : start + self.chunk]
             bank[part] = self._encode(domain, part)
         getattr(self, f"mean_{domain}").copy_(bank[1:].mean(dim=0) if len(bank) > 1 else bank.new_zeros(self.dim))
+        if self.whiten:
+            getattr(self, f"whitening_{domain}").copy_(whitening(bank[1:])[1])
         self.refreshed[domain] = (self.epoch, self._weights_version())
 
     def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):
@@ -133,6 +140,8 @@ class TrainableItemText(nn.Module):
             rows = _place(rows, items, fresh, train_items)
         if self.center:
             rows = rows - getattr(self, f"mean_{domain}")
+            if self.whiten:
+                rows = rows @ getattr(self, f"whitening_{domain}")
             if items is None:
                 rows = torch.cat([rows.new_zeros(1, self.dim), rows[1:]])  # the padding row stays zero
         return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -31,8 +32,8 @@ def git_commit() -> str:
             ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
         )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (a remote GPU machine, say)
+        return os.environ.get("REC_TRANSFER_GIT_COMMIT", "unknown")
 
 
 def machine() -> dict:

@@ -236,6 +236,21 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline), text vectors whitened",
         "text_encoder": {"whiten": True},
     },
+    # The default recipe with every MiniLM layer trained in the loop (token states cached below the first layer),
+    # every item of a batch run through the language model: sized for a GPU. Its target-only version beside it.
+    "transfer_ema_lm_all": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + every MiniLM layer trained (learning rate 1e-5)",
+        "text_encoder": {"train_layers": 6},
+        "model": {"history_bias": True, "text_lr": 1e-5, "text_items_per_step": 8192},
+    },
+    "text_target_only_ema_lm_all": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (learning rate 5e-4) + every MiniLM layer trained (learning rate 1e-5)",
+        "text_encoder": {"train_layers": 6},
+        "model": {"history_bias": True, "text_lr": 1e-5, "text_items_per_step": 8192},
+    },
     "text_target_only_ema995": {
         "config": TRANSFER,
         "target_only": True,

@@ -138,3 +138,16 @@ def test_a_seed_reports_the_best_epoch_its_fit_tested():
     assert row == {"seed": 2, **timing, "git_commit": "abc", "best_val_ndcg@10": 0.0628, "best_epoch": 1,
                    "test/x/ndcg@10": 0.06}  # fmt: skip
     assert seed_result(2, r, ("target_only",))["best_epoch"] == 0  # an older results JSON: the first best epoch
+
+
+def test_git_commit_of_a_copy_without_git_is_the_one_named_in_the_environment(monkeypatch):
+    from benchmarks import runs
+
+    def no_git(cmd, **kw):
+        raise FileNotFoundError(cmd[0])
+
+    monkeypatch.setattr(runs.subprocess, "run", no_git)
+    monkeypatch.delenv("REC_TRANSFER_GIT_COMMIT", raising=False)
+    assert runs.git_commit() == "unknown"
+    monkeypatch.setenv("REC_TRANSFER_GIT_COMMIT", "abc123")
+    assert runs.git_commit() == "abc123"

@@ -79,6 +79,12 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     assert "sources" not in lm_alone["data"]["init_args"] and lm_alone["model"]["text_lr"] == lm["model"]["text_lr"]
     assert lm_alone["data"]["init_args"]["target"] == lm["data"]["init_args"]["target"]
     assert lm["data"]["init_args"]["target"]["init_args"]["text_encoder"]["train_layers"] == 1
+    lm_all = variant_config("transfer_ema_lm_all", "Office", sources)
+    lm_all_alone = variant_config("text_target_only_ema_lm_all", "Office", sources)
+    assert lm_all_alone["data"]["init_args"]["target"] == lm_all["data"]["init_args"]["target"]
+    assert lm_all["data"]["init_args"]["target"]["init_args"]["text_encoder"]["train_layers"] == 6
+    for key, value in (("text_lr", 1e-5), ("text_items_per_step", 8192)):
+        assert lm_all["model"][key] == lm_all_alone["model"][key] == value
     assert (
         lm["model"]["text_lr"] == 3e-5 and variant_config("transfer_align", "Office", sources)["model"]["align_weight"]
     )

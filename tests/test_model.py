@@ -241,6 +241,30 @@ def test_trainable_text_bank_is_refreshed_before_evaluation_and_carries_gradient
     assert torch.all(full[0] == 0)
 
 
+def test_trainable_text_scores_every_row_of_a_step_with_the_same_weights():
+    # Recomputed rows take the bank's values and carry the gradients: a batch's own items cannot be told from the
+    # bank's rows by how recent their vectors are.
+    from rec_transfer.models.components.item_text import TrainableItemText
+    from rec_transfer.text.trainable import TokenStates
+
+    torch.manual_seed(0)
+    text = TrainableItemText(TinyTop(4))
+    text.add_domain("d", TokenStates(torch.randn(6, 4), torch.tensor([0, 0, 2, 4, 6])))
+    opt = torch.optim.SGD(text.parameters(), lr=0.5)
+    text.train()
+    text.new_epoch()
+    for step in range(2):
+        rows = text("d", torch.tensor([1, 2, 3]), train_items=torch.tensor([2]))
+        if step == 1:  # the weights moved at step 0; values stay those of the epoch's start
+            torch.testing.assert_close(rows.detach(), text.bank_d[[1, 2, 3]])
+            moved = text._encode("d", torch.tensor([2])).detach()
+            assert not torch.allclose(moved, rows[1:2].detach())
+        opt.zero_grad()
+        rows[1].sum().backward()  # item 2's row alone
+        assert text.top.lin.weight.grad.abs().sum() > 0
+        opt.step()
+
+
 def test_trainable_text_whitens_each_domain_with_the_bank_of_its_refresh():
     from rec_transfer.models.components.item_text import TrainableItemText
     from rec_transfer.text.trainable import TokenStates

@@ -54,8 +54,8 @@ class TrainableItemText(nn.Module):
 
     Running the top layers over a whole catalogue at every step costs far more than the rest of the step
     on a CPU, so each training step recomputes, with gradients, only the items the caller names
-    (``train_items``: the batch's own, capped); every other row comes from a bank of vectors computed with
-    the weights of the start of the epoch and updated with each recomputed row. Evaluation refreshes the
+    (``train_items``: the batch's own, capped), for their gradients; every value comes from a bank of vectors
+    computed with the weights of the start of the epoch. Evaluation refreshes the
     bank first whenever the weights have changed since (an optimizer step, a loaded checkpoint: any in-place
     change of a parameter, which PyTorch counts per tensor), so scores are always those of the current weights.
 
@@ -135,9 +135,11 @@ class TrainableItemText(nn.Module):
         rows = bank if items is None else bank[items]
         if training and train_items is not None and len(train_items):
             fresh = self._encode(domain, train_items)  # (F, D)
-            with torch.no_grad():
-                bank[train_items] = fresh.detach()
-            rows = _place(rows, items, fresh, train_items)
+            # The bank's values, the recomputed rows' gradients (straight-through): every score of a step then
+            # comes from the same weights. Recomputed values would let the language model tell the batch's own
+            # items (its positives) from the bank's rows and score them up: a shortcut that training loss
+            # rewards and evaluation, where every row is current, does not.
+            rows = _place(rows, items, bank[train_items] + (fresh - fresh.detach()), train_items)
         if self.center:
             rows = rows - getattr(self, f"mean_{domain}")
             if self.whiten:

@@ -26,14 +26,17 @@ DATA_ROOT_FLAGS = ("--data-root", "--data.init_args.data_root")
 
 
 def git_commit() -> str:
+    named = os.environ.get("REC_TRANSFER_GIT_COMMIT")  # a copy of the tree run elsewhere (a GPU machine) names its own
+    if named:
+        return named
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=ROOT)
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
         )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (a remote GPU machine, say)
-        return os.environ.get("REC_TRANSFER_GIT_COMMIT", "unknown")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine() -> dict:

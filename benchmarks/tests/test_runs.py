@@ -140,7 +140,7 @@ def test_a_seed_reports_the_best_epoch_its_fit_tested():
     assert seed_result(2, r, ("target_only",))["best_epoch"] == 0  # an older results JSON: the first best epoch
 
 
-def test_git_commit_of_a_copy_without_git_is_the_one_named_in_the_environment(monkeypatch):
+def test_git_commit_of_a_copied_tree_is_the_one_named_in_the_environment(monkeypatch):
     from benchmarks import runs
 
     def no_git(cmd, **kw):
@@ -149,5 +149,6 @@ def test_git_commit_of_a_copy_without_git_is_the_one_named_in_the_environment(mo
     monkeypatch.setattr(runs.subprocess, "run", no_git)
     monkeypatch.delenv("REC_TRANSFER_GIT_COMMIT", raising=False)
     assert runs.git_commit() == "unknown"
-    monkeypatch.setenv("REC_TRANSFER_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("REC_TRANSFER_GIT_COMMIT", "abc123")  # named: git is not asked (a copy may carry stale .git)
+    monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: pytest.fail("git was asked"))
     assert runs.git_commit() == "abc123"

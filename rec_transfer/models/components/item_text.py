@@ -138,7 +138,8 @@ class TrainableItemText(nn.Module):
             # The bank's values, the recomputed rows' gradients (straight-through): every score of a step then
             # comes from the same weights. Recomputed values would let the language model tell the batch's own
             # items (its positives) from the bank's rows and score them up: a shortcut that training loss
-            # rewards and evaluation, where every row is current, does not.
+            # rewards and evaluation, where every row is current, does not. The price: within an epoch the loss does
+            # not answer the language model's steps (docs/findings.md, "Every layer, on a GPU").
             rows = _place(rows, items, bank[train_items] + (fresh - fresh.detach()), train_items)
         if self.center:
             rows = rows - getattr(self, f"mean_{domain}")

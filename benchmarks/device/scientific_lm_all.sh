@@ -9,7 +9,8 @@
 #                                beside it (float tensors halved to fit a 64 MiB upload; restored to float32 here)
 #   .devrun/data.tar.xz          amazon/{Scientific,Office,Food}, movielens/ml-100k from the data folder
 # Environment: LIMIT (each fit's --trainer.max_time), EXTRA (more fit arguments, e.g. --trainer.precision bf16-mixed),
-# VARIANTS, PAIRS (a:b to compare), REC_TRANSFER_GIT_COMMIT (the commit of the copied tree).
+# VARIANTS, PAIRS (a:b to compare), REC_TRANSFER_GIT_COMMIT (the commit of the copied tree), BENCH_TIMEOUT (seconds
+# for all fits), ACCEL (default gpu), LOCAL_CHECK (set: skip the install, for a dry run where the package is installed).
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=3 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

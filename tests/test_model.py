@@ -265,6 +265,34 @@ def test_trainable_text_scores_every_row_of_a_step_with_the_same_weights():
         opt.step()
 
 
+def test_trainable_text_writes_back_each_recomputed_row_for_the_next_step():
+    from rec_transfer.models.components.item_text import TrainableItemText
+    from rec_transfer.text.trainable import TokenStates
+
+    torch.manual_seed(0)
+    tokens = TokenStates(torch.randn(6, 4), torch.tensor([0, 0, 2, 4, 6]))
+    text = TrainableItemText(TinyTop(4), write_back=True)
+    text.add_domain("d", tokens)
+    opt = torch.optim.SGD(text.parameters(), lr=0.5)
+    text.train()
+    text.new_epoch()
+    start = previous = None  # the bank at the epoch's start; item 2's vector under the weights of the step before
+    for step in range(3):
+        weights_now = text._encode("d", torch.tensor([2])).detach()[0]
+        rows = text("d", torch.tensor([1, 2, 3]), train_items=torch.tensor([2]))
+        if step == 0:
+            start = text.bank_d.clone()
+        else:  # item 2 reads its vector of the step before; item 3, never trained, that of the epoch's start
+            torch.testing.assert_close(rows[1].detach(), previous)
+            assert not torch.allclose(rows[1].detach(), weights_now)
+            torch.testing.assert_close(rows[2].detach(), start[3])
+        torch.testing.assert_close(text.bank_d[2], weights_now)  # written after the read
+        previous = weights_now
+        opt.zero_grad()
+        rows[1].sum().backward()
+        opt.step()
+
+
 def test_trainable_text_whitens_each_domain_with_the_bank_of_its_refresh():
     from rec_transfer.models.components.item_text import TrainableItemText
     from rec_transfer.text.trainable import TokenStates

@@ -28,15 +28,17 @@ def _with_trainable_text(config: Path, **model) -> Path:
     return config
 
 
-def test_transfer_fit_trains_the_language_model_top_and_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("write_back", [False, True])
+def test_transfer_fit_trains_the_language_model_top_and_resumes_exactly(tmp_path: Path, write_back: bool) -> None:
     from rec_transfer.text.config import TextEncoderConfig
 
-    config = _with_trainable_text(tiny_quickstart(tmp_path, tmp_path / "ckpt"))
+    config = _with_trainable_text(tiny_quickstart(tmp_path, tmp_path / "ckpt"), text_write_back=write_back)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fitted = cli(tmp_path, "fit", "--config", config)
     # Its top layers stay in eval mode on purpose (no dropout): Lightning's warning about it is not shown.
     assert not [w for w in caught if "in eval mode" in str(w.message)]
+    assert fitted.model.item_tower.text.write_back is write_back
     top = fitted.model.item_tower.text.top
     pretrained = TextEncoderConfig(max_length=16, train_layers=1).text_top()
     moved = [name for name, p in top.named_parameters() if not torch.equal(p.detach(), pretrained.get_parameter(name))]
@@ -48,7 +50,7 @@ def test_transfer_fit_trains_the_language_model_top_and_resumes_exactly(tmp_path
 
     # Killed after the first epoch and resumed: the same weights as the uninterrupted run.
     (tmp_path / "a").mkdir()
-    first = _with_trainable_text(tiny_quickstart(tmp_path / "a", tmp_path / "a" / "ckpt"))
+    first = _with_trainable_text(tiny_quickstart(tmp_path / "a", tmp_path / "a" / "ckpt"), text_write_back=write_back)
     cli(tmp_path / "a", "fit", "--config", first, "--trainer.max_epochs", "1")
     resumed = cli(tmp_path / "a", "fit", "--config", first, "--ckpt_path", "last")
     for name, value in fitted.model.state_dict().items():

@@ -38,12 +38,12 @@ TRAINING = frozenset(
     {
         "lr", "target_lr", "target_lr_scale", "text_lr", "weight_decay", "warmup_steps", "target_warmup_steps",
         "dropout", "adaptor_dropout", "temperature", "loss", "num_negatives", "text_items_per_step", "align_items",
-        "pretrained",
+        "text_write_back", "pretrained",
     }
 )  # fmt: skip
 
 # Keys added after checkpoints were already written, with the value those checkpoints' weights were trained with.
-SINCE = {"history_bias": False}
+SINCE = {"history_bias": False, "text_write_back": False}
 
 
 def checkpoint_hparams(

@@ -76,6 +76,8 @@ class TransferRecommender(L.LightningModule):
             ``None``: the model's learning rate.
         text_items_per_step: at most this many of a batch's items are run through the trainable language
             model layers with gradients at each step (the others use vectors from the start of the epoch).
+        text_write_back: those recomputed vectors replace the item's vector in the bank after their step, so the
+            other items' vectors are those of the weights when each item was last trained, not of the epoch's start.
         align_weight: weight of a domain-adversarial loss during the source phase (0: off): a discriminator
             learns to tell source item vectors from target item vectors, and the item tower, through a
             gradient reversal, learns to make them indistinguishable (``DomainDiscriminator``).
@@ -115,6 +117,7 @@ class TransferRecommender(L.LightningModule):
         eval_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         text_lr: float | None = None,
         text_items_per_step: int = 256,
+        text_write_back: bool = False,
         align_weight: float = 0.0,
         align_items: int = 256,
         pretrained: str | None = None,
@@ -164,7 +167,7 @@ class TransferRecommender(L.LightningModule):
             return None
         if isinstance(text, torch.Tensor):
             return FrozenItemText(text.shape[1])
-        return trainable_item_text(self.trainer.datamodule.domains.values())
+        return trainable_item_text(self.trainer.datamodule.domains.values(), self.hparams.text_write_back)
 
     def add_domain(self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None) -> None:
         """Registers a domain: its item table and metrics. ``text`` is (num_items + 1, D) vectors or token states

@@ -9,12 +9,13 @@ import torch
 from rec_transfer.models.components.item_text import TrainableItemText
 
 
-def trainable_item_text(domains: Iterable) -> TrainableItemText:
+def trainable_item_text(domains: Iterable, write_back: bool = False) -> TrainableItemText:
     """Builds the trainable top layers of the language model that the data's domains name.
 
     Args:
         domains: every domain of the data module (``DomainDataModule``); all those with a text encoder must name the
             same language model.
+        write_back: each step's recomputed rows are written to the bank (``TrainableItemText``).
 
     Raises:
         ValueError: two domains name different language models.
@@ -28,7 +29,7 @@ def trainable_item_text(domains: Iterable) -> TrainableItemText:
                 f"({config.model_key} against {d.text_encoder.model_key}): one model trains one language model"
             )
     top = config.text_top(check_texts=domains[0].domain.texts()[:8], cache_dir=domains[0].cache_dir)
-    return TrainableItemText(top, center=config.center, whiten=config.whiten)
+    return TrainableItemText(top, center=config.center, whiten=config.whiten, write_back=write_back)
 
 
 def items_to_train(batch: dict, cap: int) -> torch.Tensor:

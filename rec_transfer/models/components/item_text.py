@@ -55,7 +55,9 @@ class TrainableItemText(nn.Module):
     Running the top layers over a whole catalogue at every step costs far more than the rest of the step
     on a CPU, so each training step recomputes, with gradients, only the items the caller names
     (``train_items``: the batch's own, capped), for their gradients; every value comes from a bank of vectors
-    computed with the weights of the start of the epoch. Evaluation refreshes the
+    computed with the weights of the start of the epoch, or, with ``write_back``, each recomputed row is written to
+    the bank after its step, so a row's value is that of the weights when its item was last trained (a memory bank,
+    as in MoCo). Evaluation refreshes the
     bank first whenever the weights have changed since (an optimizer step, a loaded checkpoint: any in-place
     change of a parameter, which PyTorch counts per tensor), so scores are always those of the current weights.
 
@@ -65,13 +67,17 @@ class TrainableItemText(nn.Module):
         whiten: and whiten them (``rec_transfer.text.whitening``, taken at each refresh), as
             ``TextEncoderConfig.whiten``.
         chunk: items per forward pass during a refresh (bounds memory).
+        write_back: write each step's recomputed rows to the bank (after the step has read its values).
     """
 
     trainable = True
 
-    def __init__(self, top: TextTop, center: bool = False, chunk: int = 256, whiten: bool = False):
+    def __init__(
+        self, top: TextTop, center: bool = False, chunk: int = 256, whiten: bool = False, write_back: bool = False
+    ):
         super().__init__()
         self.top, self.center, self.whiten, self.chunk = top, center or whiten, whiten, chunk
+        self.write_back = write_back
         self.dim = int(top.model.config.hidden_size)
         self.epoch = 0  # training epochs started (new_epoch)
         self.refreshed: dict[str, tuple[int, tuple[int, ...]]] = {}  # domain -> (epoch, weights' version) of its bank
@@ -139,8 +145,11 @@ class TrainableItemText(nn.Module):
             # comes from the same weights. Recomputed values would let the language model tell the batch's own
             # items (its positives) from the bank's rows and score them up: a shortcut that training loss
             # rewards and evaluation, where every row is current, does not. The price: within an epoch the loss does
-            # not answer the language model's steps (docs/findings.md, "Every layer, on a GPU").
+            # not answer the language model's steps (docs/findings.md, "Every layer, on a GPU"), unless
+            # ``write_back`` brings each item's value up to date the next time it is read.
             rows = _place(rows, items, bank[train_items] + (fresh - fresh.detach()), train_items)
+            if self.write_back:  # after the read above: this step's values stay those of the bank before it
+                bank.index_copy_(0, train_items, fresh.detach().to(bank.dtype))
         if self.center:
             rows = rows - getattr(self, f"mean_{domain}")
             if self.whiten:

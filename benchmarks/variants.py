@@ -142,6 +142,20 @@ VARIANTS: dict[str, dict] = {
         "text_encoder": {"train_layers": 1},
         "model": {"history_bias": True, "text_lr": 3e-5, "text_write_back": True},
     },
+    # The same two with a third of the language model's learning rate.
+    "transfer_lm_write_back_1e5": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + MiniLM's top layer trained (learning rate 1e-5), vectors written back",
+        "text_encoder": {"train_layers": 1},
+        "model": {"history_bias": True, "text_lr": 1e-5, "text_write_back": True},
+    },
+    "text_target_only_lm_write_back_1e5": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (learning rate 5e-4) + MiniLM's top layer trained (1e-5), vectors written back",
+        "text_encoder": {"train_layers": 1},
+        "model": {"history_bias": True, "text_lr": 1e-5, "text_write_back": True},
+    },
     # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
     "transfer_align": {
         "config": TRANSFER,

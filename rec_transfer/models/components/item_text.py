@@ -67,7 +67,8 @@ class TrainableItemText(nn.Module):
         whiten: and whiten them (``rec_transfer.text.whitening``, taken at each refresh), as
             ``TextEncoderConfig.whiten``.
         chunk: items per forward pass during a refresh (bounds memory).
-        write_back: write each step's recomputed rows to the bank (after the step has read its values).
+        write_back: write each step's recomputed rows to the bank (after the step has read its values); under DDP
+            each process writes its own batch's rows, and every evaluation refreshes the banks alike.
     """
 
     trainable = True

@@ -57,7 +57,7 @@ class TrainableItemText(nn.Module):
     (``train_items``: the batch's own, capped), for their gradients; every value comes from a bank of vectors
     computed with the weights of the start of the epoch, or, with ``write_back``, each recomputed row is written to
     the bank after its step, so a row's value is that of the weights when its item was last trained (a memory bank,
-    as in MoCo). Evaluation refreshes the
+    as in instance discrimination, Wu et al. 2018). Evaluation refreshes the
     bank first whenever the weights have changed since (an optimizer step, a loaded checkpoint: any in-place
     change of a parameter, which PyTorch counts per tensor), so scores are always those of the current weights.
 

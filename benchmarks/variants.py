@@ -31,6 +31,13 @@ LM_ALL = {
     "text_encoder": {"train_layers": 6},
     "model": {"history_bias": True, "text_lr": 1e-5, "text_items_per_step": 8192},
 }
+
+
+def _lm_top(text_lr: float, **model) -> dict:
+    """MiniLM's top layer trained in the loop at ``text_lr``, with the history offset and the other ``model``."""
+    return {"text_encoder": {"train_layers": 1}, "model": {"history_bias": True, "text_lr": text_lr, **model}}
+
+
 VARIANTS: dict[str, dict] = {
     "sasrec": {"config": SASREC, "label": "SASRec (IDs), target only", "model": NO_OFFSET},
     "sasrec_history": {"config": SASREC, "label": "SASRec (IDs), target only, learned history offset"},
@@ -117,44 +124,38 @@ VARIANTS: dict[str, dict] = {
     "transfer_lm": {
         "config": TRANSFER,
         "label": "transfer, default recipe + MiniLM's top layer trained (learning rate 3e-5)",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 3e-5},
+        **_lm_top(3e-5),
     },
     # Its target-only version: the same text model and language-model layer trained on the target alone.
     "text_target_only_lm": {
         "config": TRANSFER,
         "target_only": True,
         "label": "text, target only (learning rate 5e-4) + MiniLM's top layer trained (learning rate 3e-5)",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 3e-5},
+        **_lm_top(3e-5),
     },
     # Both with each step's recomputed language-model vectors written back to the bank (model.text_write_back).
     "transfer_lm_write_back": {
         "config": TRANSFER,
         "label": "transfer, default recipe + MiniLM's top layer trained (learning rate 3e-5), vectors written back",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 3e-5, "text_write_back": True},
+        **_lm_top(3e-5, text_write_back=True),
     },
     "text_target_only_lm_write_back": {
         "config": TRANSFER,
         "target_only": True,
         "label": "text, target only (learning rate 5e-4) + MiniLM's top layer trained (3e-5), vectors written back",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 3e-5, "text_write_back": True},
+        **_lm_top(3e-5, text_write_back=True),
     },
     # The same two with a third of the language model's learning rate.
     "transfer_lm_write_back_1e5": {
         "config": TRANSFER,
         "label": "transfer, default recipe + MiniLM's top layer trained (learning rate 1e-5), vectors written back",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 1e-5, "text_write_back": True},
+        **_lm_top(1e-5, text_write_back=True),
     },
     "text_target_only_lm_write_back_1e5": {
         "config": TRANSFER,
         "target_only": True,
         "label": "text, target only (learning rate 5e-4) + MiniLM's top layer trained (1e-5), vectors written back",
-        "text_encoder": {"train_layers": 1},
-        "model": {"history_bias": True, "text_lr": 1e-5, "text_write_back": True},
+        **_lm_top(1e-5, text_write_back=True),
     },
     # The default recipe with a gradient-reversal domain discriminator on the items during the source phase.
     "transfer_align": {

@@ -75,9 +75,8 @@ class TransferRecommender(L.LightningModule):
         text_lr: learning rate of the language model's trainable top layers (``text_encoder.train_layers``);
             ``None``: the model's learning rate.
         text_items_per_step: at most this many of a batch's items are run through the trainable language
-            model layers with gradients at each step (the others use vectors from the start of the epoch).
-        text_write_back: those recomputed vectors replace the item's vector in the bank after their step, so the
-            other items' vectors are those of the weights when each item was last trained, not of the epoch's start.
+            model layers with gradients at each step (every value comes from a bank: ``TrainableItemText``).
+        text_write_back: write those recomputed vectors to the bank after their step (else it holds the epoch's start).
         align_weight: weight of a domain-adversarial loss during the source phase (0: off): a discriminator
             learns to tell source item vectors from target item vectors, and the item tower, through a
             gradient reversal, learns to make them indistinguishable (``DomainDiscriminator``).

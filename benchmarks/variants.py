@@ -289,6 +289,19 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline), longer average (decay 0.995 a step)",
         "average": {"decay": 0.995},
     },
+    # Both with a deeper sequence encoder (4 transformer layers instead of 2): does pre-training pay more where the
+    # target alone has more weights to fit?
+    "transfer_ema_deep": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with 4 transformer layers",
+        "model": {"layers": 4},
+    },
+    "text_target_only_ema_deep": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (the default recipe's baseline) with 4 transformer layers",
+        "model": {"layers": 4},
+    },
 }
 # Every other row was measured before the averaging was the default, without it: so are its reruns. ("default
 # recipe" in their labels: the recipe of their time, weights not averaged.)

@@ -302,6 +302,18 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline) with 4 transformer layers",
         "model": {"layers": 4},
     },
+    # And with a shallower one (1 layer): four layers lowered transfer more than the target alone.
+    "transfer_ema_shallow": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with 1 transformer layer",
+        "model": {"layers": 1},
+    },
+    "text_target_only_ema_shallow": {
+        "config": TRANSFER,
+        "target_only": True,
+        "label": "text, target only (the default recipe's baseline) with 1 transformer layer",
+        "model": {"layers": 1},
+    },
 }
 # Every other row was measured before the averaging was the default, without it: so are its reruns. ("default
 # recipe" in their labels: the recipe of their time, weights not averaged.)

@@ -289,8 +289,7 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline), longer average (decay 0.995 a step)",
         "average": {"decay": 0.995},
     },
-    # Both with a deeper sequence encoder (4 transformer layers instead of 2): does pre-training pay more where the
-    # target alone has more weights to fit?
+    # Both with a deeper sequence encoder (4 transformer layers instead of 2), and with a shallower one (1 layer).
     "transfer_ema_deep": {
         "config": TRANSFER,
         "label": "transfer, default recipe with 4 transformer layers",
@@ -302,7 +301,6 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline) with 4 transformer layers",
         "model": {"layers": 4},
     },
-    # And with a shallower one (1 layer): four layers lowered transfer more than the target alone.
     "transfer_ema_shallow": {
         "config": TRANSFER,
         "label": "transfer, default recipe with 1 transformer layer",

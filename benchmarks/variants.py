@@ -312,6 +312,12 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline) with 1 transformer layer",
         "model": {"layers": 1},
     },
+    # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
+    "transfer_ema_freeze_adaptor": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with the text adaptor frozen on the target",
+        "freeze": ["item_tower.adaptor"],
+    },
 }
 # Every other row was measured before the averaging was the default, without it: so are its reruns. ("default
 # recipe" in their labels: the recipe of their time, weights not averaged.)

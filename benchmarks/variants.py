@@ -3,6 +3,8 @@ the published numbers its tables show beside them."""
 
 from __future__ import annotations
 
+import copy
+
 # Folder of each domain under the data root.
 DOMAINS = {
     "Scientific": "amazon/Scientific",
@@ -36,6 +38,20 @@ LM_ALL = {
 def _lm_top(text_lr: float, **model) -> dict:
     """MiniLM's top layer trained in the loop at ``text_lr``, with the history offset and the other ``model``."""
     return {"text_encoder": {"train_layers": 1}, "model": {"history_bias": True, "text_lr": text_lr, **model}}
+
+
+def _default_and_baseline(suffix: str, what: str, **changes) -> dict[str, dict]:
+    """``transfer_ema_<suffix>`` and ``text_target_only_ema_<suffix>``: the default recipe and its target-only
+    baseline, both with ``what`` (the spec ``changes``)."""
+    return {
+        f"transfer_ema_{suffix}": {"config": TRANSFER, "label": f"transfer, default recipe with {what}", **changes},
+        f"text_target_only_ema_{suffix}": {
+            "config": TRANSFER,
+            "target_only": True,
+            "label": f"text, target only (the default recipe's baseline) with {what}",
+            **copy.deepcopy(changes),
+        },
+    }
 
 
 VARIANTS: dict[str, dict] = {
@@ -289,29 +305,10 @@ VARIANTS: dict[str, dict] = {
         "label": "text, target only (the default recipe's baseline), longer average (decay 0.995 a step)",
         "average": {"decay": 0.995},
     },
-    # Both with a deeper sequence encoder (4 transformer layers instead of 2), and with a shallower one (1 layer).
-    "transfer_ema_deep": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe with 4 transformer layers",
-        "model": {"layers": 4},
-    },
-    "text_target_only_ema_deep": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only (the default recipe's baseline) with 4 transformer layers",
-        "model": {"layers": 4},
-    },
-    "transfer_ema_shallow": {
-        "config": TRANSFER,
-        "label": "transfer, default recipe with 1 transformer layer",
-        "model": {"layers": 1},
-    },
-    "text_target_only_ema_shallow": {
-        "config": TRANSFER,
-        "target_only": True,
-        "label": "text, target only (the default recipe's baseline) with 1 transformer layer",
-        "model": {"layers": 1},
-    },
+    # Both with a deeper sequence encoder (transfer_ema_deep, text_target_only_ema_deep: 4 transformer layers instead
+    # of 2), and with a shallower one (*_shallow: 1 layer).
+    **_default_and_baseline("deep", "4 transformer layers", model={"layers": 4}),
+    **_default_and_baseline("shallow", "1 transformer layer", model={"layers": 1}),
     # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
     "transfer_ema_freeze_adaptor": {
         "config": TRANSFER,

@@ -3,8 +3,6 @@ the published numbers its tables show beside them."""
 
 from __future__ import annotations
 
-import copy
-
 # Folder of each domain under the data root.
 DOMAINS = {
     "Scientific": "amazon/Scientific",
@@ -49,7 +47,7 @@ def _default_and_baseline(suffix: str, what: str, **changes) -> dict[str, dict]:
             "config": TRANSFER,
             "target_only": True,
             "label": f"text, target only (the default recipe's baseline) with {what}",
-            **copy.deepcopy(changes),
+            **changes,
         },
     }
 

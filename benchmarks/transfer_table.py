@@ -64,8 +64,9 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
                 cfg["trainer"]["max_epochs"] = cb["init_args"]["source_epochs"]
     if spec.get("joint"):
         data["joint"] = True
-    if "source_mixing" in spec:
-        data["source_mixing"] = spec["source_mixing"]
+    for key in ("source_mixing", "rehearsal"):
+        if key in spec:
+            data[key] = spec[key]
     if "text_encoder" in spec:
         for domain in [data["target"], *data.get("sources", [])]:
             domain["init_args"]["text_encoder"].update(spec["text_encoder"])

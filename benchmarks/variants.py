@@ -19,7 +19,8 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 # text vectors centred, the learned history offset, half the learning rate after the switch, the target phase's
 # weights averaged) or the SASRec config, plus the changes its spec lists: "freeze" / "handover" / "anchor"
 # (DomainTransfer's), "model" (model settings), "text_encoder" (every domain's), "target_only" / "sources_only",
-# "joint" / "source_mixing" (the data module's), "average" (TargetWeightAveraging's settings; False: none).
+# "joint" / "source_mixing" / "rehearsal" (the data module's), "average" (TargetWeightAveraging's settings;
+# False: none).
 # Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
 # measured (every row measured before the history offset existed says history_bias: False; every row trained on the
 # target at the source learning rate says target_lr: 1e-3, which the target-only variants train at too).
@@ -223,6 +224,13 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe, the target in the source phase with an even share of its steps",
         "joint": True,
         "source_mixing": 0.0,
+    },
+    # The default recipe with the sources rehearsed after the switch (TransferDataModule's rehearsal): each target
+    # epoch adds a quarter as many source batches as it has target batches.
+    "transfer_rehearsal": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, sources rehearsed after the switch (1 source batch per 4 target batches)",
+        "rehearsal": 0.25,
     },
     # The default recipe with the source epoch's steps shared among the sources in proportion to the square root of
     # their batches (source_mixing 0.5): with Games and Kitchen among five sources, the small domains keep a say.

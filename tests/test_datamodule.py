@@ -199,6 +199,32 @@ def test_joint_mixes_the_targets_training_histories_into_the_source_phase(tmp_pa
         assert {b["domain"] for b in transfer.train_dataloader()} == {"posters"}
 
 
+def test_rehearsal_adds_source_batches_to_each_target_epoch(tmp_path: Path) -> None:
+    target = make(tmp_path, "posters", batch_size=4)
+    sources = [make(tmp_path, "books", batch_size=4), make(tmp_path, "toys", batch_size=8)]
+    schedule = DomainTransfer(source_epochs=1)
+
+    def target_epoch(rehearsal: float, callbacks: list) -> dict[str, list[list[int]]]:
+        transfer = TransferDataModule(target=target, sources=sources, rehearsal=rehearsal, source_mixing=0.0)
+        transfer.prepare_data()
+        transfer.setup()
+        transfer.trainer = SimpleNamespace(callbacks=callbacks, current_epoch=1)  # epoch 1: the target phase
+        batches: dict[str, list[list[int]]] = {}
+        for batch in transfer.train_dataloader():
+            batches.setdefault(batch["domain"], []).append(batch["user"].tolist())
+        return batches
+
+    alone, rehearsed = target_epoch(0.0, [schedule]), target_epoch(0.5, [schedule])
+    assert set(alone) == {"posters"} and set(rehearsed) == {"posters", "books", "toys"}
+    # The target's batches are the same rows as without rehearsal; the sources add half as many, shared evenly.
+    assert sorted(rehearsed["posters"]) == sorted(alone["posters"])
+    extra = round(0.5 * len(alone["posters"]))
+    assert sorted(len(rehearsed[s]) for s in ("books", "toys")) == [extra // 2, extra - extra // 2]
+    assert set(target_epoch(0.5, [])) == {"posters"}  # without a transfer schedule: the target alone
+    with pytest.raises(ValueError, match="rehearsal must be >= 0"):
+        TransferDataModule(target=target, sources=sources, rehearsal=-1)
+
+
 @pytest.mark.parametrize("sizes", [[10, 5], [13, 7, 3]])
 def test_batch_sampler_under_two_ranks(monkeypatch: pytest.MonkeyPatch, sizes: list[int]) -> None:
     bounds = np.cumsum([0, *sizes])
@@ -323,8 +349,10 @@ def test_loader_wide_settings_that_differ_between_sources_are_refused(tmp_path: 
     expected = rf"{key} differs between domains \(books: {a!r}, toys: {b!r}\): one training loader serves"
     with pytest.raises(ValueError, match=expected):
         TransferDataModule(target=target, sources=[domain("books", a), domain("toys", b)])
-    # The target trains alone after the switch: its own value is fine.
+    # The target trains alone after the switch: its own value is fine, unless the sources are rehearsed with it.
     TransferDataModule(target=domain("posters", b), sources=[domain("books", a), domain("toys", a)])
+    with pytest.raises(ValueError, match=rf"{key} differs between domains"):
+        TransferDataModule(target=domain("posters", b), sources=[domain("books", a)], rehearsal=0.5)
 
 
 def test_text_widths_must_match_across_domains(tmp_path: Path) -> None:

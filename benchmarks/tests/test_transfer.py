@@ -90,6 +90,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     assert variant_config("transfer_text+id", "Office", sources)["model"]["mode"] == "text+id"
     assert variant_config("transfer_joint", "Office", sources)["data"]["init_args"]["joint"] is True
     assert "joint" not in variant_config("transfer_history_half_lr", "Office", sources)["data"]["init_args"]
+    assert variant_config("transfer_rehearsal", "Office", sources)["data"]["init_args"]["rehearsal"] == 0.25
     with pytest.raises(ValueError, match="cannot also be a source"):
         variant_config("transfer_text", "Office", ["Office"])
 

@@ -65,6 +65,9 @@ class EpochProgress(Callback):
         what = f"{dm.target_name} ← {', '.join(sources)}" if sources else f"{dm.target_name} alone"
         if sources and getattr(getattr(dm, "hparams", None), "joint", False):
             what += " (joint: the target's training histories in the source phase too)"
+        rehearsal = getattr(getattr(dm, "hparams", None), "rehearsal", 0)
+        if sources and rehearsal:
+            what += f" (rehearsal: {rehearsal:g} source batches for each target batch after the switch)"
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         devices = f"{trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator').lower()}"
         where = f"; run folder {trainer.log_dir}" if trainer.loggers else ""

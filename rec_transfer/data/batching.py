@@ -196,6 +196,14 @@ def _batch_sizes(rows: int, batch_size: int, pool_batches: int) -> list[int]:
     return sizes + [min(batch_size, tail - i) for i in range(0, tail, batch_size)]
 
 
+def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """``total`` whole batches shared in proportion to ``weights``, by largest remainders (they sum to ``total``)."""
+    shares = total * weights / weights.sum()
+    counts = np.floor(shares).astype(int)
+    counts[np.argsort(counts - shares)[: total - counts.sum()]] += 1
+    return counts
+
+
 class DomainBatchSampler(Sampler[list[int]]):
     """Shuffled batches, each from one domain, over the concatenation of several domains.
 
@@ -221,6 +229,9 @@ class DomainBatchSampler(Sampler[list[int]]):
             gets a share ∝ ``n_d ** mixing`` of the same total. ``1``: every batch once (large domains dominate);
             ``0``: the same number of batches from every domain (a small one repeats, a large one is subsampled,
             differently each epoch); in between, temperature sampling as in multilingual training.
+        rehearsal: ``None``: every domain shares the epoch as ``mixing`` says. A number ``r``: the first domain keeps
+            each of its batches once, and the others add ``r`` batches for each of its batches between them, shared
+            among them as ``mixing`` says (the sources rehearsed while training on the target).
     """
 
     def __init__(
@@ -232,9 +243,13 @@ class DomainBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         pool_batches: int | Sequence[int] = 1,
         mixing: float = 1.0,
+        rehearsal: float | None = None,
     ):
         if not 0 <= mixing <= 1:
             raise ValueError(f"mixing must be between 0 and 1, got {mixing}")
+        if rehearsal is not None and (rehearsal < 0 or len(lengths) < 2):
+            raise ValueError(f"rehearsal needs a number >= 0 and at least two domains, got {rehearsal}")
+        self.rehearsal = rehearsal
         self.lengths, self.seed, self.epoch, self.mixing = [np.asarray(x) for x in lengths], seed, epoch, mixing
         self.batch_sizes = _per_domain(batch_size, len(self.lengths), "batch_size")
         self.pool_batches = _per_domain(pool_batches, len(self.lengths), "pool_batches")
@@ -267,13 +282,15 @@ class DomainBatchSampler(Sampler[list[int]]):
             sizes = _batch_sizes(len(lengths), batch_size, pool)
             natural.append(len(sizes) - (len(sizes) > 1 and sizes[-1] < world))
         natural = np.array(natural)
+        if self.rehearsal is not None:  # the first domain whole, the others r of a batch for each of its batches
+            first, others = natural[0], natural[1:]
+            return [
+                int(first),
+                *_apportion(round(first * self.rehearsal), others.astype(np.float64) ** self.mixing).tolist(),
+            ]
         if self.mixing == 1 or len(natural) == 1:
             return natural.tolist()
-        weights = natural.astype(np.float64) ** self.mixing
-        shares = natural.sum() * weights / weights.sum()
-        counts = np.floor(shares).astype(int)
-        counts[np.argsort(counts - shares)[: natural.sum() - counts.sum()]] += 1  # largest remainders
-        return np.maximum(counts, 1).tolist()
+        return np.maximum(_apportion(natural.sum(), natural.astype(np.float64) ** self.mixing), 1).tolist()
 
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])

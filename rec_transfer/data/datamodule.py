@@ -319,9 +319,11 @@ def shared_loader_settings(modules: list[DomainDataModule]) -> dict[str, int | b
     return {key: same_for_all({m.name: getattr(m, key) for m in modules}, key, why) for key in LOADER_SETTINGS}
 
 
-def make_train_loader(modules: list[DomainDataModule], epoch: int, mixing: float = 1.0) -> DataLoader:
+def make_train_loader(
+    modules: list[DomainDataModule], epoch: int, mixing: float = 1.0, rehearsal: float | None = None
+) -> DataLoader:
     """Training batches of one or several domains, each batch from one domain, mixed across steps
-    (``mixing``: how the epoch is shared among domains, see ``DomainBatchSampler``).
+    (``mixing`` and ``rehearsal``: how the epoch is shared among domains, see ``DomainBatchSampler``).
 
     Each domain keeps its own ``batch_size`` and ``length_pool``; ``seed``, ``pack`` and ``num_workers`` belong to
     the loader and must agree (see ``shared_loader_settings``).
@@ -335,6 +337,7 @@ def make_train_loader(modules: list[DomainDataModule], epoch: int, mixing: float
         epoch=epoch,
         pool_batches=[m.length_pool for m in modules],
         mixing=mixing,
+        rehearsal=rehearsal,
     )
     return DataLoader(
         torch.utils.data.ConcatDataset(views),

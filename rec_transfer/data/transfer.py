@@ -17,7 +17,7 @@ from rec_transfer.data.datamodule import (
     same_for_all,
     shared_loader_settings,
 )
-from rec_transfer.phase import Phase, current_phase
+from rec_transfer.phase import Phase, current_phase, find_schedule
 
 
 class TransferDataModule(L.LightningDataModule):
@@ -41,6 +41,8 @@ class TransferDataModule(L.LightningDataModule):
             longest of all domains' (the command line links ``model.max_len`` to it), so it is set in one place.
         joint: also train on the target's training histories during the source phase, as one more domain of the
             mixture (its own batch size). The model at the switch has then seen the target: not zero-shot.
+        rehearsal: keep training on the sources after the switch: each target epoch adds ``rehearsal`` source batches
+            for each target batch, shared among the sources as ``source_mixing`` says (0: the target alone).
 
     ``target`` and each source may also be given as dicts, as in a YAML config: ``DomainDataModule`` keyword
     arguments, or ``{"class_path": ..., "init_args": {...}}``.
@@ -56,7 +58,10 @@ class TransferDataModule(L.LightningDataModule):
         source_mixing: float = 1.0,
         max_len: int = DEFAULT_MAX_LEN,
         joint: bool = False,
+        rehearsal: float = 0.0,
     ):
+        if rehearsal < 0:
+            raise ValueError(f"TransferDataModule rehearsal must be >= 0 (0: off), got {rehearsal}")
         super().__init__()
         self.save_hyperparameters(ignore=["target", "sources"])
         self.target = as_domain_module(target)
@@ -72,8 +77,10 @@ class TransferDataModule(L.LightningDataModule):
         names = [m.name for m in self.sources] + [target.name]
         if len(set(names)) != len(names):
             raise ValueError(f"domain names must be unique, got {names}")
-        if self.sources:  # the source phase's domains share one training loader: fail now, not at epoch 0
+        if self.sources:  # each phase's domains share one training loader: fail now, not at epoch 0
             shared_loader_settings(self._source_phase_modules())
+            if rehearsal > 0:
+                shared_loader_settings([target, *self.sources])
 
     @property
     def max_len(self) -> int:
@@ -109,9 +116,13 @@ class TransferDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        source = self._phase() == "source"
-        modules = self._source_phase_modules() if source else [self.target]
-        return make_train_loader(modules, epoch, self.hparams.source_mixing if source else 1.0)
+        if self._phase() == "source":
+            return make_train_loader(self._source_phase_modules(), epoch, self.hparams.source_mixing)
+        # The target first: its batches are drawn as without rehearsal. Without a transfer schedule: the target alone.
+        if self.hparams.rehearsal > 0 and self.sources and find_schedule(self.trainer) is not None:
+            modules = [self.target, *self.sources]
+            return make_train_loader(modules, epoch, self.hparams.source_mixing, self.hparams.rehearsal)
+        return make_train_loader([self.target], epoch)
 
     def _source_phase_modules(self) -> list[DomainDataModule]:
         return self.sources + ([self.target] if self.hparams.joint else [])

@@ -63,14 +63,15 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def make_data(cache_dir, seed=0) -> TransferDataModule:
+def make_data(cache_dir, seed=0, rehearsal=0.0) -> TransferDataModule:
     def domain(name, users):
         return DomainDataModule(
             f"synthetic:{name}", synthetic={"num_users": users, "num_items": 30, "mean_length": 7},
             max_len=10, batch_size=32, cache_dir=str(cache_dir), seed=seed, text_encoder=TextEncoderConfig(),
         )  # fmt: skip
 
-    return TransferDataModule(target=domain("posters", 40), sources=[domain("books", 80), domain("toys", 60)])
+    sources = [domain("books", 80), domain("toys", 60)]
+    return TransferDataModule(target=domain("posters", 40), sources=sources, rehearsal=rehearsal)
 
 
 class Crash(Callback):
@@ -84,7 +85,17 @@ class Crash(Callback):
             raise RuntimeError("simulated crash")
 
 
-def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",), mode="text", extra=(), **transfer):
+def fit(
+    cache_dir,
+    ckpt_dir,
+    crash=None,
+    ckpt_path=None,
+    freeze=("encoder",),
+    mode="text",
+    extra=(),
+    rehearsal=0.0,
+    **transfer,
+):
     L.seed_everything(0)
     model = TransferRecommender(
         mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3, target_warmup_steps=4
@@ -102,7 +113,7 @@ def fit(cache_dir, ckpt_dir, crash=None, ckpt_path=None, freeze=("encoder",), mo
         enable_model_summary=False, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
         callbacks=callbacks, num_sanity_val_steps=0,
     )  # fmt: skip
-    data = make_data(cache_dir)
+    data = make_data(cache_dir, rehearsal=rehearsal)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, model, data
 
@@ -199,6 +210,31 @@ def test_anchor_keeps_the_target_phase_near_the_handed_over_weights_and_resumes_
         fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), anchor=500.0)
     _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", anchor=500.0)
     for key, value in anchored.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+class TrainedDomains(Callback):
+    """The domains of every training batch, by epoch."""
+
+    def __init__(self):
+        self.domains = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.domains.setdefault(trainer.current_epoch, []).append(batch["domain"])
+
+
+def test_rehearsal_trains_on_the_sources_after_the_switch_and_resumes_exactly(cache_dir, tmp_path):
+    seen = TrainedDomains()
+    _, rehearsed, _ = fit(cache_dir, tmp_path / "full", extra=[seen], rehearsal=1.0)
+    target_epochs = [d for epoch, d in seen.domains.items() if epoch >= SOURCE_EPOCHS]
+    assert target_epochs
+    for domains in target_epochs:  # as many source batches as target batches, each source some of them
+        assert set(domains) == {"posters", "books", "toys"}
+        assert domains.count("posters") == len(domains) - domains.count("posters")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), rehearsal=1.0)
+    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", rehearsal=1.0)
+    for key, value in rehearsed.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
 
 

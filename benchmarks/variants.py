@@ -315,6 +315,8 @@ VARIANTS: dict[str, dict] = {
     # of 2), and with a shallower one (*_shallow: 1 layer).
     **_default_and_baseline("deep", "4 transformer layers", model={"layers": 4}),
     **_default_and_baseline("shallow", "1 transformer layer", model={"layers": 1}),
+    # Both with a quarter of the source learning rate after the switch (2.5e-4 instead of half, 5e-4).
+    **_default_and_baseline("quarter_lr", "target learning rate 2.5e-4", model={"target_lr": 2.5e-4}),
     # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
     "transfer_ema_freeze_adaptor": {
         "config": TRANSFER,

@@ -79,8 +79,7 @@ class TransferDataModule(L.LightningDataModule):
             raise ValueError(f"domain names must be unique, got {names}")
         if self.sources:  # each phase's domains share one training loader: fail now, not at epoch 0
             shared_loader_settings(self._source_phase_modules())
-            if rehearsal > 0:
-                shared_loader_settings([target, *self.sources])
+            shared_loader_settings(self._target_phase_modules())
 
     @property
     def max_len(self) -> int:
@@ -118,14 +117,18 @@ class TransferDataModule(L.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         if self._phase() == "source":
             return make_train_loader(self._source_phase_modules(), epoch, self.hparams.source_mixing)
-        # The target first: its batches are drawn as without rehearsal. Without a transfer schedule: the target alone.
-        if self.hparams.rehearsal > 0 and self.sources and find_schedule(self.trainer) is not None:
-            modules = [self.target, *self.sources]
-            return make_train_loader(modules, epoch, self.hparams.source_mixing, self.hparams.rehearsal)
-        return make_train_loader([self.target], epoch)
+        # Without a transfer schedule: the target alone.
+        modules = self._target_phase_modules() if find_schedule(self.trainer) is not None else [self.target]
+        if len(modules) == 1:
+            return make_train_loader(modules, epoch)
+        return make_train_loader(modules, epoch, self.hparams.source_mixing, self.hparams.rehearsal)
 
     def _source_phase_modules(self) -> list[DomainDataModule]:
         return self.sources + ([self.target] if self.hparams.joint else [])
+
+    def _target_phase_modules(self) -> list[DomainDataModule]:
+        """The target first (its batches are drawn as without rehearsal), then the sources if they are rehearsed."""
+        return [self.target, *(self.sources if self.hparams.rehearsal > 0 else [])]
 
     def val_dataloader(self) -> list[DataLoader]:
         if self._phase() == "target":

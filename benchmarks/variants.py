@@ -317,6 +317,13 @@ VARIANTS: dict[str, dict] = {
     **_default_and_baseline("shallow", "1 transformer layer", model={"layers": 1}),
     # Both with a quarter of the source learning rate after the switch (2.5e-4 instead of half, 5e-4).
     **_default_and_baseline("quarter_lr", "target learning rate 2.5e-4", model={"target_lr": 2.5e-4}),
+    # The default recipe with the sequence encoder fine-tuned at a quarter of the target learning rate
+    # (target_lr_scale), the item tower and the history offset at the full target rate.
+    "transfer_ema_slow_encoder": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with the sequence encoder at a quarter of the target learning rate",
+        "model": {"target_lr_scale": {"encoder": 0.25}},
+    },
     # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
     "transfer_ema_freeze_adaptor": {
         "config": TRANSFER,

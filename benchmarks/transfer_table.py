@@ -56,7 +56,7 @@ def variant_config(variant: str, target: str, sources: list[str], source_epochs:
                 continue
             if source_epochs is not None:
                 cb["init_args"]["source_epochs"] = source_epochs
-            for key in ("freeze", "handover", "anchor"):
+            for key in ("freeze", "handover", "anchor", "reinit"):
                 if key in spec:
                     cb["init_args"][key] = spec[key]
             if spec.get("sources_only"):  # every epoch on the sources: no early switch, no target step

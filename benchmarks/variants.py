@@ -17,10 +17,10 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 
 # Each variant is the shipped transfer config (the default recipe: every layer fine-tuned on the target, each domain's
 # text vectors centred, the learned history offset, half the learning rate after the switch, the target phase's
-# weights averaged) or the SASRec config, plus the changes its spec lists: "freeze" / "handover" / "anchor"
-# (DomainTransfer's), "model" (model settings), "text_encoder" (every domain's), "target_only" / "sources_only",
-# "joint" / "source_mixing" / "rehearsal" (the data module's), "average" (TargetWeightAveraging's settings;
-# False: none).
+# weights averaged) or the SASRec config, plus the changes its spec lists: "freeze" / "handover" / "anchor" /
+# "reinit" (DomainTransfer's), "model" (model settings), "text_encoder" (every domain's), "target_only" /
+# "sources_only", "joint" / "source_mixing" / "rehearsal" (the data module's), "average" (TargetWeightAveraging's
+# settings; False: none).
 # Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
 # measured (every row measured before the history offset existed says history_bias: False; every row trained on the
 # target at the source learning rate says target_lr: 1e-3, which the target-only variants train at too).
@@ -323,6 +323,12 @@ VARIANTS: dict[str, dict] = {
         "config": TRANSFER,
         "label": "transfer, default recipe with the sequence encoder at a quarter of the target learning rate",
         "model": {"target_lr_scale": {"encoder": 0.25}},
+    },
+    # The default recipe with half of a fresh initialisation mixed into the handed-over weights (shrink and perturb).
+    "transfer_ema_reinit": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe, half a fresh initialisation mixed in at the switch (reinit 0.5)",
+        "reinit": 0.5,
     },
     # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
     "transfer_ema_freeze_adaptor": {

@@ -129,7 +129,7 @@ def test_tensorboard_logs_learning_rate_phase_and_run_settings(run) -> None:
     assert params["data/sources"] == "books, toys" and params["data/target"] == TARGET
     assert params["transfer/source_epochs"] == 1 and params["data/batch_size"] == 32 and params["seed"] == "0"
     assert params["model/hidden_size"] == 16 and params["data/max_len"] == 10
-    assert params["transfer/handover"] == "last" and params["transfer/anchor"] == 0.0
+    assert params["transfer/handover"] == "last" and params["transfer/anchor"] == 0.0 == params["transfer/reinit"]
     assert params["transfer/joint"] is False
     # The target-only baseline's row says so.
     _, alone = hparams_of(run.dir / "target_only")

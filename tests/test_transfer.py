@@ -12,8 +12,10 @@ from model_helpers import TinyTop
 
 from rec_transfer.callbacks import DomainTransfer, LatestCheckpoint, TargetEarlyStopping, TargetWeightAveraging
 from rec_transfer.data import DomainDataModule, TransferDataModule
+from rec_transfer.models.components.history import HistoryBias
 from rec_transfer.models.components.item_text import TrainableItemText
-from rec_transfer.models.optim import decay_towards
+from rec_transfer.models.components.sequence_encoder import SequenceEncoder
+from rec_transfer.models.optim import decay_towards, mix_with_fresh_init, reset_recursively
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.phase import current_phase
 from rec_transfer.text import TextEncoderConfig
@@ -244,6 +246,71 @@ def test_decay_towards_moves_each_weight_lr_times_strength_of_the_way_to_its_anc
     optimizer = torch.optim.AdamW([{"params": [moving, still], "lr": 0.1}])
     decay_towards(optimizer, {id(moving): torch.tensor([0.0, 1.0]), id(still): torch.tensor([0.0])}, strength=2.0)
     assert moving.tolist() == pytest.approx([0.8, 2.6]) and still.tolist() == [5.0]
+
+
+class SwitchWeights(Callback):
+    """The weights at the end of the last source epoch and at the first target step."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == SOURCE_EPOCHS - 1:
+            self.handed_over = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == SOURCE_EPOCHS and batch_idx == 0:
+            self.first_step = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+
+def test_reinit_mixes_a_fresh_model_into_the_unfrozen_weights_at_the_switch_and_resumes_exactly(cache_dir, tmp_path):
+    seen = SwitchWeights()
+    trainer, mixed, _ = fit(cache_dir, tmp_path / "full", extra=[seen], reinit=0.5)
+    changed = {n for n, w in seen.handed_over.items() if not torch.equal(w, seen.first_step[n])}
+    assert changed and not any(n.startswith("encoder.") for n in changed)  # the frozen encoder is kept
+    assert "scorer.history_bias.weight" in changed  # halfway back to its start, 0
+    torch.testing.assert_close(
+        seen.first_step["scorer.history_bias.weight"], 0.5 * seen.handed_over["scorer.history_bias.weight"]
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), reinit=0.5)
+    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", reinit=0.5)
+    for key, value in mixed.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+class Pretrained(torch.nn.Linear):
+    pretrained_weights = True
+
+
+def test_mix_with_fresh_init_keeps_frozen_and_pretrained_weights_and_the_random_state():
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict(
+        {"encoder": SequenceEncoder(16, 1, 2, 0.0, 10), "bias": HistoryBias(0.07), "text": Pretrained(4, 4)}
+    )
+    model["encoder"].norm.requires_grad_(False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # "trained": every weight 1 away from any initialisation
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = torch.get_rng_state()
+    mix_with_fresh_init(model, 0.25, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    after = dict(model.named_parameters())
+    for name in ("encoder.norm.weight", "encoder.norm.bias", "text.weight", "text.bias"):
+        assert torch.equal(after[name], before[name]), name
+    torch.testing.assert_close(after["bias.weight"], 0.75 * before["bias.weight"])  # the offset starts at 0
+    # The fresh part is the model's own initialisation (SASRec's N(0, 0.02), drawn with the seed), not PyTorch's.
+    fresh = SequenceEncoder(16, 1, 2, 0.0, 10)
+    torch.manual_seed(7)
+    reset_recursively(fresh)
+    for name, p in fresh.named_parameters():
+        if not name.startswith("norm."):
+            torch.testing.assert_close(after[f"encoder.{name}"], 0.75 * before[f"encoder.{name}"] + 0.25 * p, msg=name)
+    assert 0.01 < float(fresh.layers.layers[0].linear1.weight.std()) < 0.03
+    assert 0.01 < float(fresh.positions.weight.std()) < 0.03
+
+
+def test_reinit_must_be_a_share():
+    with pytest.raises(ValueError, match="reinit must be between 0"):
+        DomainTransfer(reinit=1.5)
 
 
 def test_anchor_must_not_be_negative():

@@ -11,9 +11,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from rec_transfer.metrics import RankingMetrics
-from rec_transfer.models.optim import decay_towards
+from rec_transfer.models.optim import decay_towards, mix_with_fresh_init
 from rec_transfer.phase import Phase, PhaseAware, PhaseSchedule, current_phase
 from rec_transfer.utils.files import atomic_path
+from rec_transfer.utils.seeding import global_seed
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class DomainTransfer(Callback, PhaseSchedule):
             the way back to its value at the switch (L2-SP as a decoupled decay: AdamW's weight decay, pulling
             towards the handed-over weights instead of zero). The fine-tuned model stays near what the sources
             taught it; 0 (the default): off.
+        reinit: at the switch, every trainable weight becomes ``(1 - reinit) ×`` the handed-over one ``+ reinit ×`` a
+            fresh initialisation (shrink and perturb, ``rec_transfer.models.optim.mix_with_fresh_init``): the target
+            starts from the sources' direction with some of a fresh model's plasticity. The language model's own
+            weights and frozen submodules are kept; the zero-shot evaluation and ``handover.ckpt`` are of the
+            handed-over model. 0 (the default): off; 1: a fresh model, as training on the target alone.
     """
 
     def __init__(
@@ -66,9 +72,13 @@ class DomainTransfer(Callback, PhaseSchedule):
         zero_shot: bool = True,
         handover: Literal["last", "best"] = "last",
         anchor: float = 0.0,
+        reinit: float = 0.0,
     ):
         if anchor < 0:
             raise ValueError(f"DomainTransfer anchor must be >= 0 (0: off), got {anchor}")
+        if not 0.0 <= reinit <= 1.0:
+            raise ValueError(f"DomainTransfer reinit must be between 0 (off) and 1 (a fresh model), got {reinit}")
+        self.reinit = reinit
         self.source_epochs = source_epochs
         self.handover = handover
         self.anchor = anchor
@@ -157,6 +167,9 @@ class DomainTransfer(Callback, PhaseSchedule):
             log.info("zero-shot on %s (the source-trained model, before fine-tuning): %s",
                      trainer.datamodule.target_name, describe_zero_shot(self.zero_shot_metrics))  # fmt: skip
         self._enter_target(pl_module)
+        if self.reinit > 0:  # after freezing: frozen submodules keep the handed-over weights
+            mix_with_fresh_init(pl_module, self.reinit, seed=global_seed() * 1_000_003 + trainer.current_epoch)
+            log.info("a share of %g of a fresh initialisation mixed into the handed-over weights", self.reinit)
         if self.anchor > 0:
             self.anchor_weights = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
             self._anchors = None

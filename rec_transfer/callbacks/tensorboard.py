@@ -51,6 +51,7 @@ def run_hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, A
     params["transfer/freeze"] = getattr(schedule, "freeze", []) if transfer else []
     params["transfer/handover"] = getattr(schedule, "handover", None) if transfer else None
     params["transfer/anchor"] = getattr(schedule, "anchor", 0.0) if transfer else 0.0
+    params["transfer/reinit"] = getattr(schedule, "reinit", 0.0) if transfer else 0.0
     params["transfer/joint"] = bool(getattr(dm, "hparams", {}).get("joint", False)) if transfer else False
     params["transfer/rehearsal"] = float(getattr(dm, "hparams", {}).get("rehearsal", 0.0)) if transfer else 0.0
     params["seed"] = os.environ.get("PL_GLOBAL_SEED")
@@ -64,7 +65,7 @@ class TensorBoardHparams(Callback):
     """Fills TensorBoard's HPARAMS tab and marks the transfer phase on the time axis.
 
     At the start of a fit it writes the run's settings (``run_hparams``: model, data, transfer: sources, source
-    epochs, freezing, handover, anchor, joint source phase, rehearsal, batch sizes) with two metrics,
+    epochs, freezing, handover, anchor, reinit, joint source phase, rehearsal, batch sizes) with two metrics,
     ``hp/best_val_ndcg@10`` (the best target validation so far: the tab shows a metric's last value, so this is the
     best, not the last validation) and ``hp/test_ndcg@10``. No value is written before one is measured.
     ``transfer/phase`` is 0 on source epochs and 1 on target epochs. The best value is kept in checkpoints, so a

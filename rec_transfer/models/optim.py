@@ -65,3 +65,37 @@ def decay_towards(optimizer: torch.optim.Optimizer, anchors: Mapping[int, torch.
             anchor = anchors.get(id(p))
             if anchor is not None and p.grad is not None:
                 p.lerp_(anchor, rate)
+
+
+def reset_recursively(module: nn.Module) -> None:
+    """Calls ``reset_parameters`` of ``module`` and of every submodule, children before their parent (a parent's own
+    initialisation, e.g. ``SequenceEncoder``'s, overrides its children's defaults), except under modules that set
+    ``pretrained_weights`` (a language model's weights are not a random initialisation)."""
+    if getattr(module, "pretrained_weights", False):
+        return
+    for child in module.children():
+        reset_recursively(child)
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+
+
+@torch.no_grad()
+def mix_with_fresh_init(module: nn.Module, share: float, seed: int) -> None:
+    """Every trainable parameter of ``module`` becomes ``(1 - share) ×`` itself ``+ share ×`` a fresh initialisation
+    drawn with ``seed`` (the same on every process; torch's global random state is left as it was).
+
+    Shrink and perturb (Ash & Adams, 2020), with the perturbation drawn as the model's own initialisation rather
+    than as noise of a chosen scale: a warm-started model keeps its direction and regains some of a fresh one's
+    plasticity. Frozen parameters and language-model weights (``pretrained_weights``) stay as they are.
+    """
+    trained = {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+    frozen = {name: p.detach().clone() for name, p in module.named_parameters() if not p.requires_grad}
+    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        reset_recursively(module)
+    for name, p in module.named_parameters():
+        if name in frozen:
+            p.copy_(frozen[name])
+        elif name in trained:
+            p.lerp_(trained[name], 1.0 - share)

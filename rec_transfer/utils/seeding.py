@@ -10,6 +10,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 
+def global_seed() -> int:
+    """The seed ``seed_everything`` set (``PL_GLOBAL_SEED``; 0 without it)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 class EpochSeed(Callback):
     """Reseeds torch from ``(seed, epoch, rank)`` before each epoch's first training step.
 
@@ -21,5 +26,4 @@ class EpochSeed(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if batch_idx == 0:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            torch.manual_seed(seed * 1_000_003 + trainer.current_epoch * 1009 + trainer.global_rank)
+            torch.manual_seed(global_seed() * 1_000_003 + trainer.current_epoch * 1009 + trainer.global_rank)

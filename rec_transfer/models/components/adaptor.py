@@ -14,6 +14,10 @@ class ParametricWhitening(nn.Module):
         self.bias = nn.Parameter(torch.zeros(in_dim))
         self.proj = nn.Linear(in_dim, out_dim, bias=False)
         self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.bias)
         nn.init.normal_(self.proj.weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -31,6 +35,10 @@ class MoEAdaptor(nn.Module):
         super().__init__()
         self.experts = nn.ModuleList(ParametricWhitening(in_dim, out_dim, dropout) for _ in range(experts))
         self.gate = nn.Linear(in_dim, experts, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The gate starts even over the experts (each expert initialises itself)."""
         nn.init.zeros_(self.gate.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -67,8 +67,12 @@ class HistoryBias(nn.Module):
 
     def __init__(self, temperature: float, init: float = 0.0, scale: float = 10.0):
         super().__init__()
-        self.temperature, self.scale = temperature, scale
-        self.weight = nn.Parameter(torch.tensor(float(init) / scale))
+        self.temperature, self.scale, self.init = temperature, scale, float(init)
+        self.weight = nn.Parameter(torch.tensor(self.init / scale))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.weight.fill_(self.init / self.scale)
 
     @property
     def logit(self) -> torch.Tensor:

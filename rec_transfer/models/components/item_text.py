@@ -72,6 +72,7 @@ class TrainableItemText(nn.Module):
     """
 
     trainable = True
+    pretrained_weights = True  # the language model's own: never re-initialised (``mix_with_fresh_init``)
 
     def __init__(
         self, top: TextTop, center: bool = False, chunk: int = 256, whiten: bool = False, write_back: bool = False

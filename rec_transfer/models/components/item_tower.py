@@ -52,15 +52,22 @@ class ItemTower(nn.Module):
                 raise ValueError(f"domain {name!r}: expected text for {num_items + 1} rows (row 0: padding)")
             self.text.add_domain(name, text)
         if self.mode != "text" and name not in self.id_embeddings:
-            emb = nn.Embedding(num_items + 1, self.hidden, padding_idx=0)
-            if self.mode == "text+id":
-                nn.init.zeros_(emb.weight)  # starts as the text prior; IDs learn a residual
-            else:
-                nn.init.normal_(emb.weight, std=0.02)
-                with torch.no_grad():
-                    emb.weight[0].zero_()
-            self.id_embeddings[name] = emb
+            self.id_embeddings[name] = self._init_ids(nn.Embedding(num_items + 1, self.hidden, padding_idx=0))
         self.num_items[name] = num_items
+
+    @torch.no_grad()
+    def _init_ids(self, emb: nn.Embedding) -> nn.Embedding:
+        if self.mode == "text+id":
+            nn.init.zeros_(emb.weight)  # starts as the text prior; IDs learn a residual
+        else:
+            nn.init.normal_(emb.weight, std=0.02)
+            emb.weight[0].zero_()
+        return emb
+
+    def reset_parameters(self) -> None:
+        """Re-initialises every ID table as ``add_domain`` did (the adaptor initialises itself)."""
+        for emb in self.id_embeddings.values():
+            self._init_ids(emb)
 
     def forward(
         self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None

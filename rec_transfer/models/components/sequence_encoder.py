@@ -24,8 +24,7 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.max_len, self.heads = max_len, heads
         self.positions = nn.Embedding(max_len, hidden)
-        # Same scale as item embeddings: the default N(0, 1) would drown the items after LayerNorm.
-        nn.init.normal_(self.positions.weight, std=0.02)
+        self._init_positions()  # here, before the layers draw theirs: the same seed gives the same model as ever
         self.norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
@@ -35,6 +34,18 @@ class SequenceEncoder(nn.Module):
         # the block's output (``dropout2``) and on the attention weights; PyTorch adds one inside.
         layer.dropout = nn.Identity()
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self._init_projections()
+
+    def reset_parameters(self) -> None:
+        """SASRec's initialisation, as built (LayerNorms keep their own: ones, zeros)."""
+        self._init_positions()
+        self._init_projections()
+
+    def _init_positions(self) -> None:
+        # Same scale as item embeddings: the default N(0, 1) would drown the items after LayerNorm.
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    def _init_projections(self) -> None:
         # SASRec/UniSRec (RecBole) initialise every projection as N(0, 0.02) with zero biases;
         # PyTorch's defaults (Xavier / Kaiming uniform) give larger weights, with which the ID-only
         # model trained below the published SASRec.

@@ -1,4 +1,5 @@
-"""The recommender's optimizer: parameter groups with their learning rates, as the transfer phase says."""
+"""The recommender's optimizer (parameter groups with their learning rates, as the transfer phase says), and what the
+switch may do to the weights it starts from: pull them back towards the handed-over ones, or mix a fresh model in."""
 
 from __future__ import annotations
 

@@ -262,7 +262,7 @@ class SwitchWeights(Callback):
 
 def test_reinit_mixes_a_fresh_model_into_the_unfrozen_weights_at_the_switch_and_resumes_exactly(cache_dir, tmp_path):
     seen = SwitchWeights()
-    trainer, mixed, _ = fit(cache_dir, tmp_path / "full", extra=[seen], reinit=0.5)
+    _, mixed, _ = fit(cache_dir, tmp_path / "full", extra=[seen], reinit=0.5)
     changed = {n for n, w in seen.handed_over.items() if not torch.equal(w, seen.first_step[n])}
     assert changed and not any(n.startswith("encoder.") for n in changed)  # the frozen encoder is kept
     assert "scorer.history_bias.weight" in changed  # halfway back to its start, 0

@@ -19,6 +19,7 @@ from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
+from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.metrics import paired_comparison
 from rec_transfer.models.hparams import checkpoint_hparams
@@ -70,7 +71,28 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
+class ConfigError(ValueError):
+    """A class of the configuration refused its settings (e.g. ``DomainTransfer reinit must be between 0 and 1``):
+    the console says which and stops, without the parser's traceback."""
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    # jsonargparse wraps a class's own error (raised in its __init__) in its union and subclass errors.
+    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
+        err = err.__cause__ if err.__cause__ is not None else err.__context__
+    return err
+
+
 class RecTransferCLI(LightningCLI):
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            sub = self.config.get("subcommand")
+            files = ", ".join(str(c) for c in (self.config[sub] if sub else self.config).get("config") or [])
+            where = f"{files}: " if files else ""
+            raise ConfigError(f"{where}{_root_cause(err)}") from err
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--test_after_fit",
@@ -379,7 +401,11 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
 
 def main(args: list[str] | None = None, run: bool = True) -> None:
     # The console script calls sys.exit(main()): returning the CLI object would print it and exit with status 1.
-    build_cli(args, run)
+    try:
+        build_cli(args, run)
+    except (ConfigError, DataFormatError) as err:  # the user's input, said in one line; exit status 2, as the parser's
+        print(f"rec-transfer: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_
 
 from rec_transfer.baseline import TARGET_LR_DEFAULT
 from rec_transfer.callbacks import DomainTransfer
-from rec_transfer.cli import build_cli, target_only_config
+from rec_transfer.cli import ConfigError, build_cli, main, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
 from rec_transfer.metrics import pessimistic_rank
@@ -62,6 +63,42 @@ def test_config_instantiates_without_reading_data(config: Path, tmp_path: Path, 
     have = {type(cb).__name__ for cb in c.trainer.callbacks}
     assert set(wanted) <= have
     assert list(tmp_path.iterdir()) == []  # nothing written either
+
+
+def test_a_setting_a_class_refuses_is_one_line_naming_the_config(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing lands in the repository
+    monkeypatch.setattr(sys, "argv", ["rec-transfer"])  # not pytest's arguments
+    config = tmp_path / "bad.yaml"
+    text = (REPO / "configs/quickstart.yaml").read_text()
+    config.write_text(text.replace("init_args: {source_epochs: 6}", "init_args: {source_epochs: 6, reinit: 2.0}"))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: DomainTransfer reinit must be between 0 .* got 2\.0$"):
+        build_cli(["--config", str(config)], run=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(config)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"rec-transfer: error: {config}: DomainTransfer reinit must be between")
+        and "Traceback" not in err
+    )
+
+
+def test_a_missing_data_folder_is_one_line_naming_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["rec-transfer"])
+    config = tmp_path / "missing.yaml"
+    target = '{path: "synthetic:posters", synthetic: {num_users: 200, num_items: 150, mean_length: 6}, batch_size: 64}'
+    text = (REPO / "configs/quickstart.yaml").read_text()
+    assert target in text
+    config.write_text(text.replace(target, f'{{path: "{tmp_path / "Office"}", batch_size: 64}}'))
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(config)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1]
+        == f"rec-transfer: error: {tmp_path / 'Office'}: expected a folder holding a domain's files; it does not exist"
+    )
 
 
 # ---------------------------------------------------------------- one tiny fit through the CLI

@@ -87,7 +87,7 @@ class RecTransferCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except (ValueError, TypeError) as err:
+        except ValueError as err:  # how the classes here refuse a setting (a TypeError would be a bug: traceback)
             sub = self.config.get("subcommand")
             files = ", ".join(str(c) for c in (self.config[sub] if sub else self.config).get("config") or [])
             where = f"{files}: " if files else ""

@@ -399,9 +399,26 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
     )
 
 
+def _check_yaml(args: list[str]) -> None:
+    """Raises ``ConfigError`` naming file, line and column for a ``--config`` file that is not valid YAML (the
+    parser's own message, after its usage text, does not name the file)."""
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a in ("--config", "-c")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # the parser says so itself
+        try:
+            yaml.safe_load(path.read_text())
+        except (yaml.scanner.ScannerError, yaml.parser.ParserError, yaml.composer.ComposerError) as err:  # syntax
+            mark = err.problem_mark or err.context_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from err
+
+
 def main(args: list[str] | None = None, run: bool = True) -> None:
     # The console script calls sys.exit(main()): returning the CLI object would print it and exit with status 1.
     try:
+        _check_yaml(sys.argv[1:] if args is None else args)
         build_cli(args, run)
     except (ConfigError, DataFormatError) as err:  # the user's input, said in one line; exit status 2, as the parser's
         print(f"rec-transfer: error: {err}", file=sys.stderr)

@@ -83,6 +83,19 @@ def test_a_setting_a_class_refuses_is_one_line_naming_the_config(tmp_path: Path,
     )
 
 
+def test_a_config_that_is_not_yaml_is_one_line_naming_file_and_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["rec-transfer"])
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  hidden_size: 64\n   dropout: 0.2\n")  # one space too many
+    for args in (["--config", str(config)], ["-c", str(config)], [f"--config={config}"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", *args])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err == f"rec-transfer: error: {config}:3:11: not valid YAML: mapping values are not allowed here\n"
+
+
 def test_a_missing_data_folder_is_one_line_naming_it(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["rec-transfer"])

@@ -72,8 +72,8 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
 
 
 class ConfigError(ValueError):
-    """A class of the configuration refused its settings (e.g. ``DomainTransfer reinit must be between 0 and 1``):
-    the console says which and stops, without the parser's traceback."""
+    """The configuration cannot be used: a ``--config`` file is not valid YAML, or a class of it refused its settings
+    (e.g. ``DomainTransfer reinit must be between 0 and 1``). The console says where and stops, without a traceback."""
 
 
 def _root_cause(err: BaseException) -> BaseException:

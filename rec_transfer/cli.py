@@ -19,7 +19,6 @@ from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
-from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.metrics import paired_comparison
 from rec_transfer.models.hparams import checkpoint_hparams
@@ -38,6 +37,7 @@ from rec_transfer.runs import (
     write_user_scores,
 )
 from rec_transfer.summary import format_summary
+from rec_transfer.user_errors import check_yaml, refused_setting, said_in_one_line
 from rec_transfer.utils.checkpoints import load_checkpoint
 from rec_transfer.utils.files import atomic_write
 
@@ -71,27 +71,14 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
-class ConfigError(ValueError):
-    """The configuration cannot be used: a ``--config`` file is not valid YAML, or a class of it refused its settings
-    (e.g. ``DomainTransfer reinit must be between 0 and 1``). The console says where and stops, without a traceback."""
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    # jsonargparse wraps a class's own error (raised in its __init__) in its union and subclass errors.
-    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
-        err = err.__cause__ if err.__cause__ is not None else err.__context__
-    return err
-
-
 class RecTransferCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except ValueError as err:  # how the classes here refuse a setting (a TypeError would be a bug: traceback)
             sub = self.config.get("subcommand")
-            files = ", ".join(str(c) for c in (self.config[sub] if sub else self.config).get("config") or [])
-            where = f"{files}: " if files else ""
-            raise ConfigError(f"{where}{_root_cause(err)}") from err
+            files = [str(c) for c in (self.config[sub] if sub else self.config).get("config") or []]
+            raise refused_setting(err, files) from err
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -399,30 +386,11 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
     )
 
 
-def _check_yaml(args: list[str]) -> None:
-    """Raises ``ConfigError`` naming file, line and column for a ``--config`` file that is not valid YAML (the
-    parser's own message, after its usage text, does not name the file)."""
-    paths = [b for a, b in zip(args, args[1:], strict=False) if a in ("--config", "-c")]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in map(Path, paths):
-        if not path.is_file():
-            continue  # the parser says so itself
-        try:
-            yaml.safe_load(path.read_text())
-        except (yaml.scanner.ScannerError, yaml.parser.ParserError, yaml.composer.ComposerError) as err:  # syntax
-            mark = err.problem_mark or err.context_mark
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from err
-
-
 def main(args: list[str] | None = None, run: bool = True) -> None:
     # The console script calls sys.exit(main()): returning the CLI object would print it and exit with status 1.
-    try:
-        _check_yaml(sys.argv[1:] if args is None else args)
+    with said_in_one_line():
+        check_yaml(sys.argv[1:] if args is None else args)
         build_cli(args, run)
-    except (ConfigError, DataFormatError) as err:  # the user's input, said in one line; exit status 2, as the parser's
-        print(f"rec-transfer: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

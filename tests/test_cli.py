@@ -18,13 +18,14 @@ from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_
 
 from rec_transfer.baseline import TARGET_LR_DEFAULT
 from rec_transfer.callbacks import DomainTransfer
-from rec_transfer.cli import ConfigError, build_cli, main, target_only_config
+from rec_transfer.cli import build_cli, main, target_only_config
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.domain import Domain
 from rec_transfer.metrics import pessimistic_rank
 from rec_transfer.models.components import ItemScorer
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
+from rec_transfer.user_errors import ConfigError
 
 CONFIGS = sorted(REPO.glob("configs/*.yaml"))
 

@@ -89,14 +89,13 @@ def mix_with_fresh_init(module: nn.Module, share: float, seed: int) -> None:
     than as noise of a chosen scale: a warm-started model keeps its direction and regains some of a fresh one's
     plasticity. Frozen parameters and language-model weights (``pretrained_weights``) stay as they are.
     """
-    trained = {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
-    frozen = {name: p.detach().clone() for name, p in module.named_parameters() if not p.requires_grad}
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
     devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         reset_recursively(module)
     for name, p in module.named_parameters():
-        if name in frozen:
-            p.copy_(frozen[name])
-        elif name in trained:
-            p.lerp_(trained[name], 1.0 - share)
+        if p.requires_grad:
+            p.lerp_(before[name], 1.0 - share)
+        else:
+            p.copy_(before[name])

@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 
 from rec_transfer.data.errors import DataFormatError
+from rec_transfer.utils.errors import exception_chain
 from rec_transfer.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,7 @@ INTERACTION_FEATURES = datasets.Features(
 
 def _format_error_in(exc: BaseException) -> DataFormatError | None:
     # datasets wraps generator failures (DatasetGenerationError); dig our own error out of the chain.
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, DataFormatError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
+    return next((e for e in exception_chain(exc) if isinstance(e, DataFormatError)), None)
 
 
 @contextmanager

@@ -15,8 +15,14 @@ LAYERS = [
     ("rec_transfer.data",),
     ("rec_transfer.models",),
     ("rec_transfer.callbacks",),
-    # the command line, its target-only baseline and its run bookkeeping
-    ("rec_transfer.cli", "rec_transfer.baseline", "rec_transfer.runs", "rec_transfer.summary"),
+    # the command line, its target-only baseline, its run bookkeeping and how it reports the user's input errors
+    (
+        "rec_transfer.cli",
+        "rec_transfer.baseline",
+        "rec_transfer.runs",
+        "rec_transfer.summary",
+        "rec_transfer.user_errors",
+    ),
     ("rec_transfer.bench",),  # benchmark helpers, outside the library proper
 ]
 

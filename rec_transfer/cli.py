@@ -37,8 +37,8 @@ from rec_transfer.runs import (
     write_user_scores,
 )
 from rec_transfer.summary import format_summary
-from rec_transfer.user_errors import check_yaml, refused_setting, said_in_one_line
-from rec_transfer.utils.checkpoints import load_checkpoint
+from rec_transfer.user_errors import ConfigError, check_yaml, refused_setting, said_in_one_line
+from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 from rec_transfer.utils.files import atomic_write
 
 log = logging.getLogger("rec_transfer")
@@ -142,10 +142,10 @@ class RecTransferCLI(LightningCLI):
         config = self.config[subcommand]
         requested = config.get("ckpt_path")
         if config.get("weights_only") is False:
-            raise ValueError("--weights_only false: checkpoints are only loaded weights-only here (no pickled code)")
+            raise ConfigError("--weights_only false: checkpoints are only loaded weights-only here (no pickled code)")
         if requested is None:
             if subcommand != "fit":
-                raise ValueError(
+                raise NoCheckpoint(
                     f"{subcommand} needs trained weights: pass --ckpt_path with a checkpoint file, or --ckpt_path last "
                     "for the last checkpoint of the config's run"
                 )
@@ -158,7 +158,10 @@ class RecTransferCLI(LightningCLI):
         saved.pop("_instantiator", None)
         if not saved:
             return
-        hparams, applied = checkpoint_hparams(saved, self._given_model_args(subcommand))
+        try:
+            hparams, applied = checkpoint_hparams(saved, self._given_model_args(subcommand))
+        except ValueError as err:  # settings the weights fix, given other values
+            raise CheckpointError(path, str(err)) from None
         for key, (old, new) in sorted(applied.items()):
             log.info("model.%s: %r as given, over the checkpoint's %r", key, new, old)
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)

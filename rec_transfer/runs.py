@@ -20,7 +20,7 @@ import torch
 from jsonargparse import Namespace
 
 from rec_transfer.callbacks.checkpoint import find_checkpoint
-from rec_transfer.utils.checkpoints import load_checkpoint
+from rec_transfer.utils.checkpoints import NoCheckpoint, load_checkpoint
 from rec_transfer.utils.files import atomic_path, atomic_write
 
 LAST = "last.ckpt"
@@ -103,15 +103,17 @@ def resolve_checkpoint(config: Namespace) -> None:
     found = next((d for d in dirs if (d / LAST).is_file()), None)
     if found is None:
         where = ", ".join(str(d) for d in dirs[:3]) or f"{dirs_hint(config)} (no run folder yet)"
-        raise FileNotFoundError(
-            f"--ckpt_path {which}: no {LAST} of an earlier run of this config in {where}. Drop --ckpt_path to start "
-            "a new run, or give a checkpoint file (the checkpoint callback needs save_last: true)"
+        # `best` is read from the run's last.ckpt (its checkpoint callback records which epoch was best).
+        what = "no run of this config to take the best checkpoint of" if which == "best" else "no run of this config"
+        raise NoCheckpoint(
+            f"--ckpt_path {which}: {what}: no {LAST} in {where}. Fit this config first (without --ckpt_path), or "
+            "give a checkpoint file (the checkpoint callback needs save_last: true)"
         )
     path = find_checkpoint("last", [found])  # an unreadable last.ckpt falls back to the newest whole one
     if which == "best":
         path = best_of(path)
         if path is None or not path.is_file():
-            raise FileNotFoundError(
+            raise NoCheckpoint(
                 f"--ckpt_path best: {found / LAST} records no best checkpoint that still exists ({path}); the "
                 "checkpoint callback needs a monitor (e.g. hp/val_ndcg@10)"
             )

@@ -1,4 +1,4 @@
-"""Errors in the user's input as the command line says them: one line naming the file, no traceback."""
+"""Errors in the user's input as the command line says them: one line naming the file, no traceback; and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from rec_transfer.data.errors import DataFormatError
-from rec_transfer.utils.errors import exception_chain
+from rec_transfer.utils.errors import UserInputError, exception_chain
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError, ValueError):
     """The configuration cannot be used: a ``--config`` file is not valid YAML, or a class of it refused its settings
     (e.g. ``DomainTransfer reinit must be between 0 and 1``). The console says where and stops, without a traceback."""
 
@@ -43,10 +42,14 @@ def check_yaml(args: Sequence[str]) -> None:
 
 @contextmanager
 def said_in_one_line() -> Iterator[None]:
-    """A ``ConfigError`` or ``DataFormatError`` (the user's input) becomes one ``rec-transfer: error:`` line on stderr
-    and exit status 2, as the parser's own errors; anything else keeps its traceback."""
+    """A ``UserInputError`` (a config, data file, checkpoint or model name the user gave) becomes one
+    ``rec-transfer: error:`` line on stderr and exit status 2, as the parser's own errors; anything else keeps its
+    traceback. Ctrl-C outside training (which says for itself where it stopped) is one line and status 130."""
     try:
         yield
-    except (ConfigError, DataFormatError) as err:
+    except UserInputError as err:
         print(f"rec-transfer: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("rec-transfer: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

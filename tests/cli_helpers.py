@@ -124,3 +124,14 @@ class CrashTargetOnly(Callback):
         if baseline and trainer.current_epoch == self.epoch and batch_idx == 0 and self.marker.exists():
             self.marker.unlink()
             raise RuntimeError("simulated crash in the target-only baseline")
+
+
+class CtrlC(Callback):
+    """Ctrl-C at the first step of ``epoch`` (0: before any checkpoint)."""
+
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt

@@ -6,10 +6,12 @@ epochs, 1 on the sources) with every output (checkpoints, TensorBoard logs, resu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -26,6 +28,7 @@ from rec_transfer.models.components import ItemScorer
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
 from rec_transfer.user_errors import ConfigError
+from rec_transfer.utils.checkpoints import load_checkpoint
 
 CONFIGS = sorted(REPO.glob("configs/*.yaml"))
 
@@ -113,6 +116,38 @@ def test_a_missing_data_folder_is_one_line_naming_it(tmp_path: Path, capsys, mon
         err[-1]
         == f"rec-transfer: error: {tmp_path / 'Office'}: expected a folder holding a domain's files; it does not exist"
     )
+
+
+def one_error_line(root: Path, capsys, *args: str) -> str:
+    """What ``main`` printed for ``args`` run in ``root``: exit status 2 and one ``rec-transfer: error:`` line."""
+    with contextlib.chdir(root), mock.patch.object(sys, "argv", ["rec-transfer"]), pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rec-transfer: error: ") and "Traceback" not in "\n".join(err), err
+    return err[-1].removeprefix("rec-transfer: error: ")
+
+
+def test_checkpoint_and_model_name_mistakes_are_one_line_each(run, tmp_path: Path, capsys) -> None:
+    config = tiny_quickstart(tmp_path)  # the same config, logging to a folder where it never ran
+    for subcommand, which in (("test", "best"), ("predict", "last")):
+        err = one_error_line(tmp_path, capsys, subcommand, "--config", config, "--ckpt_path", which)
+        assert err.startswith(f"--ckpt_path {which}: no run of this config") and "Fit this config first" in err
+    err = one_error_line(tmp_path, capsys, "predict", "--config", config)
+    assert err.startswith("predict needs trained weights: pass --ckpt_path")
+    err = one_error_line(tmp_path, capsys, "test", "--config", config, "--ckpt_path", "nope.ckpt")
+    assert err == "--ckpt_path nope.ckpt: no such checkpoint file"
+    err = one_error_line(tmp_path, capsys, "test", "--config", config, "--ckpt_path", config)
+    assert err == f"checkpoint {config}: is truncated or not a checkpoint (no torch.save zip archive)"
+    hidden = load_checkpoint(run.best)["hyper_parameters"]["hidden_size"]
+    err = one_error_line(run.root, capsys, "test", "--config", run.config, "--ckpt_path", run.best,
+                         "--model.hidden_size", hidden * 2)  # fmt: skip
+    assert err.startswith(f"checkpoint {run.best}: its weights were trained with other model settings (hidden_size: "
+                          f"checkpoint {hidden}, given {hidden * 2})")  # fmt: skip
+    err = one_error_line(tmp_path, capsys, "fit", "--config", config, "--model.pretrained", "nope.ckpt")
+    assert err == "model.pretrained: checkpoint 'nope.ckpt' does not exist"
+    err = one_error_line(tmp_path, capsys, "fit", "--config", config, "--model.pretrained", config)
+    assert err.startswith(f"checkpoint {config}: is truncated or not a checkpoint")
 
 
 # ---------------------------------------------------------------- one tiny fit through the CLI

@@ -15,6 +15,7 @@ from rec_transfer.callbacks import DomainTransfer
 from rec_transfer.data import DomainDataModule, TransferDataModule
 from rec_transfer.data.batching import DomainBatchSampler
 from rec_transfer.data.datamodule import make_train_loader
+from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.synthetic import synthetic_domain
 
 SIZE = {"num_users": 50, "num_items": 30}
@@ -382,3 +383,30 @@ def test_source_mixing_shares_the_epoch_among_domains(mixing):
         assert counts[0] > counts[1] > counts[2] and counts[0] < 50
     assert all(len(set(b)) == len(b) for b in batches)
     assert list(DomainBatchSampler(lengths, 8, seed=1, mixing=mixing)) == batches  # deterministic
+
+
+def test_a_mistyped_domain_folder_fails_before_any_domain_is_read(tmp_path: Path, monkeypatch) -> None:
+    def read(self) -> None:
+        raise AssertionError(f"{self.name} was read before every folder was checked")
+
+    monkeypatch.setattr(DomainDataModule, "prepare_data", read)
+    source = {"path": "synthetic:books", "synthetic": SIZE, "cache_dir": str(tmp_path), "text_encoder": None}
+    dm = TransferDataModule(target={"path": "postres", "text_encoder": None}, sources=[source], data_root=tmp_path)
+    with pytest.raises(DataFormatError, match=r"postres: expected a folder holding a domain's files; it does not"):
+        dm.prepare_data()
+
+
+def test_items_that_all_have_the_same_text_are_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "posters"
+    folder.mkdir()
+    rows = [f"u{u}\ti{(u + t) % 5}\t{t}" for u in range(4) for t in range(4)]
+    (folder / "posters.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *rows]) + "\n")
+    (folder / "posters.item").write_text("\n".join(["item_id:token\ttitle:token_seq", *(f"i{i}\t" for i in range(5))]))
+    dm = DomainDataModule(str(folder), cache_dir=str(tmp_path / "cache"))  # the default text encoder
+    dm.prepare_data()
+    with pytest.raises(DataFormatError, match=r"posters: every item's text is '': a text model cannot tell the items"):
+        dm.setup()
+    ids = DomainDataModule(str(folder), cache_dir=str(tmp_path / "cache"), text_encoder=None)  # an ID model reads none
+    ids.prepare_data()
+    ids.setup()
+    assert ids.domain is not None and ids.domain.num_items == 5

@@ -59,6 +59,16 @@ def test_duplicates_and_short_users_dropped_and_counted():
     assert list(histories(d)) == ["u"]
 
 
+def test_repeated_items_kept_and_counted(caplog):
+    # Without timestamps a reader numbers each user's rows, so a row written twice is a repeat, not a duplicate.
+    rows = [("u", "a", 0), ("u", "b", 1), ("u", "a", 2), ("u", "c", 3), ("u", "a", 4), ("v", "a", 0), ("v", "b", 1)]
+    rows += [("v", "c", 2)]
+    with caplog.at_level("INFO", logger="rec_transfer"):
+        d = preprocess(raw(rows))
+    assert histories(d)["u"] == ["a", "b", "a", "c", "a"] and d.counts["repeated_items"] == 2
+    assert "toy: 2 interactions repeat an item already in the user's history (kept)" in caplog.messages
+
+
 def test_text_template_and_default():
     rows = [("u", "a", 0), ("u", "b", 1), ("u", "c", 2)]
     assert preprocess(raw(rows)).texts()[0] == "title of a brand of a"
@@ -71,7 +81,7 @@ def test_text_template_and_default():
 def test_items_without_text_is_an_error():
     rows = [("u", "a", 0), ("u", "b", 1), ("u", "zz", 2)]
     items = {"item_id": ["a", "b"], "title": ["A", "B"], "brand": ["", ""]}
-    with pytest.raises(DataFormatError, match=r"toy.inter.*'zz'.*row 3"):
+    with pytest.raises(DataFormatError, match=r"toy.inter.*'zz' \(data row 3 of the interactions"):
         preprocess(raw(rows, items))
 
 

@@ -365,6 +365,29 @@ def test_read_domain_unknown_or_missing_folder(tmp_path: Path) -> None:
         read_domain(tmp_path / "absent", cache_dir=tmp_path / "cache")
 
 
+def test_read_domain_names_the_missing_half_of_a_format(tmp_path: Path) -> None:
+    folder = write(tmp_path / "posters" / "posters.inter", ["user_id:token\titem_id:token", "u\ta"]).parent
+    with pytest.raises(DataFormatError) as exc:
+        read_domain(folder, cache_dir=tmp_path / "cache")
+    assert (
+        str(exc.value)
+        == f"{folder}: no posters.item beside posters.inter: RecBole atomic files need both; found: posters.inter"
+    )
+    folder = write(tmp_path / "s" / "s.train.inter", ["user_id:token\titem_id_list:token_seq\titem_id:token"]).parent
+    with pytest.raises(DataFormatError, match=r"no s\.text beside s\.train\.inter: UniSRec processed files need both"):
+        read_domain(folder, cache_dir=tmp_path / "cache")
+
+
+def test_a_domain_path_or_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    inter = recbole(tmp_path / "posters", ["user_id:token\titem_id:token", "u\ta"]) / "posters.inter"
+    with pytest.raises(DataFormatError) as exc:
+        read_domain(inter, cache_dir=tmp_path / "cache")
+    assert str(exc.value) == f"{inter}: is a file; a domain is the folder holding its files ({inter.parent})"
+    with pytest.raises(DataFormatError) as exc:
+        read_domain(inter / "toys", cache_dir=tmp_path / "cache")  # data_root: posters.inter
+    assert str(exc.value).endswith(f"it does not exist ({inter} is a file, not a folder)")
+
+
 def test_read_domain_amazon_folder_needs_one_meta_file(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "az" / "Games.json", REVIEWS_2018)
     with pytest.raises(DataFormatError) as exc:

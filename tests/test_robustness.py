@@ -35,7 +35,7 @@ from rec_transfer.models import hparams as hp
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text.cache import _encoding_lock
 from rec_transfer.text.models import resolve_model
-from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
+from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rec_transfer"
 SOURCE_EPOCHS = 1
@@ -128,7 +128,7 @@ def test_evaluation_without_a_checkpoint_is_an_error(subcommand: str, tmp_path: 
     config = stopping_quickstart(tmp_path, tmp_path / "no-checkpoints")
     with pytest.raises(FileNotFoundError, match="last"):
         cli(tmp_path, subcommand, "--config", config, "--ckpt_path", "last")
-    with pytest.raises(ValueError, match="needs trained weights"):
+    with pytest.raises(NoCheckpoint, match="needs trained weights"):
         cli(tmp_path, subcommand, "--config", config)
     assert not (tmp_path / "logs").exists() and not (tmp_path / "no-checkpoints").exists()  # nothing ran
 

@@ -4,14 +4,17 @@ a resumed fit that ends as an uninterrupted one would, the target-only baseline 
 from __future__ import annotations
 
 import json
+import logging
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from cli_helpers import TARGET, cli, cli_output, run_dir, tiny_quickstart
+from cli_helpers import TARGET, Lines, cli, cli_output, run_dir, tiny_quickstart
 
 from rec_transfer.runs import best_of
+from rec_transfer.utils.checkpoints import NoCheckpoint
 
 
 def results_of(folder: Path) -> dict:
@@ -26,8 +29,10 @@ def versions(root: Path, name: str = "quickstart") -> list[str]:
 @pytest.mark.parametrize("subcommand", ["fit", "test", "predict"])
 def test_last_or_best_without_an_earlier_run_fails_saying_where_it_looked(tmp_path: Path, subcommand: str) -> None:
     config = tiny_quickstart(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no last.ckpt .*Drop --ckpt_path"):
-        cli(tmp_path, subcommand, "--config", config, "--ckpt_path", "last")
+    for which in ("last", "best"):
+        with pytest.raises(NoCheckpoint, match=rf"--ckpt_path {which}: no run of this config.*: no last.ckpt in "
+                           r".*logs/quickstart/version_\*/checkpoints .*Fit this config first"):  # fmt: skip
+            cli(tmp_path, subcommand, "--config", config, "--ckpt_path", which)
     assert not (tmp_path / "logs").exists()  # nothing was trained or written
 
 
@@ -137,3 +142,28 @@ def test_a_baseline_killed_midway_resumes_to_the_uninterrupted_numbers(run, tmp_
     assert resumed["transfer"] == uninterrupted["transfer"] == written["transfer"]
     assert resumed["val_history"] == written["val_history"]  # merged: the transfer's own record is kept
     assert resumed["target_only"][f"test/{TARGET}/ndcg@10"] > 0
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_ctrl_c_in_a_fit_says_whether_and_how_it_resumes(epoch: int, tmp_path: Path, monkeypatch) -> None:
+    config = tiny_quickstart(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"].append({"class_path": "cli_helpers.CtrlC", "init_args": {"epoch": epoch}})
+    config.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # Lightning ignores further Ctrl-C: not in pytest
+    lines, logger = Lines(), logging.getLogger("rec_transfer")
+    logger.addHandler(lines)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli(tmp_path, "fit", "--config", config)
+    finally:
+        logger.removeHandler(lines)
+    assert exc.value.code == 1  # Lightning's status after its graceful shutdown
+    said = [m for m in lines.lines if m.startswith("interrupted")]
+    last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    if epoch == 0:
+        assert said == ["interrupted in epoch 0, before the first checkpoint: nothing to resume, a new fit starts over "
+                        "(preprocessed domains and text vectors stay cached)"]  # fmt: skip
+    else:
+        assert said == [f"interrupted in epoch 1: the same command with --ckpt_path last resumes from the end of the "
+                        f"last finished epoch ({last})"]  # fmt: skip

@@ -12,7 +12,7 @@ import lightning as L
 from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from rec_transfer.utils.checkpoints import CheckpointError, checkpoint_problem
+from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, checkpoint_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +67,20 @@ def find_checkpoint(ckpt_path: str | Path, folders: Sequence[str | Path], last_n
     whole checkpoint beside it; a named file that is unreadable is refused.
 
     Raises:
-        FileNotFoundError: no such file, or no last checkpoint in ``folders``.
+        NoCheckpoint: no such file, or no last checkpoint in ``folders`` (a ``FileNotFoundError``).
         CheckpointError: the file is not a whole checkpoint, and for ``last`` nothing whole is beside it.
     """
     if str(ckpt_path) != "last":
         problem = checkpoint_problem(ckpt_path)
         if problem == "does not exist":
-            raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+            raise NoCheckpoint(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if problem is not None:
             raise CheckpointError(ckpt_path, problem)
         return Path(ckpt_path)
     candidates = [p for folder in folders for p in Path(folder).glob(f"*{last_name}*.ckpt") if p.is_file()]
     if not candidates:
         where = ", ".join(str(f) for f in folders) or "nowhere: no ModelCheckpoint callback with a fixed dirpath"
-        raise FileNotFoundError(
+        raise NoCheckpoint(
             f"--ckpt_path last: no last checkpoint in {where} (ModelCheckpoint needs a fixed dirpath and "
             "save_last: true); drop --ckpt_path to start a new run"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -115,6 +116,25 @@ class EpochProgress(Callback):
         phase = f" {current_phase(trainer)}" if find_schedule(trainer) is not None else ""
         of = f"/{trainer.max_epochs - 1}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info("epoch %d%s%s: %s", trainer.current_epoch, of, phase, " | ".join(parts))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning catches Ctrl-C, tears down and exits with status 1, saying so only below our log level.
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            log.info("interrupted")
+            return
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        if last and Path(last).is_file():
+            log.info(
+                "interrupted in epoch %d: the same command with --ckpt_path last resumes from the end of the last "
+                "finished epoch (%s)", trainer.current_epoch, last,
+            )  # fmt: skip
+        else:
+            log.info(
+                "interrupted in epoch %d, before the first checkpoint: nothing to resume, a new fit starts over "
+                "(preprocessed domains and text vectors stay cached)", trainer.current_epoch,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

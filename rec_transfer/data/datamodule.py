@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from rec_transfer.data.batching import DomainBatchSampler, SequenceView, Split, collate, window_stride
 from rec_transfer.data.domain import Domain, PreprocessConfig, preprocess
+from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.text import TextEncoderConfig
@@ -190,12 +191,19 @@ class DomainDataModule(L.LightningDataModule):
         self.domain = Domain.load(self._domain_dir)
         self._flat = self.domain.flat()
         self._trained = self._training_users()
+        texts = self.domain.texts() if self.text_encoder is not None else []
+        if len(texts) > 1 and len(set(texts)) == 1:
+            raise DataFormatError(
+                self.path,
+                f"every item's text is {texts[0]!r}: a text model cannot tell the items apart; check the item "
+                "file's text fields and text_template, or train item IDs instead (model.mode id)",
+            )
         if self.text_encoder is not None and self.text_encoder.train_layers:
-            tokens = self.text_encoder.item_token_states(self.domain.texts(), cache_dir=self.cache_dir)
+            tokens = self.text_encoder.item_token_states(texts, cache_dir=self.cache_dir)
             self.item_tokens = tokens.with_padding_item()
         elif self.text_encoder is not None:
             # Texts are already rendered by the domain's template, so the cache key covers it.
-            vectors = self.text_encoder.item_vectors(self.domain.texts(), cache_dir=self.cache_dir)
+            vectors = self.text_encoder.item_vectors(texts, cache_dir=self.cache_dir)
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
         self.item_train_counts = self._train_counts()

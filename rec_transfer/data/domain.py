@@ -176,7 +176,8 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         raise DataFormatError(
             raw.source,
             f"{int(missing.sum())} interactions name items without a text row, first item {bad!r} "
-            f"(interaction row {row + 1}); every item in the interactions needs a row in the item table",
+            f"(data row {row + 1} of the interactions, header not counted); every item in the interactions needs a "
+            "row in the item table",
         )
     item_code = item_index.to_numpy(zero_copy_only=False).astype(np.int64)
     user_enc = pc.dictionary_encode(inter.column("user_id")).combine_chunks()
@@ -196,6 +197,11 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         if same.any():
             log.info("%s: dropped %d exact duplicate interactions", raw.name, same.sum())
         user_code, item_code, ts = user_code[~same], item_code[~same], ts[~same]
+    # Kept (a repeat purchase is an event), but said: a file without timestamps cannot tell one from a duplicate row.
+    repeats = len(user_code) - len(np.unique(user_code * len(item_table_ids) + item_code))
+    counts["repeated_items"] = int(repeats)
+    if repeats:
+        log.info("%s: %d interactions repeat an item already in the user's history (kept)", raw.name, repeats)
 
     if config.kcore:
         keep = _kcore(user_code, item_code, config.kcore)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rec_transfer.utils.errors import UserInputError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(UserInputError, ValueError):
     """Bad input data: names the file, the line (1-based, if known) and what was expected."""
 
     def __init__(self, path: str | Path, message: str, line: int | None = None):

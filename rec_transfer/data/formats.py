@@ -16,7 +16,7 @@ from rec_transfer.data.readers import read_amazon, read_recbole, read_unisrec
 from rec_transfer.data.readers.amazon import JSON_SUFFIXES, amazon_files
 from rec_transfer.utils.files import safe_name
 
-__all__ = ["read_amazon", "read_domain", "read_recbole", "read_unisrec"]
+__all__ = ["check_domain_folder", "read_amazon", "read_domain", "read_recbole", "read_unisrec"]
 
 Format = Literal["auto", "recbole", "unisrec", "amazon"]
 
@@ -27,8 +27,7 @@ _SPLIT_SUFFIXES = (".train.inter", ".valid.inter", ".test.inter")
 def detect_format(path: Path) -> Literal["recbole", "unisrec", "amazon"]:
     """The format of a domain folder from the names of its files; a folder holding the files of several formats is
     refused, naming them, rather than read as one of them."""
-    if not path.is_dir():
-        raise DataFormatError(path, "expected a folder holding a domain's files; it does not exist")
+    check_domain_folder(path)
     names = sorted(p.name for p in path.iterdir())
     inter = [n for n in names if n.endswith(".inter") and not n.endswith(_SPLIT_SUFFIXES)]  # RecBole's, not UniSRec's
     files = {
@@ -51,11 +50,29 @@ def detect_format(path: Path) -> Literal["recbole", "unisrec", "amazon"]:
         )
     if found:
         return found[0]  # type: ignore[return-value]
+    train = [n for n in names if n.endswith(".train.inter")]
+    if inter or train:  # half of one format: name the file it lacks
+        have = (inter or train)[0]
+        lacks = f"{have.removesuffix('.inter')}.item" if inter else f"{have.removesuffix('.train.inter')}.text"
+        kind = "RecBole atomic files need" if inter else "UniSRec processed files need"
+        raise DataFormatError(path, f"no {lacks} beside {have}: {kind} both; found: {', '.join(names)}")
     raise DataFormatError(
         path,
         "unknown format: expected *.inter + *.item, *.train.inter + *.text or JSON lines; "
         f"found: {', '.join(names) or '(nothing)'}",
     )
+
+
+def check_domain_folder(path: str | Path) -> None:
+    """Raises ``DataFormatError`` unless ``path`` is a folder (a domain is the folder holding its files)."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    if path.is_file():
+        raise DataFormatError(path, f"is a file; a domain is the folder holding its files ({path.parent})")
+    file_above = next((p for p in path.parents if p.is_file()), None)  # e.g. a data_root that names a file
+    why = f" ({file_above} is a file, not a folder)" if file_above else ""
+    raise DataFormatError(path, f"expected a folder holding a domain's files; it does not exist{why}")
 
 
 def read_domain(

@@ -17,6 +17,7 @@ from rec_transfer.data.datamodule import (
     same_for_all,
     shared_loader_settings,
 )
+from rec_transfer.data.formats import check_domain_folder
 from rec_transfer.phase import Phase, current_phase, find_schedule
 
 
@@ -99,6 +100,9 @@ class TransferDataModule(L.LightningDataModule):
         return {m.name: m for m in [*self.sources, self.target]}
 
     def prepare_data(self) -> None:
+        for m in self.domains.values():  # every folder first: a mistyped target fails before the sources are read
+            if not m.path.startswith(SYNTHETIC):
+                check_domain_folder(m.path)
         for m in self.domains.values():
             m.prepare_data()
 

@@ -69,8 +69,8 @@ def checkpoint_hparams(
     if fixed:
         found = "; ".join(f"{k}: checkpoint {old!r}, given {new!r}" for k, (old, new) in sorted(fixed.items()))
         raise ValueError(
-            f"the checkpoint's weights were trained with other model settings ({found}); these cannot change with "
-            "the weights: give the checkpoint's values or drop them from the config and command line"
+            f"its weights were trained with other model settings ({found}); these cannot change with the weights: "
+            "give the checkpoint's values or drop them from the config and command line"
         )
     return {**saved, **{k: v for k, v in given.items() if k in saved}}, differ
 

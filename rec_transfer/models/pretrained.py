@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from rec_transfer.utils.checkpoints import CheckpointError, load_checkpoint
+from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 
 # Weights a checkpoint may hold that a new run need not have, and that it may miss: ID tables of domains this run
 # does not serve (the sources'), metric states, the source phase's domain discriminator, the history offset (a
@@ -18,12 +18,12 @@ def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
     """Copies the model weights of checkpoint ``path`` into ``model`` (not its optimizer or trainer state).
 
     Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: not a whole checkpoint of a fit, or it holds code (loaded weights-only).
-        ValueError: the weights do not fit the model, naming the missing, unexpected and misshapen keys.
+        NoCheckpoint: no such file (a ``FileNotFoundError``).
+        CheckpointError: not a whole checkpoint of a fit, it holds code (loaded weights-only), or its weights do not
+            fit the model, naming the missing, unexpected and misshapen keys (a ``ValueError``).
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f"pretrained checkpoint {str(path)!r} does not exist")
+        raise NoCheckpoint(f"model.pretrained: checkpoint {str(path)!r} does not exist")
     own = model.state_dict()
     device = next(iter(own.values())).device if own else "cpu"
     state = load_checkpoint(path, map_location=device).get("state_dict")
@@ -34,9 +34,9 @@ def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(
-            f"pretrained checkpoint {str(path)!r} does not fit this model (same mode, hidden_size, layers, "
-            f"inner_size, adaptor_experts and text model?): missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"shape mismatch {shapes[:5]}"
+        raise CheckpointError(
+            path,
+            "does not fit this model (same mode, hidden_size, layers, inner_size, adaptor_experts and text model?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {shapes[:5]}",
         )
     model.load_state_dict(state, strict=False)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rec_transfer.text.pooling import PoolingMethod
+from rec_transfer.utils.errors import UserInputError
 from rec_transfer.utils.files import atomic_dir, file_fingerprint
 from rec_transfer.utils.quiet import no_weight_bars
 
@@ -109,8 +110,8 @@ def _short_name_path(name: str) -> Path:
     base = _package_dir(entry.package)
     path = base / entry.relative if base is not None else None
     if path is None or not path.exists():
-        raise FileNotFoundError(
-            f"Model {name!r} needs the package {entry.package!r} with {entry.relative!r} in it. "
+        raise UnknownTextModel(
+            f"text model {name!r} needs the package {entry.package!r} with {entry.relative!r} in it. "
             f"Install it with: {entry.install_hint}"
         )
     return path.resolve()
@@ -146,11 +147,15 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _HUB_TIMEOUT_S = 10
 
 
-def _unknown_model(name: str, why: str) -> FileNotFoundError:
+class UnknownTextModel(UserInputError, FileNotFoundError):
+    """A text model name that resolves to no model here: says why and what names are accepted."""
+
+
+def _unknown_model(name: str, why: str) -> UnknownTextModel:
     """The error for a name that resolves nowhere: leads with the name, says why and what names are accepted."""
     close = difflib.get_close_matches(name, list(_SHORT_NAMES), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return FileNotFoundError(
+    return UnknownTextModel(
         f"text model {name!r}{hint}: {why}. A text model is a short name ({', '.join(_SHORT_NAMES)}), a local model "
         "folder or .gguf file, or a Hugging Face hub id (downloaded when online, read from the local hub cache when "
         "offline)"
@@ -197,7 +202,7 @@ def resolve_model(name: str) -> ResolvedModel:
         The resolved model.
 
     Raises:
-        FileNotFoundError: A short name's package is not installed, or the name resolves nowhere (at once when
+        UnknownTextModel: A short name's package is not installed, or the name resolves nowhere (at once when
             offline or without network; the message leads with the name).
     """
     if name in _SHORT_NAMES:

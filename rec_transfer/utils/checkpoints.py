@@ -13,13 +13,19 @@ from typing import Any
 
 import torch
 
+from rec_transfer.utils.errors import UserInputError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint that cannot or must not be loaded: names the file and why."""
 
     def __init__(self, path: str | Path, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"checkpoint {self.path}: {reason}")
+
+
+class NoCheckpoint(UserInputError, FileNotFoundError):
+    """No checkpoint where one was asked for (``--ckpt_path``, ``model.pretrained``): says where it looked."""
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

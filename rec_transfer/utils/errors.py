@@ -1,8 +1,15 @@
-"""Walking an exception's chain: what a library wrapped around the error that says what went wrong."""
+"""The user's-input errors, and walking an exception's chain: what a library wrapped around the error that says what
+went wrong."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+
+class UserInputError(Exception):
+    """Base of the errors that are the user's input (a data file, a checkpoint, a setting, a model name), not a bug:
+    the message names the file or setting and what was expected, and the command line prints it as one line, without
+    a traceback. Each subclass also derives from the builtin error it is (``ValueError``, ``FileNotFoundError``)."""
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

@@ -17,6 +17,7 @@ from rec_transfer.data.batching import DomainBatchSampler
 from rec_transfer.data.datamodule import make_train_loader
 from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.synthetic import synthetic_domain
+from rec_transfer.text.models import UnknownTextModel
 
 SIZE = {"num_users": 50, "num_items": 30}
 MAX_LEN = 6  # shorter than most synthetic histories, so truncation is exercised
@@ -385,7 +386,7 @@ def test_source_mixing_shares_the_epoch_among_domains(mixing):
     assert list(DomainBatchSampler(lengths, 8, seed=1, mixing=mixing)) == batches  # deterministic
 
 
-def test_a_mistyped_domain_folder_fails_before_any_domain_is_read(tmp_path: Path, monkeypatch) -> None:
+def test_a_mistyped_domain_folder_or_text_model_fails_before_any_domain_is_read(tmp_path: Path, monkeypatch) -> None:
     def read(self) -> None:
         raise AssertionError(f"{self.name} was read before every folder was checked")
 
@@ -393,6 +394,10 @@ def test_a_mistyped_domain_folder_fails_before_any_domain_is_read(tmp_path: Path
     source = {"path": "synthetic:books", "synthetic": SIZE, "cache_dir": str(tmp_path), "text_encoder": None}
     dm = TransferDataModule(target={"path": "postres", "text_encoder": None}, sources=[source], data_root=tmp_path)
     with pytest.raises(DataFormatError, match=r"postres: expected a folder holding a domain's files; it does not"):
+        dm.prepare_data()
+    target = {"path": "synthetic:posters", "synthetic": SIZE, "text_encoder": {"model_name": "./no/such/model"}}
+    dm = TransferDataModule(target=target, sources=[source])
+    with pytest.raises(UnknownTextModel, match=r"^text model './no/such/model': no such local file"):
         dm.prepare_data()
 
 

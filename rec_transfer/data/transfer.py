@@ -19,6 +19,7 @@ from rec_transfer.data.datamodule import (
 )
 from rec_transfer.data.formats import check_domain_folder
 from rec_transfer.phase import Phase, current_phase, find_schedule
+from rec_transfer.text.models import resolve_model
 
 
 class TransferDataModule(L.LightningDataModule):
@@ -100,9 +101,12 @@ class TransferDataModule(L.LightningDataModule):
         return {m.name: m for m in [*self.sources, self.target]}
 
     def prepare_data(self) -> None:
-        for m in self.domains.values():  # every folder first: a mistyped target fails before the sources are read
+        # Every folder and text model first: a mistyped target or model name fails before the sources are read.
+        for m in self.domains.values():
             if not m.path.startswith(SYNTHETIC):
                 check_domain_folder(m.path)
+        for name in sorted({m.text_encoder.model_name for m in self.domains.values() if m.text_encoder is not None}):
+            resolve_model(name)
         for m in self.domains.values():
             m.prepare_data()
 

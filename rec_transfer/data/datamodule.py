@@ -192,7 +192,7 @@ class DomainDataModule(L.LightningDataModule):
         self._flat = self.domain.flat()
         self._trained = self._training_users()
         texts = self.domain.texts() if self.text_encoder is not None else []
-        if len(texts) > 1 and len(set(texts)) == 1:
+        if len(texts) > 1 and texts.count(texts[0]) == len(texts):
             raise DataFormatError(
                 self.path,
                 f"every item's text is {texts[0]!r}: a text model cannot tell the items apart; check the item "

@@ -258,8 +258,9 @@ class RecTransferCLI(LightningCLI):
             if trainer.loggers:  # how the baseline was configured, beside its logs
                 atomic_write(Path(trainer.log_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         trainer.fit(init["model"], datamodule=init["data"], ckpt_path=resume)
+        fitted = fit_results(trainer)  # before the test restores the best checkpoint's callback states
         test, users = self._test(trainer, init["model"], init["data"])
-        return test, fit_results(trainer), users
+        return test, fitted, users
 
 
 def prepare_config(config: Namespace) -> None:

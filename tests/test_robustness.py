@@ -189,6 +189,15 @@ def test_resume_applies_new_learning_rates(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "ckpt" / "last.ckpt")["hyper_parameters"]["target_lr"] == 0.5
 
 
+def test_the_baseline_says_it_stopped_early_as_the_transfer_does(tmp_path: Path) -> None:
+    config = stopping_quickstart(tmp_path, tmp_path / "ckpt")
+    cli(tmp_path, "fit", "--config", config, "--compare_target_only", "true")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["stopped_early"] is True
+    # Read before its test restores the best checkpoint, which was written before the stop.
+    assert results["target_only_run"]["stopped_early"] is True and results["target_only_run"]["epochs"] == 2
+
+
 # ---------------------------------------------------------------- 4: a finished fit resumes to the same end
 @pytest.mark.parametrize("ended_by", ["early_stopping", "max_epochs"])
 def test_resuming_a_finished_fit_trains_nothing_and_reports_the_same(stopped, tmp_path: Path, ended_by: str) -> None:

@@ -17,7 +17,6 @@ from lightning.pytorch.cli import LightningCLI
 
 from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
-from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.metrics import paired_comparison
@@ -31,6 +30,7 @@ from rec_transfer.runs import (
     nest_logger,
     read_results,
     read_user_scores,
+    requested_checkpoint,
     resolve_checkpoint,
     root_runs,
     write_results,
@@ -38,7 +38,7 @@ from rec_transfer.runs import (
 )
 from rec_transfer.summary import format_summary
 from rec_transfer.user_errors import ConfigError, check_yaml, refused_setting, said_in_one_line
-from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
+from rec_transfer.utils.checkpoints import CheckpointError
 from rec_transfer.utils.files import atomic_write
 
 log = logging.getLogger("rec_transfer")
@@ -133,28 +133,22 @@ class RecTransferCLI(LightningCLI):
 
         Lightning warns and goes on with an untrained model when ``last`` finds nothing, and lets a checkpoint's
         hyperparameters replace whatever the user gave. Here a missing checkpoint is an error in every subcommand
-        (validate, test and predict need one), and ``checkpoint_hparams`` decides per key: values that the weights
-        fix are refused when they differ, the others given by the user are applied.
+        (validate, test and predict need one, or ``model.pretrained``: ``requested_checkpoint``), and
+        ``checkpoint_hparams`` decides per key: values that the weights fix are refused when they differ, the others
+        given by the user are applied.
         """
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
-        requested = config.get("ckpt_path")
         if config.get("weights_only") is False:
             raise ConfigError("--weights_only false: checkpoints are only loaded weights-only here (no pickled code)")
-        if requested is None:
-            if subcommand != "fit":
-                raise NoCheckpoint(
-                    f"{subcommand} needs trained weights: pass --ckpt_path with a checkpoint file, or --ckpt_path last "
-                    "for the last checkpoint of the config's run"
-                )
+        found = requested_checkpoint(config, subcommand, _checkpoint_dirs(config))
+        if found is None:
             return
-        if str(requested) in ("best", "hpc"):
-            return  # Lightning resolves these (and raises when there is none)
-        path = find_checkpoint(requested, _checkpoint_dirs(config))
+        path, state = found
         config["ckpt_path"] = str(path)
-        saved = dict(load_checkpoint(path).get("hyper_parameters") or {})
+        saved = dict(state.get("hyper_parameters") or {})
         saved.pop("_instantiator", None)
         if not saved:
             return
@@ -313,6 +307,8 @@ def fit_results(trainer: L.Trainer, seconds: float | None = None) -> dict[str, A
     if seconds is not None:
         results = {"fit_seconds": round(seconds, 2), **results}
     transfer = next((c for c in trainer.callbacks if isinstance(c, DomainTransfer)), None)
+    if transfer is not None:  # the first target epoch, None where the fit ended on the sources
+        results["switch_epoch"] = transfer.switch_epoch
     if transfer is not None and transfer.zero_shot_metrics:  # read before testing reloads callback state
         results["zero_shot"] = {k: round(v, 5) for k, v in transfer.zero_shot_metrics.items()}
     return results

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 from jsonargparse import Namespace
 
 from rec_transfer.callbacks.checkpoint import find_checkpoint
-from rec_transfer.utils.checkpoints import NoCheckpoint, load_checkpoint
+from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 from rec_transfer.utils.files import atomic_path, atomic_write
 
 LAST = "last.ckpt"
@@ -118,6 +118,35 @@ def resolve_checkpoint(config: Namespace) -> None:
                 "checkpoint callback needs a monitor (e.g. hp/val_ndcg@10)"
             )
     config.ckpt_path = str(path)
+
+
+def requested_checkpoint(
+    config: Namespace, subcommand: str, folders: Sequence[str | Path]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The whole checkpoint file ``--ckpt_path`` names (``last`` in ``folders``) and its content, loaded weights-only;
+    None for a subcommand that runs without one (a new fit, weights from ``model.pretrained``, Lightning's ``best``).
+
+    Raises:
+        NoCheckpoint: validate, test or predict with neither ``--ckpt_path`` nor ``model.pretrained``, or no such file.
+        CheckpointError: not a whole checkpoint, or one of weights only (``handover.ckpt``), which has no run to resume.
+    """
+    requested = config.get("ckpt_path")
+    if requested is None:
+        if subcommand == "fit" or (config.get("model") or Namespace()).get("pretrained"):
+            return None
+        raise NoCheckpoint(
+            f"{subcommand} needs trained weights: pass --ckpt_path with a checkpoint file (or last / best: of this "
+            "config's latest run), or --model.pretrained with a file of weights such as a run's handover.ckpt"
+        )
+    if str(requested) in ("best", "hpc"):
+        return None  # Lightning resolves these (and raises when there is none)
+    path = find_checkpoint(requested, folders)
+    state = load_checkpoint(path)
+    if "pytorch-lightning_version" not in state:
+        raise CheckpointError(
+            path, "holds model weights without a run's state (as handover.ckpt): give it as --model.pretrained"
+        )
+    return path, state
 
 
 def follow_checkpoint(config: Namespace) -> None:

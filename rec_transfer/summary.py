@@ -54,20 +54,27 @@ def format_summary(results: dict[str, Any]) -> str:
     zero_shot = results.get("zero_shot") or {}
     if any(k.startswith(f"zeroshot_test/{target}/") for k in zero_shot):
         lines.append(_row("zero-shot", zero_shot, f"zeroshot_test/{target}/", columns))
+    never_switched = bool(sources) and "switch_epoch" in results and results["switch_epoch"] is None
     if tested:
-        lines.append(_row("transfer" if sources else "target only", tested, prefix, columns))
+        label = "sources only" if never_switched else "transfer" if sources else "target only"
+        lines.append(_row(label, tested, prefix, columns))
     baseline = results.get("target_only") if sources else None
+    if never_switched:
+        lines.append("the fit ended before the switch to the target: raise max_epochs above source_epochs to transfer")
     if baseline:
         lines.append(_row("target only", baseline, prefix, columns))
         key = prefix + "ndcg@10"
-        if key in tested and key in baseline:
+        if key in tested and key in baseline and not never_switched:
             gain = tested[key] - baseline[key]
             verdict = "beats" if gain > 0 else "does NOT beat"
             lines.append(f"transfer {verdict} the target-only baseline on test NDCG@10 by {gain:+.4f}")
             lines += _sampling_error(results.get("comparison"))
     lines.append("")
     run = results.get("run", {})
-    lines.append(f"{'transfer' if sources else 'training':<14}{_best(results)}; the test row is that checkpoint")
+    if never_switched:
+        lines.append(f"{'sources only':<14}the test row is the weights after the last source epoch")
+    else:
+        lines.append(f"{'transfer' if sources else 'training':<14}{_best(results)}; the test row is that checkpoint")
     if baseline and results.get("target_only_run"):
         lines.append(f"{'target only':<14}{_best(results['target_only_run'])}")
     if run.get("results_json"):

@@ -205,6 +205,20 @@ def test_validate_and_test_reproduce_fit_metrics(run, subcommand: str) -> None:
             assert metrics[key] == pytest.approx(value, abs=1e-5), key
 
 
+def test_the_handed_over_weights_test_to_the_zero_shot_row(run, tmp_path: Path, capsys) -> None:
+    handover, zero_shot = run.dir / "handover.ckpt", json.loads((run.dir / "results.json").read_text())["zero_shot"]
+    args = ("--config", run.config, "--data.init_args.sources", "[]", "--trainer.logger", "false")
+    c = cli(tmp_path, "test", *args, "--model.pretrained", handover)
+    for metric in ("ndcg@10", "recall@10"):
+        tested = float(c.trainer.callback_metrics[f"test/{TARGET}/{metric}"])
+        assert tested == pytest.approx(zero_shot[f"zeroshot_test/{TARGET}/{metric}"], abs=1e-5)
+    err = one_error_line(tmp_path, capsys, "test", *args, "--ckpt_path", handover)  # weights, not a run to resume
+    assert (
+        err == f"checkpoint {handover}: holds model weights without a run's state (as handover.ckpt): give it as "
+        "--model.pretrained"
+    )
+
+
 def test_transfer_checkpoint_tests_on_a_target_only_config(run) -> None:
     # What a user does to evaluate source-trained weights on a target: a config without sources.
     c = cli(run.root, "test", "--config", run.config, "--data.init_args.sources", "[]", "--ckpt_path", run.best)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from cli_helpers import SOURCES, TARGET, read_scalars
+from cli_helpers import SOURCES, TARGET, fit_run, read_scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -59,6 +60,19 @@ def test_the_summary_says_when_the_gap_is_within_the_draw_of_test_users(z: float
     assert f"over 400 test users: z {z:+.1f}" in summary
     assert ("within what the draw of test users alone could make" in summary) == within
     assert "standard error" not in format_summary({**results, "comparison": None})
+
+
+def test_a_fit_that_ends_before_the_switch_says_so_and_claims_no_transfer(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="rec_transfer"):
+        short = fit_run(tmp_path, "--trainer.max_epochs", "1")  # source_epochs 1: never on the target
+    assert "max_epochs 1 <= source_epochs 1: unless the sources' validation stalls sooner" in caplog.text
+    results = json.loads((short.dir / "results.json").read_text())
+    assert results["switch_epoch"] is None and "target_only" in results
+    summary = format_summary(results)
+    assert "\nsources only " in summary and "the fit ended before the switch to the target" in summary
+    assert not any(line.startswith("transfer") for line in summary.splitlines()) and "beat" not in summary
+    switched = format_summary({**results, "switch_epoch": 1})  # the same results, switched: the verdict is back
+    assert "\ntransfer " in switched and "the target-only baseline on test NDCG@10" in switched
 
 
 def test_without_a_terminal_each_epoch_is_a_line_and_the_switch_is_announced(run) -> None:
@@ -119,6 +133,7 @@ def test_tensorboard_logs_learning_rate_phase_and_run_settings(run) -> None:
     # The hparams tab's metric is the best validation so far (its last value is the best, not the last), and nothing
     # was written before a value was measured.
     val = [v for step, v in scalars["hp/val_ndcg@10"] if step > 0]  # the fit's (a later `validate` logs at step 0)
+    val = val[1:]  # after the switch (one source epoch): the best is the best fine-tuned model, as the checkpoint's
     best = [v for _, v in scalars["hp/best_val_ndcg@10"]]
     assert best == pytest.approx([max(val[: i + 1]) for i in range(len(val))])
     assert all(step > 0 for step, _ in scalars["hp/best_val_ndcg@10"])
@@ -134,6 +149,14 @@ def test_tensorboard_logs_learning_rate_phase_and_run_settings(run) -> None:
     # The target-only baseline's row says so.
     _, alone = hparams_of(run.dir / "target_only")
     assert alone["data/sources"] == "none" and alone["transfer/source_epochs"] == 0
+
+
+def test_the_best_checkpoint_is_a_fine_tuned_one_even_where_the_sources_validate_higher(tmp_path: Path) -> None:
+    spoilt = fit_run(tmp_path, "--model.target_lr", "3.0", "--compare_target_only", "false")  # ruins the target phase
+    val = [v for step, v in read_scalars(spoilt.dir)["hp/val_ndcg@10"] if step > 0]
+    assert len(val) == 2 and val[0] > val[1]  # epoch 0 (sources) above epoch 1 (target): what this test needs
+    results = json.loads((spoilt.dir / "results.json").read_text())
+    assert spoilt.best.name.startswith("epoch=1-") and results["best_validation"]["epoch"] == 1
 
 
 def test_the_run_folder_keeps_the_handed_over_model_and_mixing_it_in_spans_tested_to_zero_shot(run) -> None:

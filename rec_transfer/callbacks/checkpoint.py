@@ -7,11 +7,13 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from rec_transfer.phase import current_phase, find_schedule
 from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, checkpoint_problem
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,15 @@ class LatestCheckpoint(ModelCheckpoint):
     Each checkpoint is written beside its final name and renamed onto it: Lightning writes through a temporary file
     in the system's temp folder and moves it, which is a copy when that is another filesystem, so a kill could leave
     a truncated checkpoint under the final name.
+
+    In a transfer run the best checkpoint is chosen among target epochs only: the fit's test row is the fine-tuned
+    model, and the source-trained one has its own (zero-shot) row, even where it validates higher.
     """
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        if find_schedule(trainer) is not None and current_phase(trainer) == "source":
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if not isinstance(self._fs, LocalFileSystem):

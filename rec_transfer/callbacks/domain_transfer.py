@@ -111,6 +111,18 @@ class DomainTransfer(Callback, PhaseSchedule):
                 "DomainTransfer swaps the training data between epochs: "
                 "set Trainer(reload_dataloaders_every_n_epochs=1)"
             )
+        sources = getattr(trainer.datamodule, "source_names", None)
+        if (
+            stage == "fit"
+            and sources
+            and 0 < (trainer.max_epochs or 0) <= self.source_epochs
+            and trainer.is_global_zero
+        ):
+            log.warning(
+                "max_epochs %d <= source_epochs %d: unless the sources' validation stalls sooner (source_patience), "
+                "this fit ends before the switch and never trains on the target",
+                trainer.max_epochs, self.source_epochs,
+            )  # fmt: skip
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs before ModelCheckpoint (Lightning orders checkpoint callbacks last), so the

@@ -27,10 +27,11 @@ def validated_domains(trainer: L.Trainer) -> list[str]:
 
 def target_validated(trainer: L.Trainer) -> bool:
     """Whether the validation that just ended was one of a fit's (not its sanity check, nor ``validate``) and covered
-    the target domain."""
+    the target domain, after the switch in a transfer run (as the best checkpoint is chosen: ``LatestCheckpoint``)."""
     target = getattr(trainer.datamodule, "target_name", None)
     fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
-    return fitting and target in validated_domains(trainer)
+    fine_tuned = find_schedule(trainer) is None or current_phase(trainer) == "target"
+    return fitting and fine_tuned and target in validated_domains(trainer)
 
 
 def _count(n: int) -> str:

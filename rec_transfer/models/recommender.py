@@ -140,13 +140,8 @@ class TransferRecommender(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.add_domains(self.trainer.datamodule)
         resuming = self.trainer.ckpt_path is not None  # the checkpoint brings its own weights
-        if (
-            self.hparams.pretrained
-            and stage == "fit"
-            and not resuming
-            and not getattr(self, "_pretrained_loaded", False)
-        ):
-            self.load_pretrained(self.hparams.pretrained)
+        if self.hparams.pretrained and not resuming and not getattr(self, "_pretrained_loaded", False):
+            self.load_pretrained(self.hparams.pretrained)  # to fine-tune, or to test, validate or predict with
 
     def add_domains(self, dm) -> None:
         """Registers every domain of the data module ``dm`` (set up) and which one is the target."""

@@ -14,10 +14,12 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
+from rec_transfer.console import quiet_output
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.metrics import paired_comparison
 from rec_transfer.models.hparams import checkpoint_hparams
@@ -30,7 +32,9 @@ from rec_transfer.runs import (
     nest_logger,
     read_results,
     read_user_scores,
+    release_unused_versions,
     requested_checkpoint,
+    reserve_version,
     resolve_checkpoint,
     root_runs,
     write_results,
@@ -108,6 +112,8 @@ class RecTransferCLI(LightningCLI):
         self._args = args  # to tell the values a user gave from the defaults (_given_model_args)
         subcommand = self.config.get("subcommand")
         prepare_config(self.config[subcommand] if subcommand else self.config)
+        if subcommand == "fit":
+            reserve_version(self.config[subcommand])
         if subcommand not in (None, "fit"):  # config.yaml in the log folder records how a model was trained
             self.save_config_callback = None
 
@@ -161,6 +167,11 @@ class RecTransferCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_fit(self) -> None:
+        if isinstance(getattr(self.trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+            raise ConfigError(
+                f"--trainer.strategy {self._sub('trainer.strategy')}: its processes keep the trained state, which the "
+                "fit's test, results and summary need here: use --trainer.strategy ddp"
+            )
         if self._sub("ckpt_path"):
             log.info("resuming from %s", self._sub("ckpt_path"))
             # It writes on into its own run folder (and its baseline's): that they hold checkpoints is no news.
@@ -214,8 +225,9 @@ class RecTransferCLI(LightningCLI):
         model.test_user_scores = None
         out = trainer.test(model, datamodule=datamodule or self.datamodule, ckpt_path=ckpt_path, verbose=False)
         users = model.test_user_scores  # set by the model's test of the target (see on_test_epoch_end)
-        if users is not None and trainer.is_global_zero and trainer.log_dir:
-            write_user_scores(trainer.log_dir, users)
+        log_dir = trainer.log_dir  # every rank: a broadcast under DDP
+        if users is not None and trainer.is_global_zero and log_dir:
+            write_user_scores(log_dir, users)
         return {k: round(float(v), 5) for k, v in out[0].items()}, users
 
     def _fit_target_only(self, log_dir: str | None) -> tuple[dict[str, float], dict[str, Any], Any]:
@@ -246,11 +258,14 @@ class RecTransferCLI(LightningCLI):
         trainer = L.Trainer(**{**init["trainer"], "callbacks": _with_defaults(init["trainer"], transfer=False)})
         last = Path(log_dir, "target_only", "checkpoints", "last.ckpt") if nested else None
         resume = str(last) if last is not None and self._sub("ckpt_path") and last.is_file() else None
+        baseline_dir = trainer.log_dir if trainer.loggers else None  # every rank: a broadcast under DDP
         if trainer.is_global_zero:
-            where = f" in {trainer.log_dir}" if trainer.loggers else ""
-            log.info("target-only baseline (the same model and seed, no sources)%s", where)
-            if trainer.loggers:  # how the baseline was configured, beside its logs
-                atomic_write(Path(trainer.log_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+            log.info(
+                "target-only baseline (the same model and seed, no sources)%s",
+                f" in {baseline_dir}" * bool(baseline_dir),
+            )
+            if baseline_dir:  # how the baseline was configured, beside its logs
+                atomic_write(Path(baseline_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         trainer.fit(init["model"], datamodule=init["data"], ckpt_path=resume)
         fitted = fit_results(trainer)  # before the test restores the best checkpoint's callback states
         test, users = self._test(trainer, init["model"], init["data"])
@@ -328,49 +343,6 @@ def _data_max_len(data: L.LightningDataModule) -> int:
     return data.max_len
 
 
-class _PlainInfo(logging.Formatter):
-    """Information as bare lines (they tell the story of a run); warnings and errors keep their level and origin."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.levelno == logging.INFO and not record.exc_info:
-            return record.getMessage()
-        return f"{record.levelname} {record.name}: {super().format(record)}"
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time, so a progress bar that redirects it prints our lines above
-    itself instead of through itself."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def quiet_output() -> None:
-    """One line per stage: our own INFO lines, none of Lightning's (device lines, tips, seeds, restore notes: the
-    start line and the summary say what matters), and no upstream deprecation we can do nothing about."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(_PlainInfo())
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-    log.setLevel(logging.INFO)  # also under a root logger that someone set to WARNING
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # torch deprecated LeafSpec; Lightning 2.6's pytree helper still builds one at every step.
-    warnings.filterwarnings(
-        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
-    )
-    # Lightning counts log_every_n_steps across epochs, so a small domain's loss is still logged; the per-epoch line
-    # and the epoch-level curves do not depend on it.
-    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
-
-
 def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI:
     """The CLI object (``run=False``: parse and instantiate only, no subcommand), for tests and notebooks."""
     quiet_output()
@@ -388,9 +360,12 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
 
 def main(args: list[str] | None = None, run: bool = True) -> None:
     # The console script calls sys.exit(main()): returning the CLI object would print it and exit with status 1.
-    with said_in_one_line():
-        check_yaml(sys.argv[1:] if args is None else args)
-        build_cli(args, run)
+    try:
+        with said_in_one_line():
+            check_yaml(sys.argv[1:] if args is None else args)
+            build_cli(args, run)
+    finally:
+        release_unused_versions()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from rec_transfer.callbacks.checkpoint import find_checkpoint
 from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
@@ -147,6 +148,40 @@ def requested_checkpoint(
             path, "holds model weights without a run's state (as handover.ckpt): give it as --model.pretrained"
         )
     return path, state
+
+
+RESERVED: list[Path] = []  # version folders this process claimed, for release_unused_versions
+
+
+def reserve_version(config: Namespace) -> None:
+    """Claims the next free ``version_N`` of a new fit's logger by creating the folder: ``mkdir`` fails for all but one
+    process, so fits started together never share a folder (Lightning's logger only looks for the next free number).
+    Under DDP only rank 0 claims; the others log nothing and are given rank 0's folder."""
+    logger = _init_args(config.get("trainer", Namespace()).get("logger"))
+    if config.get("ckpt_path") or logger is None or logger.get("version") is not None or "save_dir" not in logger:
+        return
+    if rank_zero_only.rank != 0:
+        return
+    root = Path(logger.save_dir) / str(logger.get("name") or "")
+    root.mkdir(parents=True, exist_ok=True)
+    number = max((int(m.group(1)) for p in root.glob("version_*") if (m := VERSION.match(p.name))), default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{number}").mkdir()
+            break
+        except FileExistsError:
+            number += 1
+    logger.version = number
+    RESERVED.append(root / f"version_{number}")
+
+
+def release_unused_versions() -> None:
+    """Removes the folders ``reserve_version`` claimed that are still empty (the fit stopped before writing)."""
+    while RESERVED:
+        try:
+            RESERVED.pop().rmdir()
+        except OSError:  # not empty: the run's folder
+            pass
 
 
 def follow_checkpoint(config: Namespace) -> None:

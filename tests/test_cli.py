@@ -150,6 +150,18 @@ def test_checkpoint_and_model_name_mistakes_are_one_line_each(run, tmp_path: Pat
     assert err.startswith(f"checkpoint {config}: is truncated or not a checkpoint")
 
 
+def test_a_folder_the_run_cannot_write_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    def refused(config) -> None:
+        raise PermissionError(13, "Permission denied", "lightning_logs/quickstart")
+
+    monkeypatch.setattr("rec_transfer.cli.reserve_version", refused)
+    with contextlib.chdir(tmp_path), mock.patch.object(sys, "argv", ["rec-transfer"]), pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(tiny_quickstart(tmp_path))])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "rec-transfer: error: Permission denied: lightning_logs/quickstart (the run writes there)"
+
+
 # ---------------------------------------------------------------- one tiny fit through the CLI
 def test_fit_writes_checkpoint_logs_and_results(run) -> None:
     # Everything of a run in its version folder, named after the config file.

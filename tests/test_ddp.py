@@ -192,3 +192,32 @@ def test_ddp_fit_shards_batches_and_evaluates_exactly(tmp_path: Path) -> None:
         got = torch.load(records / f"users{rank}.pt", weights_only=True)
         assert torch.equal(got["user"], want["user"]) and torch.equal(got["recall@10"], want["recall@10"])
         torch.testing.assert_close(got["ndcg@10"], want["ndcg@10"])
+
+
+def test_the_command_line_fit_under_ddp_reports_once_and_as_one_process(tmp_path: Path) -> None:
+    """``rec-transfer fit --trainer.strategy ddp``: Lightning starts the second rank as a new process running the same
+    command, and every collective (``trainer.log_dir`` among them) must be reached by both ranks, or the fit hangs."""
+    import os
+    import subprocess
+    import sys
+
+    from cli_helpers import run_dir, tiny_quickstart
+
+    config = tiny_quickstart(tmp_path)
+    args = [sys.executable, "-m", "rec_transfer.cli", "fit", "--config", str(config), "--trainer.accelerator", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [*args, "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("── result: ") == 1 and out.stderr.count("switched from the sources to the target") == 1
+    assert "2 cpu device(s)" in out.stderr and "the target-only baseline on test NDCG@10" in out.stdout
+    assert sorted(p.name for p in run_dir(tmp_path).parent.iterdir()) == ["version_0"]  # one folder for both ranks
+    results = json.loads((run_dir(tmp_path) / "results.json").read_text())
+    assert {"transfer", "zero_shot", "target_only", "comparison"} <= set(results)
+    spawn = subprocess.run(
+        [*args, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert spawn.returncode == 2 and spawn.stderr.strip().splitlines()[-1].endswith("use --trainer.strategy ddp")

@@ -37,7 +37,7 @@ def test_history_holds_fit_validations_of_the_target_only() -> None:
 def test_epoch_seconds_skip_an_epoch_finished_before_a_restart() -> None:
     timer = FitTimer()
     logged = {}
-    module = SimpleNamespace(log=lambda key, value: logged.update({key: value}))
+    module = SimpleNamespace(log=lambda key, value, **kwargs: logged.update({key: value}))
     timer.on_train_epoch_end(None, module)  # resumed mid-run: this epoch started before the restart
     assert timer.train_epoch_seconds == [] and not logged
     timer.on_train_epoch_start(None, module)

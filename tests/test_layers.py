@@ -22,6 +22,7 @@ LAYERS = [
         "rec_transfer.runs",
         "rec_transfer.summary",
         "rec_transfer.user_errors",
+        "rec_transfer.console",
     ),
     ("rec_transfer.bench",),  # benchmark helpers, outside the library proper
 ]

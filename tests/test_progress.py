@@ -44,3 +44,23 @@ def test_the_epoch_line_shows_the_best_as_exactly_as_the_current_score(caplog) -
     with caplog.at_level(logging.INFO, logger="rec_transfer.callbacks.progress"):
         progress.on_train_epoch_end(trainer, None)
     assert "val NDCG@10 posters 0.0596 (best 0.0596 at epoch 0)" in caplog.text
+
+
+def test_a_resume_on_another_number_of_processes_is_said(caplog) -> None:
+    def fit_start(progress: EpochProgress, world_size: int) -> None:
+        data = SimpleNamespace(target_name="posters", source_names=[], hparams=SimpleNamespace())
+        trainer = SimpleNamespace(
+            world_size=world_size, is_global_zero=True, loggers=[], datamodule=data, max_epochs=3, num_devices=1,
+            accelerator=SimpleNamespace(), precision="32-true",
+        )  # fmt: skip
+        progress.on_fit_start(trainer, torch.nn.Linear(2, 2))
+
+    first = EpochProgress()
+    fit_start(first, 1)
+    resumed = EpochProgress()
+    resumed.load_state_dict(first.state_dict())
+    with caplog.at_level(logging.WARNING, logger="rec_transfer.callbacks.progress"):
+        fit_start(resumed, 1)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the same processes: nothing said
+        fit_start(resumed, 2)
+    assert "resumed on 2 process(es), trained so far on 1: batches are now split otherwise" in caplog.text

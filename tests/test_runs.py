@@ -167,3 +167,25 @@ def test_ctrl_c_in_a_fit_says_whether_and_how_it_resumes(epoch: int, tmp_path: P
     else:
         assert said == [f"interrupted in epoch 1: the same command with --ckpt_path last resumes from the end of the "
                         f"last finished epoch ({last})"]  # fmt: skip
+
+
+def test_fits_started_together_claim_separate_version_folders_and_a_failed_one_leaves_none(tmp_path: Path) -> None:
+    from jsonargparse import Namespace
+
+    from rec_transfer.runs import RESERVED, release_unused_versions, reserve_version
+
+    def fit_config() -> Namespace:
+        logger = Namespace(class_path="TensorBoardLogger", init_args=Namespace(save_dir=str(tmp_path), name="c"))
+        return Namespace(trainer=Namespace(logger=logger), ckpt_path=None)
+
+    first, second = fit_config(), fit_config()
+    reserve_version(first)
+    reserve_version(second)  # as a second process would, before the first has written anything
+    assert (first.trainer.logger.init_args.version, second.trainer.logger.init_args.version) == (0, 1)
+    (tmp_path / "c" / "version_0" / "results.json").write_text("{}")
+    release_unused_versions()  # both stopped: the one that wrote nothing leaves no folder
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["version_0"] and not RESERVED
+    resumed = fit_config()
+    resumed.ckpt_path = "last"
+    reserve_version(resumed)  # a resumed fit continues its own folder
+    assert resumed.trainer.logger.init_args.get("version") is None

@@ -82,7 +82,7 @@ class FitTimer(Callback):
             return
         self.train_epoch_seconds.append(self._last_step_end - self._epoch_start)
         self._epoch_start = None  # counted: a checkpoint written from now on holds no epoch in progress
-        pl_module.log("time/train_epoch_s", self.train_epoch_seconds[-1])
+        pl_module.log("time/train_epoch_s", self.train_epoch_seconds[-1], sync_dist=True)  # the ranks' mean
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After the model's on_validation_epoch_end: this validation's metrics are in callback_metrics by now.

@@ -55,13 +55,21 @@ class EpochProgress(Callback):
         # score look better.
         self.best: dict[str, float | int] | None = None
         self._loss_sum: torch.Tensor | None = None
+        self.world_size: int | None = None  # processes the run trained on, kept in the checkpoint
         self._steps = 0
         self._start = 0.0
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        where = f"; run folder {trainer.log_dir}" if trainer.loggers else ""  # every rank: a broadcast under DDP
+        was, self.world_size = self.world_size, trainer.world_size
         if not trainer.is_global_zero:
             return
+        if was is not None and was != trainer.world_size:
+            log.warning(
+                "resumed on %d process(es), trained so far on %d: batches are now split otherwise, so the numbers "
+                "will differ from those of an uninterrupted run", trainer.world_size, was,
+            )  # fmt: skip
         dm = trainer.datamodule
         sources = list(getattr(dm, "source_names", []) or [])
         what = f"{dm.target_name} ← {', '.join(sources)}" if sources else f"{dm.target_name} alone"
@@ -72,7 +80,6 @@ class EpochProgress(Callback):
             what += f" (rehearsal: {rehearsal:g} source batches for each target batch after the switch)"
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         devices = f"{trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator').lower()}"
-        where = f"; run folder {trainer.log_dir}" if trainer.loggers else ""
         log.info(
             "training %s: %s trainable parameters, at most %s epochs, %s device(s), precision %s%s",
             what, _count(trainable), trainer.max_epochs, devices, trainer.precision, where,
@@ -139,7 +146,7 @@ class EpochProgress(Callback):
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {"best": self.best, "world_size": self.world_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best = state_dict.get("best")
+        self.best, self.world_size = state_dict.get("best"), state_dict.get("world_size")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import AveragedModel
@@ -18,6 +20,12 @@ log = logging.getLogger(__name__)
 
 # What counts as a config's own weight averaging (the default one is not added beside it).
 AVERAGING_CALLBACKS = (WeightAveraging, StochasticWeightAveraging)
+
+
+@torch.no_grad()
+def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
+    """``torch.optim.swa_utils.get_ema_avg_fn(decay)``'s update, as a module-level function (picklable)."""
+    return decay * average + (1 - decay) * current
 
 
 class TargetWeightAveraging(EMAWeightAveraging):
@@ -52,6 +60,8 @@ class TargetWeightAveraging(EMAWeightAveraging):
         self.decay = decay
         # Buffers are not averaged: they are item tables and popularity, constant through a fit.
         super().__init__(use_buffers=False, decay=decay)
+        # Lightning's average function is a closure, which ddp_spawn cannot pickle; this is the same update.
+        self._kwargs["avg_fn"] = functools.partial(ema_update, decay=decay)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":

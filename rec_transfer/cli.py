@@ -262,7 +262,7 @@ class RecTransferCLI(LightningCLI):
         if trainer.is_global_zero:
             log.info(
                 "target-only baseline (the same model and seed, no sources)%s",
-                f" in {baseline_dir}" * bool(baseline_dir),
+                f" in {baseline_dir}" if baseline_dir else "",
             )
             if baseline_dir:  # how the baseline was configured, beside its logs
                 atomic_write(Path(baseline_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))

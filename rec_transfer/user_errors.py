@@ -44,15 +44,15 @@ def check_yaml(args: Sequence[str]) -> None:
 def said_in_one_line() -> Iterator[None]:
     """A ``UserInputError`` (a config, data file, checkpoint or model name the user gave) becomes one
     ``rec-transfer: error:`` line on stderr and exit status 2, as the parser's own errors; anything else keeps its
-    traceback. A folder the run cannot write to is one line and status 1; Ctrl-C outside training (which says for itself
-    where it stopped) one line and status 130."""
+    traceback. A file or folder the run may not read or write is one line and status 1; Ctrl-C outside training
+    (which says for itself where it stopped) one line and status 130."""
     try:
         yield
     except UserInputError as err:
         print(f"rec-transfer: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except PermissionError as err:  # a folder the run must write to (logs, cache) is not writable: not a bug here
-        print(f"rec-transfer: error: {err.strerror}: {err.filename} (the run writes there)", file=sys.stderr)
+    except PermissionError as err:  # a file or folder the run reads or writes (data, logs, cache): not a bug here
+        print(f"rec-transfer: error: {err.strerror}: {err.filename}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("rec-transfer: interrupted", file=sys.stderr)

@@ -159,7 +159,7 @@ def test_a_folder_the_run_cannot_write_is_one_line(tmp_path: Path, capsys, monke
         main(["fit", "--config", str(tiny_quickstart(tmp_path))])
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "rec-transfer: error: Permission denied: lightning_logs/quickstart (the run writes there)"
+    assert err[-1] == "rec-transfer: error: Permission denied: lightning_logs/quickstart"
 
 
 # ---------------------------------------------------------------- one tiny fit through the CLI

@@ -76,12 +76,21 @@ def checkpoint_dirs(config: Namespace) -> list[Path]:
     logger = _init_args(trainer.get("logger"))
     if logger is None or "save_dir" not in logger:
         return [Path(trainer.get("default_root_dir") or ".") / "checkpoints"]
-    root = Path(logger.save_dir) / str(logger.get("name") or "")
+    root = _run_root(logger)
     if logger.get("version") is not None:
         version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
         return [root / version / "checkpoints"]
-    found = [(int(m.group(1)), p) for p in root.glob("version_*") if (m := VERSION.match(p.name))]
-    return [p / "checkpoints" for _, p in sorted(found, reverse=True)]
+    return [p / "checkpoints" for _, p in sorted(_versions(root), reverse=True)]
+
+
+def _run_root(logger: Namespace) -> Path:
+    """Where a logger's version folders are: ``<save_dir>/<name>``."""
+    return Path(logger.save_dir) / str(logger.get("name") or "")
+
+
+def _versions(root: Path) -> list[tuple[int, Path]]:
+    """``(N, folder)`` of every ``version_N`` folder in ``root``."""
+    return [(int(m.group(1)), p) for p in root.glob("version_*") if (m := VERSION.match(p.name))]
 
 
 def best_of(last: Path) -> Path | None:
@@ -162,9 +171,9 @@ def reserve_version(config: Namespace) -> None:
         return
     if rank_zero_only.rank != 0:
         return
-    root = Path(logger.save_dir) / str(logger.get("name") or "")
+    root = _run_root(logger)
     root.mkdir(parents=True, exist_ok=True)
-    number = max((int(m.group(1)) for p in root.glob("version_*") if (m := VERSION.match(p.name))), default=-1) + 1
+    number = max((n for n, _ in _versions(root)), default=-1) + 1
     while True:
         try:
             (root / f"version_{number}").mkdir()
@@ -192,7 +201,7 @@ def follow_checkpoint(config: Namespace) -> None:
     if not path or logger is None or logger.get("version") is not None or "save_dir" not in logger:
         return
     folder = Path(path).resolve().parent
-    root = (Path(logger.save_dir) / str(logger.get("name") or "")).resolve()
+    root = _run_root(logger).resolve()
     match = VERSION.match(folder.parent.name)
     if folder.name == "checkpoints" and match and folder.parent.parent == root:
         logger.version = int(match.group(1))
@@ -201,7 +210,7 @@ def follow_checkpoint(config: Namespace) -> None:
 def dirs_hint(config: Namespace) -> str:
     logger = _init_args(config.get("trainer", Namespace()).get("logger"))
     if logger is not None and "save_dir" in logger:
-        return str(Path(logger.save_dir) / str(logger.get("name") or "") / "version_*" / "checkpoints")
+        return str(_run_root(logger) / "version_*" / "checkpoints")
     return "checkpoints"
 
 

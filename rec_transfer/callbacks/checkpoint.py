@@ -13,7 +13,7 @@ import lightning as L
 from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from rec_transfer.phase import current_phase, find_schedule
+from rec_transfer.phase import current_phase
 from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, checkpoint_problem
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class LatestCheckpoint(ModelCheckpoint):
     """
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        if find_schedule(trainer) is not None and current_phase(trainer) == "source":
+        if current_phase(trainer) == "source":  # "target" throughout a run without sources
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 

@@ -30,7 +30,7 @@ def target_validated(trainer: L.Trainer) -> bool:
     the target domain, after the switch in a transfer run (as the best checkpoint is chosen: ``LatestCheckpoint``)."""
     target = getattr(trainer.datamodule, "target_name", None)
     fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
-    fine_tuned = find_schedule(trainer) is None or current_phase(trainer) == "target"
+    fine_tuned = current_phase(trainer) == "target"  # as throughout a run without sources
     return fitting and fine_tuned and target in validated_domains(trainer)
 
 

@@ -220,6 +220,7 @@ def _shard_worker(rank: int, world: int, init_file: str, model_dir: str, out_dir
         sharded = encode_texts_sharded(texts, model, tokenizer, pooling="mean", batch_size=3, progress=False)
         cached = cached_item_vectors(texts, model_name=model_dir, cache_dir=out_dir, batch_size=3, progress=False)
         torch.save({"sharded": sharded, "cached": cached}, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done before either tears gloo down (a rank left alone aborted once in CI)
     finally:
         dist.destroy_process_group()
 

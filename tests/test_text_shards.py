@@ -218,6 +218,7 @@ def _resume_worker(rank: int, world: int, init_file: str, model: str, cache_dir:
         cache_module.load_text_model = counting_loader(rows)
         vectors = _encode(TEXTS, model, cache_dir)
         torch.save({"vectors": vectors, "seen": sum(rows)}, Path(cache_dir) / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done before either tears gloo down (a rank left alone aborted once in CI)
     finally:
         dist.destroy_process_group()
 

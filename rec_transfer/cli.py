@@ -13,7 +13,7 @@ import lightning as L
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from rec_transfer.baseline import names_subclass, target_only_config
@@ -73,6 +73,18 @@ def _checkpoint_dirs(config: Namespace) -> list[str]:
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+class _Parser(LightningArgumentParser):
+    """``--print_config`` prints the config as parsed, before ``prepare_config`` names the run: the printed logger
+    gets the name and folder the run will use."""
+
+    def dump(self, cfg: Namespace, *args: Any, **kwargs: Any) -> str:
+        if isinstance(cfg, Namespace):
+            cfg = cfg.clone()
+            name_run(cfg)
+            root_runs(cfg)
+        return super().dump(cfg, *args, **kwargs)
 
 
 class RecTransferCLI(LightningCLI):
@@ -353,6 +365,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RecTransferCLI
         trainer_defaults=TRAINER_DEFAULTS,  # callbacks every run needs: default_callbacks
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the model builds its own optimizer (and the transfer rebuilds it)
+        parser_class=_Parser,
         args=args,
         run=run,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -160,6 +161,30 @@ def test_a_folder_the_run_cannot_write_is_one_line(tmp_path: Path, capsys, monke
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "rec-transfer: error: Permission denied: lightning_logs/quickstart"
+
+def test_ctrl_c_while_the_libraries_load_is_one_line() -> None:
+    # The console script's first seconds import Lightning; Ctrl-C lands there as KeyboardInterrupt in an import.
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'lightning':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from rec_transfer.entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "fit"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "rec-transfer: interrupted\n")
+
+
+def test_print_config_shows_the_run_name_and_folder(tmp_path: Path, capsys) -> None:
+    config = REPO / "configs" / "quickstart.yaml"  # its logger keeps the default name and save_dir
+    with mock.patch.object(sys, "argv", ["rec-transfer"]), pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path), "--print_config"])
+    assert exc.value.code == 0
+    logger = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]["init_args"]
+    assert (logger["name"], logger["save_dir"]) == ("quickstart", str(tmp_path / "lightning_logs"))
 
 
 # ---------------------------------------------------------------- one tiny fit through the CLI

@@ -15,7 +15,7 @@ LAYERS = [
     ("rec_transfer.data",),
     ("rec_transfer.models",),
     ("rec_transfer.callbacks",),
-    # the command line, its target-only baseline, its run bookkeeping and how it reports the user's input errors
+    # the command line (its console script entry), its target-only baseline, its run bookkeeping and how it reports the user's input errors
     (
         "rec_transfer.cli",
         "rec_transfer.baseline",
@@ -23,6 +23,7 @@ LAYERS = [
         "rec_transfer.summary",
         "rec_transfer.user_errors",
         "rec_transfer.console",
+        "rec_transfer.entry",
     ),
     ("rec_transfer.bench",),  # benchmark helpers, outside the library proper
 ]

@@ -162,6 +162,7 @@ def test_a_folder_the_run_cannot_write_is_one_line(tmp_path: Path, capsys, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "rec-transfer: error: Permission denied: lightning_logs/quickstart"
 
+
 def test_ctrl_c_while_the_libraries_load_is_one_line() -> None:
     # The console script's first seconds import Lightning; Ctrl-C lands there as KeyboardInterrupt in an import.
     code = (

@@ -15,7 +15,7 @@ LAYERS = [
     ("rec_transfer.data",),
     ("rec_transfer.models",),
     ("rec_transfer.callbacks",),
-    # the command line (its console script entry), its target-only baseline, its run bookkeeping and how it reports the user's input errors
+    # the command line and its console script, its target-only baseline, run bookkeeping, how it says input errors
     (
         "rec_transfer.cli",
         "rec_transfer.baseline",

@@ -12,12 +12,12 @@ from typing import Any
 import lightning as L
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from rec_transfer.baseline import names_subclass, target_only_config
-from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, default_callbacks
+from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, RecommendationWriter, default_callbacks
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
 from rec_transfer.console import quiet_output
 from rec_transfer.data.transfer import TransferDataModule
@@ -131,6 +131,8 @@ class RecTransferCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
         config["callbacks"] = _with_defaults(config, transfer=self._has_sources())
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in config["callbacks"]):
+            config["callbacks"].append(RecommendationWriter())  # else predict would compute and write nothing
         return super()._instantiate_trainer(config, callbacks)
 
     def _sub(self, key: str):

@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 import torch
 import yaml
-from cli_helpers import REPO, SOURCES, TARGET, callback, cli, read_scalars, run_dir, tiny_quickstart
+from cli_helpers import REPO, SOURCES, TARGET, callback, cli, cli_output, read_scalars, run_dir, tiny_quickstart
 
 from rec_transfer.baseline import TARGET_LR_DEFAULT
 from rec_transfer.callbacks import DomainTransfer
@@ -296,6 +296,26 @@ def check_recommendations(rows: list[dict], dm: DomainDataModule, top_k: int) ->
         assert len(set(ids)) == top_k and all(catalogue[item["item_id"]] == item["text"] for item in row["items"])
         scores = [item["score"] for item in row["items"]]
         assert all(math.isfinite(s) for s in scores) and scores == sorted(scores, reverse=True)
+
+
+def test_predict_ranks_new_items_by_their_text_and_writes_to_the_run_folder(run, tmp_path: Path) -> None:
+    # A shop whose item file lists two new items nobody has bought yet; every user already has 4 of the 6 old ones.
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    inter = [f"u{u}\ti{(u + k) % 6}\t{k}" for u in range(8) for k in range(4)]
+    (shop / "shop.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *inter]) + "\n")
+    items = [f"i{i}\tposter of mountains {i}" for i in range(6)] + ["n0\tnew mountain poster", "n1\tnew sea poster"]
+    (shop / "shop.item").write_text("\n".join(["item_id:token\ttitle:token_seq", *items]) + "\n")
+    target = json.dumps({"path": str(shop), "catalogue": "all", "cache_dir": str(tmp_path / "cache")})
+    out = cli_output(tmp_path, "predict", "--config", run.config, "--data.init_args.sources", "[]",
+                     "--data.init_args.target", target, "--model.pretrained", run.best, "--model.top_k", 4,
+                     "--trainer.logger.init_args.save_dir", tmp_path / "logs")  # fmt: skip
+    written = tmp_path / "logs" / "quickstart" / "version_0" / "recommendations.jsonl"
+    assert f"wrote the recommendations of 8 users to {written}" in out.log
+    rows = read_jsonl(written)
+    assert len(rows) == 8
+    # Without their history each user has two old items left and the two new ones, ranked by their text.
+    assert all({"n0", "n1"} <= {item["item_id"] for item in row["items"]} for row in rows)
 
 
 def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:

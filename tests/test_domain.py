@@ -69,6 +69,25 @@ def test_repeated_items_kept_and_counted(caplog):
     assert "toy: 2 interactions repeat an item already in the user's history (kept)" in caplog.messages
 
 
+def test_items_without_interactions_are_ranked_only_with_catalogue_all(caplog):
+    rows = [("u", "b", 0), ("u", "d", 1), ("u", "b", 2)]
+    table = {"item_id": ["a", "b", "c", "d", "e"], "title": ["new a", "b", "", "d", "new e"]}
+    with caplog.at_level("INFO", logger="rec_transfer"):
+        d = preprocess(raw(rows, table, fields=("title",)))
+        assert d.items["item_id"] == ["b", "d"] and d.counts["items_without_interactions"] == 3
+        assert (
+            "toy: 3 items of the item table have no interactions (left out; catalogue: all ranks them)"
+            in caplog.messages
+        )
+        d = preprocess(raw(rows, table, fields=("title",)), PreprocessConfig(catalogue="all"))
+        assert "toy: 2 items without interactions are ranked too, by their text" in caplog.messages
+    # The items with interactions keep their indices; the new items with text follow; an item without text is out.
+    assert d.items["item_id"] == ["b", "d", "a", "e"] and d.items["text"][2:] == ["new a", "new e"]
+    assert histories(d) == {"u": ["b", "d", "b"]} and d.num_items == 4
+    with pytest.raises(ValueError, match="catalogue is 'interactions' or 'all'"):
+        PreprocessConfig(catalogue="every")
+
+
 def test_text_template_and_default():
     rows = [("u", "a", 0), ("u", "b", 1), ("u", "c", 2)]
     assert preprocess(raw(rows)).texts()[0] == "title of a brand of a"

@@ -174,6 +174,24 @@ def test_architecture_that_differs_from_the_checkpoint_is_refused(stopped) -> No
             cli(stopped.root, "test", "--config", stopped.config, "--ckpt_path", ckpt, "--model.hidden_size", "64")
 
 
+def test_an_id_table_trained_on_another_catalogue_is_refused_in_one_message(tmp_path: Path) -> None:
+    def id_model(num_items: int) -> TransferRecommender:
+        model = TransferRecommender(mode="id", hidden_size=16, layers=1, heads=2, max_len=5)
+        model.add_domain("shop", num_items)
+        return model
+
+    trained = id_model(5)
+    path = tmp_path / "trained.ckpt"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    message = "its item IDs of 'shop' were trained on 5 items, the data has 7: an ID model scores only the items"
+    with pytest.raises(CheckpointError, match=message):
+        id_model(7).load_pretrained(str(path))  # --model.pretrained
+    model = id_model(7)
+    model._trainer = SimpleNamespace(ckpt_path=str(path))  # --ckpt_path: Lightning calls the hook, then loads
+    with pytest.raises(CheckpointError, match=f"checkpoint {path}: {message}"):
+        model.on_load_checkpoint({"state_dict": trained.state_dict()})
+
+
 def test_resume_applies_new_learning_rates(tmp_path: Path) -> None:
     config = stopping_quickstart(tmp_path, tmp_path / "ckpt", max_epochs=2)  # stops by max_epochs, in the target
     cli(tmp_path, "fit", "--config", config, "--test_after_fit", "false")

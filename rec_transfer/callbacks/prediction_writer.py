@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rec_transfer.utils.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "recommendations.jsonl"
 
 
 class RecommendationWriter(BasePredictionWriter):
@@ -19,21 +24,22 @@ class RecommendationWriter(BasePredictionWriter):
     prediction ends; a failed or killed prediction leaves the previous file (if any) as it was.
 
     Args:
-        output: the JSONL file; under DDP each rank writes ``<output>.rank<N>``.
+        output: the JSONL file (default: ``recommendations.jsonl`` in the run's log folder, or in the working folder
+            without a logger); under DDP each rank writes ``<output>.rank<N>``.
     """
 
-    def __init__(self, output: str = "predictions/recommendations.jsonl"):
+    def __init__(self, output: str | None = None):
         super().__init__(write_interval="batch")
-        self.output = Path(output)
+        self.output = output
         self._file = None
+        self._users = 0
         self._pending = ExitStack()
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = (
-            self.output
-            if trainer.world_size == 1
-            else self.output.with_name(f"{self.output.name}.rank{trainer.global_rank}")
-        )
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        output = Path(self.output) if self.output else Path(log_dir or ".") / DEFAULT_NAME
+        path = output if trainer.world_size == 1 else output.with_name(f"{output.name}.rank{trainer.global_rank}")
+        self._users = 0
         self._pending = ExitStack()  # closes the file, then renames it onto its path (or drops it on an error)
         self._file = self._pending.enter_context(self._pending.enter_context(atomic_path(path)).open("w"))
         self._path = path
@@ -51,10 +57,11 @@ class RecommendationWriter(BasePredictionWriter):
                 for iid, text, s in zip(rows["item_id"], rows["text"], scores, strict=True)
             ]
             self._file.write(json.dumps({"domain": prediction["domain"], "user_id": user, "items": recs}) + "\n")
+            self._users += 1
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending.close()
-        print(f"wrote recommendations to {self._path}")
+        log.info("wrote the recommendations of %d users to %s", self._users, self._path.resolve())
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._pending.__exit__(type(exception), exception, exception.__traceback__)

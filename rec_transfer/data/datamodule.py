@@ -61,6 +61,8 @@ class DomainDataModule(L.LightningDataModule):
         max_history: keep each user's latest interactions only.
         text_template: item text from the item table's fields, e.g. ``"{title}. {brand}"``;
             ``None`` joins every text field.
+        catalogue: the items ranked: those in the interactions (default, the published protocol), or ``"all"``
+            the item table's items with text, those without interactions too (new items, by their text).
         max_len: longest history the model sees (``None``: the ``TransferDataModule``'s ``max_len``, which the model
             reads too; alone: ``DEFAULT_MAX_LEN``).
         train_stride: training windows over histories longer than ``max_len`` step back this many
@@ -98,6 +100,7 @@ class DomainDataModule(L.LightningDataModule):
         kcore: int | None = None,
         max_history: int | None = 50,
         text_template: str | None = None,
+        catalogue: Literal["interactions", "all"] = "interactions",
         max_len: int | None = None,
         train_stride: int | None = None,
         train_users: float | None = None,
@@ -130,7 +133,9 @@ class DomainDataModule(L.LightningDataModule):
         if name is None:
             name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
         self.name = safe_name(name, "domain name")  # it names cache folders and files
-        self.preprocess_config = PreprocessConfig(kcore=kcore, max_history=max_history, text_template=text_template)
+        self.preprocess_config = PreprocessConfig(
+            kcore=kcore, max_history=max_history, text_template=text_template, catalogue=catalogue
+        )
         self.text_encoder = TextEncoderConfig(**text_encoder) if isinstance(text_encoder, dict) else text_encoder
         self.cache_dir = Path(cache_dir)
         self.domain: Domain | None = None

@@ -11,6 +11,7 @@ import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import numpy as np
@@ -39,12 +40,20 @@ class PreprocessConfig:
         text_template: item text, e.g. ``"{title}. {categories}. {brand}"`` with the item table's
             field names; ``None`` joins every text field in header order with a space.
         drop_duplicates: drop exact repeats of (user, item, timestamp), counted in the log.
+        catalogue: the items ranked: ``"interactions"``, those in the kept interactions (the published protocol);
+            ``"all"``, also every other item of the item table that has text (new items, recommended by their
+            text alone), numbered after the others.
     """
 
     kcore: int | None = None
     max_history: int | None = 50
     text_template: str | None = None
     drop_duplicates: bool = True
+    catalogue: Literal["interactions", "all"] = "interactions"
+
+    def __post_init__(self) -> None:
+        if self.catalogue not in ("interactions", "all"):
+            raise ValueError(f"catalogue is 'interactions' or 'all', got {self.catalogue!r}")
 
 
 @dataclass
@@ -238,22 +247,35 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
         )
 
     used_items = np.unique(item_code)  # sorted: keeps the item table's order
+    all_texts = render_texts(raw, config.text_template)
+    unused = np.setdiff1d(np.arange(len(item_table_ids)), used_items)
+    counts["items_without_interactions"] = len(unused)
+    if config.catalogue == "all":
+        unused = unused[pc.utf8_length(all_texts.take(pa.array(unused))).to_numpy(zero_copy_only=False) > 0]
+        if len(unused):
+            log.info("%s: %d items without interactions are ranked too, by their text", raw.name, len(unused))
+        catalogue = np.concatenate([used_items, unused])  # the items with interactions keep their indices
+    else:
+        if len(unused):
+            log.info("%s: %d items of the item table have no interactions (left out; catalogue: all ranks them)",
+                     raw.name, len(unused))  # fmt: skip
+        catalogue = used_items
     dense = np.zeros(len(item_table_ids), dtype=np.int32)
-    dense[used_items] = np.arange(1, len(used_items) + 1, dtype=np.int32)
+    dense[catalogue] = np.arange(1, len(catalogue) + 1, dtype=np.int32)
     values = dense[item_code]
     starts = np.flatnonzero(np.r_[True, user_code[1:] != user_code[:-1]])
     offsets = np.r_[starts, len(values)].astype(np.int32)
     histories = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
     users = user_names.take(pa.array(user_code[starts]))
 
-    texts = render_texts(raw, config.text_template).take(pa.array(used_items))
+    texts = all_texts.take(pa.array(catalogue))
     empty = pc.equal(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
     counts["items_with_empty_text"] = int(empty.sum())
     if empty.any():
         log.warning("%s: %d items have empty text", raw.name, empty.sum())
-    items = pa.table({"item_id": item_table_ids.take(pa.array(used_items)), "text": texts})
-    counts.update(users=len(starts), items=len(used_items), interactions=len(values))
-    log.debug("%s: %d users, %d items, %d interactions", raw.name, len(starts), len(used_items), len(values))
+    items = pa.table({"item_id": item_table_ids.take(pa.array(catalogue)), "text": texts})
+    counts.update(users=len(starts), items=len(catalogue), interactions=len(values))
+    log.debug("%s: %d users, %d items, %d interactions", raw.name, len(starts), len(catalogue), len(values))
     return Domain(
         name=raw.name,
         sequences=datasets.Dataset(pa.table({"user_id": users, "items": histories})),

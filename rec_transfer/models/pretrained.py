@@ -14,6 +14,14 @@ from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_c
 OPTIONAL = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.", "scorer.history_bias.")
 
 
+def id_table_mismatch(domain: str, trained: int, given: int) -> str:
+    """Why a checkpoint's item ID table of ``domain`` cannot serve the data's catalogue."""
+    return (
+        f"its item IDs of {domain!r} were trained on {trained} items, the data has {given}: an ID model scores only "
+        "the items it was trained on; model.mode text ranks new items by their text"
+    )
+
+
 def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
     """Copies the model weights of checkpoint ``path`` into ``model`` (not its optimizer or trainer state).
 
@@ -33,6 +41,9 @@ def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
     missing = [k for k in own if k not in state and not k.startswith(OPTIONAL)]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+    for key in (k for k in shapes if k.startswith("item_tower.id_embeddings.")):
+        name = key.removeprefix("item_tower.id_embeddings.").rsplit(".", 1)[0]
+        raise CheckpointError(path, id_table_mismatch(name, len(state[key]) - 1, len(own[key]) - 1))
     if missing or unexpected or shapes:
         raise CheckpointError(
             path,

@@ -18,9 +18,10 @@ from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
-from rec_transfer.models.pretrained import load_pretrained_weights
+from rec_transfer.models.pretrained import id_table_mismatch, load_pretrained_weights
 from rec_transfer.models.text_source import items_to_train, trainable_item_text
 from rec_transfer.phase import Phase
+from rec_transfer.utils.checkpoints import CheckpointError
 from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
 
@@ -200,6 +201,8 @@ class TransferRecommender(L.LightningModule):
                 name = key[len(prefix) :].rsplit(".", 1)[0]
                 if name not in self.item_tower.id_embeddings:
                     self.item_tower.id_embeddings[name] = nn.Embedding(*value.shape, padding_idx=0).to(self.device)
+                elif (rows := self.item_tower.id_embeddings[name].num_embeddings) != len(value):
+                    raise CheckpointError(self.trainer.ckpt_path, id_table_mismatch(name, len(value) - 1, rows - 1))
 
     # ------------------------------------------------------------------ maths
     def eval_tables(self, domain: str) -> tuple[torch.Tensor, torch.Tensor]:

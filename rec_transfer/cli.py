@@ -128,6 +128,8 @@ class RecTransferCLI(LightningCLI):
             reserve_version(self.config[subcommand])
         if subcommand not in (None, "fit"):  # config.yaml in the log folder records how a model was trained
             self.save_config_callback = None
+            # An evaluation needs the checkpoint's weights, not its training callbacks' states (a transfer's, say).
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> L.Trainer:
         config["callbacks"] = _with_defaults(config, transfer=self._has_sources())

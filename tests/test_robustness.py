@@ -144,13 +144,14 @@ def test_every_model_argument_has_a_checkpoint_policy() -> None:
 
 
 def test_checkpoint_hparams_apply_or_refuse_per_key() -> None:
-    saved = {"hidden_size": 32, "layers": 2, "top_k": 10, "target_lr": None, "lr": 1e-3}
-    hparams, applied = hp.checkpoint_hparams(saved, {"top_k": 3, "target_lr": 0.5, "layers": 2})
+    saved = {"hidden_size": 32, "layers": 2, "top_k": 10, "target_lr": None, "lr": 1e-3, "cutoffs": (10, 50)}
+    hparams, applied = hp.checkpoint_hparams(saved, {"top_k": 3, "target_lr": 0.5, "layers": 2, "cutoffs": [10, 50]})
     # history_bias, text_write_back: the values of checkpoints written before the options (hp.SINCE): their weights
     # lack the offset, and their banks were never written back
     since = {"history_bias": False, "text_write_back": False}
-    assert hparams == {"hidden_size": 32, "layers": 2, "top_k": 3, "target_lr": 0.5, "lr": 1e-3, **since}
-    assert applied == {"top_k": (10, 3), "target_lr": (None, 0.5)}
+    assert hparams == {"hidden_size": 32, "layers": 2, "top_k": 3, "target_lr": 0.5, "lr": 1e-3, **since,
+                       "cutoffs": [10, 50]}  # fmt: skip
+    assert applied == {"top_k": (10, 3), "target_lr": (None, 0.5)}  # a list given for a tuple is the same cut-offs
     with pytest.raises(ValueError, match=r"hidden_size: checkpoint 32, given 64; layers: checkpoint 2, given 3"):
         hp.checkpoint_hparams(saved, {"hidden_size": 64, "layers": 3, "top_k": 3})
 

@@ -46,6 +46,13 @@ TRAINING = frozenset(
 SINCE = {"history_bias": False, "text_write_back": False}
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings; a list and a tuple of the same values too (a config gives lists, a checkpoint keeps tuples)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return list(a) == list(b)
+    return a == b
+
+
 def checkpoint_hparams(
     saved: Mapping[str, Any], given: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
@@ -64,7 +71,7 @@ def checkpoint_hparams(
         ValueError: a ``FIXED_BY_WEIGHTS`` key differs, naming every such key and both values.
     """
     saved = {**SINCE, **saved}
-    differ = {k: (saved[k], v) for k, v in given.items() if k in saved and saved[k] != v}
+    differ = {k: (saved[k], v) for k, v in given.items() if k in saved and not _same(saved[k], v)}
     fixed = {k: values for k, values in differ.items() if k in FIXED_BY_WEIGHTS}
     if fixed:
         found = "; ".join(f"{k}: checkpoint {old!r}, given {new!r}" for k, (old, new) in sorted(fixed.items()))

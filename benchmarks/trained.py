@@ -36,6 +36,6 @@ def trained_model(config: str | Path, ckpt: str | Path, data_root: str | None = 
     model, data = cli.model, cli.datamodule
     model.add_domains(data)  # what the model's setup() does under a Trainer
     checkpoint = load_checkpoint(ckpt)
-    model.on_load_checkpoint(checkpoint)
+    model.prepare_for(checkpoint, ckpt)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), data, checkpoint

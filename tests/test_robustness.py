@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -175,22 +176,30 @@ def test_architecture_that_differs_from_the_checkpoint_is_refused(stopped) -> No
             cli(stopped.root, "test", "--config", stopped.config, "--ckpt_path", ckpt, "--model.hidden_size", "64")
 
 
-def test_an_id_table_trained_on_another_catalogue_is_refused_in_one_message(tmp_path: Path) -> None:
-    def id_model(num_items: int) -> TransferRecommender:
+def test_an_id_table_trained_on_other_items_is_refused_in_one_message(tmp_path: Path) -> None:
+    def id_model(ids: str) -> TransferRecommender:  # one item per letter
         model = TransferRecommender(mode="id", hidden_size=16, layers=1, heads=2, max_len=5)
-        model.add_domain("shop", num_items)
+        items = SimpleNamespace(catalogue_digest=lambda: ids)  # Domain.catalogue_digest stands for the item ids
+        shop = SimpleNamespace(num_items=len(ids), item_text=None, item_popularity=None, domain=items)
+        model.add_domains(SimpleNamespace(domains={"shop": shop}))
         return model
 
-    trained = id_model(5)
-    path = tmp_path / "trained.ckpt"
-    torch.save({"state_dict": trained.state_dict()}, path)
-    message = "its item IDs of 'shop' were trained on 5 items, the data has 7: an ID model scores only the items"
-    with pytest.raises(CheckpointError, match=message):
-        id_model(7).load_pretrained(str(path))  # --model.pretrained
-    model = id_model(7)
-    model._trainer = SimpleNamespace(ckpt_path=str(path))  # --ckpt_path: Lightning calls the hook, then loads
-    with pytest.raises(CheckpointError, match=f"checkpoint {path}: {message}"):
-        model.on_load_checkpoint({"state_dict": trained.state_dict()})
+    def resumes(model: TransferRecommender, path: Path, checkpoint: dict) -> None:
+        model._trainer = SimpleNamespace(ckpt_path=str(path))  # --ckpt_path: Lightning calls the hook, then loads
+        model.on_load_checkpoint(checkpoint)
+
+    trained, path = id_model("abcde"), tmp_path / "trained.ckpt"
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    id_model("abcde").load_pretrained(str(path))  # the same items: loads (--model.pretrained)
+    resumes(id_model("abcde"), path, checkpoint)
+    for ids, why in [("abcdefg", "5 items, the data has 7"), ("abcdx", "other items than the data's")]:
+        message = f"checkpoint {path}: its item IDs of 'shop' were trained on {why}"
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            id_model(ids).load_pretrained(str(path))
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            resumes(id_model(ids), path, checkpoint)
 
 
 def test_resume_applies_new_learning_rates(tmp_path: Path) -> None:

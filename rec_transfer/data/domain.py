@@ -6,6 +6,7 @@ loaded from the cache), so a 10M-interaction domain never lives in Python lists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import string
@@ -97,6 +98,11 @@ class Domain:
 
     def item_id(self, index: int) -> str:
         return self.items[index - 1]["item_id"]
+
+    def catalogue_digest(self) -> str:
+        """What an ID table trained on this domain depends on: its item ids, in index order (sha256, 16 hex)."""
+        ids = self.items.data.column("item_id").to_pylist()
+        return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
     def save(self, folder: str | Path) -> None:
         """Writes the domain atomically (temp folder, then rename); ``meta.json`` marks it complete and holds the

@@ -1,28 +1,60 @@
-"""Starting a model from the weights of an earlier run's checkpoint (not a resume)."""
+"""Loading a checkpoint's weights into a model built for the data: starting from an earlier run's weights (not a
+resume), and whether a checkpoint's item ID tables fit the data's items."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 
+CATALOGUES = "item_catalogues"  # checkpoint key: {domain: catalogue digest} of the domains with ID tables
 # Weights a checkpoint may hold that a new run need not have, and that it may miss: ID tables of domains this run
 # does not serve (the sources'), metric states, the source phase's domain discriminator, the history offset (a
 # checkpoint without one leaves it at its start).
 OPTIONAL = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.", "scorer.history_bias.")
 
 
-def id_table_mismatch(domain: str, trained: int, given: int) -> str:
-    """Why a checkpoint's item ID table of ``domain`` cannot serve the data's catalogue."""
+def id_table_mismatch(domain: str, trained_on: str) -> str:
+    """Why a checkpoint's item ID table of ``domain``, trained on ``trained_on``, cannot serve the data's items."""
     return (
-        f"its item IDs of {domain!r} were trained on {trained} items, the data has {given}: an ID model scores only "
-        "the items it was trained on; model.mode text ranks new items by their text"
+        f"its item IDs of {domain!r} were trained on {trained_on}: an ID model scores only the items it was trained "
+        "on; model.mode text ranks new items by their text"
     )
 
 
-def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
+def check_catalogues(path: str | Path, saved: Mapping[str, str] | None, current: Mapping[str, str]) -> None:
+    """Refuses ID tables trained on other items than the data's: ``saved`` and ``current`` map a domain's name to
+    ``Domain.catalogue_digest`` (an ID table of the same size over other items would load and score the wrong items).
+    A checkpoint written before the digests were kept (``saved`` None) is not checked."""
+    for name in sorted(set(saved or {}) & set(current)):
+        if saved[name] != current[name]:
+            raise CheckpointError(path, id_table_mismatch(name, "other items than the data's (the item ids differ)"))
+
+
+def fit_id_tables(
+    tables: nn.ModuleDict, checkpoint: dict, path: str | Path, catalogues: Mapping[str, str], device: torch.device
+) -> None:
+    """Before a checkpoint (``--ckpt_path``) loads: creates its ID tables of domains the data does not serve (e.g.
+    predicting on the target after transfer) so that its weights load, and refuses the tables of the data's domains
+    trained on other items (``catalogues``: ``check_catalogues``)."""
+    prefix = "item_tower.id_embeddings."
+    for key, value in checkpoint["state_dict"].items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].rsplit(".", 1)[0]
+        if name not in tables:
+            tables[name] = nn.Embedding(*value.shape, padding_idx=0).to(device)
+        elif len(value) != tables[name].num_embeddings:
+            why = f"{len(value) - 1} items, the data has {tables[name].num_embeddings - 1}"
+            raise CheckpointError(path, id_table_mismatch(name, why))
+    check_catalogues(path, checkpoint.get(CATALOGUES), catalogues)
+
+
+def load_pretrained_weights(model: nn.Module, path: str | Path, catalogues: Mapping[str, str] | None = None) -> None:
     """Copies the model weights of checkpoint ``path`` into ``model`` (not its optimizer or trainer state).
 
     Raises:
@@ -34,7 +66,8 @@ def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
         raise NoCheckpoint(f"model.pretrained: checkpoint {str(path)!r} does not exist")
     own = model.state_dict()
     device = next(iter(own.values())).device if own else "cpu"
-    state = load_checkpoint(path, map_location=device).get("state_dict")
+    checkpoint = load_checkpoint(path, map_location=device)
+    state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(path, "holds no model weights (state_dict); expected a checkpoint of a fit")
     state = {k: v for k, v in state.items() if k in own or not k.startswith(OPTIONAL)}
@@ -43,11 +76,13 @@ def load_pretrained_weights(model: nn.Module, path: str | Path) -> None:
     shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
     for key in (k for k in shapes if k.startswith("item_tower.id_embeddings.")):
         name = key.removeprefix("item_tower.id_embeddings.").rsplit(".", 1)[0]
-        raise CheckpointError(path, id_table_mismatch(name, len(state[key]) - 1, len(own[key]) - 1))
+        trained, given = len(state[key]) - 1, len(own[key]) - 1
+        raise CheckpointError(path, id_table_mismatch(name, f"{trained} items, the data has {given}"))
     if missing or unexpected or shapes:
         raise CheckpointError(
             path,
             "does not fit this model (same mode, hidden_size, layers, inner_size, adaptor_experts and text model?): "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {shapes[:5]}",
         )
+    check_catalogues(path, checkpoint.get(CATALOGUES), catalogues or {})
     model.load_state_dict(state, strict=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -18,10 +19,9 @@ from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
-from rec_transfer.models.pretrained import id_table_mismatch, load_pretrained_weights
+from rec_transfer.models.pretrained import CATALOGUES, fit_id_tables, load_pretrained_weights
 from rec_transfer.models.text_source import items_to_train, trainable_item_text
 from rec_transfer.phase import Phase
-from rec_transfer.utils.checkpoints import CheckpointError
 from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
 
@@ -136,6 +136,7 @@ class TransferRecommender(L.LightningModule):
         self.target_domain: str | None = None
         # Item tables built once per evaluation pass (see eval_tables); never saved, dropped by train()/eval().
         self._eval_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._catalogues: dict[str, str] = {}  # domain -> Domain.catalogue_digest, for the ID tables (add_domains)
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
@@ -149,10 +150,12 @@ class TransferRecommender(L.LightningModule):
         self.target_domain = getattr(dm, "target_name", None)
         for name, d in dm.domains.items():
             self.add_domain(name, d.num_items, d.item_text, d.item_popularity)
+            if self.hparams.mode != "text":  # an ID table serves the items it was trained on: kept with it
+                self._catalogues[name] = d.domain.catalogue_digest()
 
     def load_pretrained(self, path: str) -> None:
         """Copies the model weights of checkpoint ``path`` (not its optimizer or trainer state)."""
-        load_pretrained_weights(self, path)
+        load_pretrained_weights(self, path, self._catalogues)
         self._pretrained_loaded = True
 
     def _text_source(self, text) -> FrozenItemText | TrainableItemText | None:
@@ -193,16 +196,15 @@ class TransferRecommender(L.LightningModule):
                 metrics[name] = RankingMetrics(self.hparams.cutoffs).to(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # A checkpoint may hold ID tables of domains the current data module does not serve
-        # (e.g. predicting on the target after transfer): create them so the weights load.
-        prefix = "item_tower.id_embeddings."
-        for key, value in checkpoint["state_dict"].items():
-            if key.startswith(prefix) and self.item_tower is not None:
-                name = key[len(prefix) :].rsplit(".", 1)[0]
-                if name not in self.item_tower.id_embeddings:
-                    self.item_tower.id_embeddings[name] = nn.Embedding(*value.shape, padding_idx=0).to(self.device)
-                elif (rows := self.item_tower.id_embeddings[name].num_embeddings) != len(value):
-                    raise CheckpointError(self.trainer.ckpt_path, id_table_mismatch(name, len(value) - 1, rows - 1))
+        self.prepare_for(checkpoint, self.trainer.ckpt_path)
+
+    def prepare_for(self, checkpoint: dict, path: str | Path) -> None:
+        """Before ``checkpoint`` (file ``path``) loads into a model with its domains: ``fit_id_tables``."""
+        if self.item_tower is not None:
+            fit_id_tables(self.item_tower.id_embeddings, checkpoint, path, self._catalogues, self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CATALOGUES] = self._catalogues
 
     # ------------------------------------------------------------------ maths
     def eval_tables(self, domain: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from rec_transfer.cli import build_cli
+from rec_transfer.serving import configured_cli
 from rec_transfer.utils.checkpoints import load_checkpoint
 
 
 def configured(config: str | Path, data_root: str | None = None, extra: Sequence[str] = ()):
-    """The CLI of ``config`` (a run folder's ``config.yaml`` too), not run, its data module prepared and set up for
-    every split."""
-    settings = yaml.safe_load(Path(config).read_text())
-    for key in ("ckpt_path", "weights_only"):  # a run folder's config.yaml names the fit's own
-        settings.pop(key, None)
-    cli_args = ["--config", json.dumps(settings), *extra]
-    cli_args += ["--data.init_args.data_root", data_root] if data_root else []
-    with warnings.catch_warnings():  # the benchmark's own command line is not the fit's: Lightning warns of both
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = build_cli(cli_args, run=False)
-    cli.datamodule.prepare_data()
-    cli.datamodule.setup("fit")
-    return cli
+    """``rec_transfer.serving.configured_cli`` of ``config`` with the data under ``data_root`` if given."""
+    return configured_cli(config, [*extra, *(["--data.init_args.data_root", data_root] if data_root else [])])
 
 
 def trained_model(config: str | Path, ckpt: str | Path, data_root: str | None = None, extra: Sequence[str] = ()):

@@ -327,6 +327,27 @@ def test_predict_ranks_new_items_by_their_text_and_writes_to_the_run_folder(run,
     assert all({"n0", "n1"} <= {item["item_id"] for item in row["items"]} for row in rows)
 
 
+def test_python_recommends_what_predict_writes(run, tmp_path: Path) -> None:
+    from rec_transfer.serving import Recommender
+
+    out = tmp_path / "recs.jsonl"
+    c = cli(run.root, "predict", "--config", run.config, "--ckpt_path", run.best, add_writer(out))
+    rows, domain = read_jsonl(out), c.datamodule.target.domain
+    offsets, values = domain.flat()
+    ids = domain.items["item_id"]
+    rec = Recommender.from_run(run.dir)
+    for user in (0, 7):
+        history = [ids[i - 1] for i in values[offsets[user] : offsets[user + 1]]]
+        got, written = rec.recommend(history, k=c.model.hparams.top_k), rows[user]["items"]
+        assert [g["score"] for g in got] == pytest.approx([w["score"] for w in written], abs=1e-4)
+        assert {g["item_id"] for g in got} == {w["item_id"] for w in written}
+        assert all(g["text"] == dict(zip(ids, domain.items["text"], strict=True))[g["item_id"]] for g in got)
+        assert len({g["item_id"] for g in rec.recommend(history, k=len(ids), exclude_history=False)}) == len(ids)
+    assert len(rec.recommend([], k=3)) == 3  # a user without a history yet
+    with pytest.raises(KeyError, match=r"not among the \d+ items of 'posters': \['nope'\]"):
+        rec.recommend(["nope"])
+
+
 def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:
     out = tmp_path / "recs.jsonl"
     c = cli(run.root, "predict", "--config", run.config, "--ckpt_path", run.best, add_writer(out))

@@ -24,6 +24,7 @@ LAYERS = [
         "rec_transfer.user_errors",
         "rec_transfer.console",
         "rec_transfer.entry",
+        "rec_transfer.serving",
     ),
     ("rec_transfer.bench",),  # benchmark helpers, outside the library proper
 ]

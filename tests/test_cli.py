@@ -275,6 +275,19 @@ def test_transfer_checkpoint_tests_on_a_target_only_config(run, tmp_path: Path) 
     assert float(metrics[f"test/{TARGET}/ndcg@10"]) == pytest.approx(results[f"test/{TARGET}/ndcg@10"], abs=1e-5)
 
 
+def test_test_and_predict_read_the_target_only(run, tmp_path: Path) -> None:
+    # The sources are where the fit read them no more (another machine): test and predict never look.
+    gone = json.dumps([{"path": str(tmp_path / name)} for name in SOURCES])
+    c = cli(run.root, "test", "--config", run.config, "--data.init_args.sources", gone, "--ckpt_path", run.best)
+    results = json.loads((run.dir / "results.json").read_text())["transfer"]
+    metrics = c.trainer.callback_metrics
+    assert float(metrics[f"test/{TARGET}/ndcg@10"]) == pytest.approx(results[f"test/{TARGET}/ndcg@10"], abs=1e-5)
+    assert all(m.domain is None for m in c.datamodule.sources)
+    cli(run.root, "predict", "--config", run.config, "--data.init_args.sources", gone, "--ckpt_path", run.best,
+        add_writer(tmp_path / "recs.jsonl"))  # fmt: skip
+    assert len(read_jsonl(tmp_path / "recs.jsonl")) == c.datamodule.target.domain.num_users
+
+
 def add_writer(output: Path) -> str:
     writer = {"class_path": "rec_transfer.callbacks.RecommendationWriter", "init_args": {"output": str(output)}}
     return f"--trainer.callbacks+={json.dumps(writer)}"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from rec_transfer.data.datamodule import (
@@ -98,7 +99,10 @@ class TransferDataModule(L.LightningDataModule):
 
     @property
     def domains(self) -> dict[str, DomainDataModule]:
-        return {m.name: m for m in [*self.sources, self.target]}
+        """Every domain; while a trainer tests or predicts, the target alone (the sources are not read)."""
+        fn = getattr(getattr(self.trainer, "state", None), "fn", None)
+        evaluating = fn in (TrainerFn.TESTING, TrainerFn.PREDICTING)
+        return {m.name: m for m in ([] if evaluating else self.sources) + [self.target]}
 
     def prepare_data(self) -> None:
         # Every folder and text model first: a mistyped target or model name fails before the sources are read.

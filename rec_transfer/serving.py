@@ -52,6 +52,7 @@ class Recommender:
         self.model, data = cli.model, cli.datamodule
         self.model.add_domains(data)
         self.model.load_pretrained(str(checkpoint))
+        self.model.hparams.exclude_history = True  # recommend() leaves the history out by its batch, per call
         self.model.eval()
         self.domain = data.target_name
         self.items = data.target.domain.items

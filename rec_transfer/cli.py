@@ -301,6 +301,11 @@ def prepare_config(config: Namespace) -> None:
     if model is not None and model.get("mode") == "id" and data is not None:
         args = data.get("init_args") or Namespace()
         for domain in [args.get("target"), *(args.get("sources") or [])]:
+            if isinstance(domain, Namespace) and (domain.get("init_args") or Namespace()).get("catalogue") == "all":
+                raise ConfigError(
+                    f"{domain.init_args.get('path')}: catalogue: all ranks items without interactions by their text, "
+                    "which model.mode id does not read: use model.mode text or text+id, or the default catalogue"
+                )
             if isinstance(domain, Namespace) and "text_encoder" in (domain.get("init_args") or Namespace()):
                 domain.init_args.text_encoder = None  # an ID-only model reads no text: encode none
     trainer = config.get("trainer")

@@ -61,12 +61,19 @@ class Recommender:
 
     @classmethod
     def from_run(cls, run: str | Path, extra: Sequence[str] = ()) -> Recommender:
-        """The best checkpoint of run folder ``run`` (``lightning_logs/<config>/version_N``) with its config."""
-        last = Path(run) / "checkpoints" / LAST
-        best = best_of(last) if last.is_file() else None
+        """The best checkpoint of run folder ``run`` (``lightning_logs/<config>/version_N``) with its config; or
+        ``run`` a checkpoint file of a run folder (``version_N/checkpoints/X.ckpt``)."""
+        run = Path(run)
+        if run.is_file():
+            folder = run.parent.parent if run.parent.name == "checkpoints" else run.parent
+            return cls(run, folder / "config.yaml", extra)
+        last = run / "checkpoints" / LAST
+        if not last.is_file():
+            raise NoCheckpoint(f"{run}: no {LAST} in its checkpoints/: not the folder of a fit that saved one")
+        best = best_of(last)
         if best is None or not best.is_file():
-            raise NoCheckpoint(f"{run}: no best checkpoint recorded in {last}")
-        return cls(best, Path(run) / "config.yaml", extra)
+            raise NoCheckpoint(f"{last} records no best checkpoint that still exists ({best})")
+        return cls(best, run / "config.yaml", extra)
 
     def recommend(self, history: Sequence[str], k: int = 10, exclude_history: bool = True) -> list[dict]:
         """The ``k`` best items after ``history`` (item ids, oldest first; may be empty), each with its text and
@@ -74,7 +81,10 @@ class Recommender:
 
         Raises:
             KeyError: an item of ``history`` is not in the target's items.
+            TypeError: ``history`` is one string, not a list of item ids.
         """
+        if isinstance(history, str):
+            raise TypeError(f"history is a list of item ids, oldest first: [{history!r}], not {history!r}")
         unknown = [item for item in history if item not in self._index]
         if unknown:
             raise KeyError(f"not among the {len(self._index)} items of {self.domain!r}: {unknown[:5]}")

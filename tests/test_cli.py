@@ -30,7 +30,7 @@ from rec_transfer.models.components import ItemScorer
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.text import TextEncoderConfig
 from rec_transfer.user_errors import ConfigError
-from rec_transfer.utils.checkpoints import load_checkpoint
+from rec_transfer.utils.checkpoints import NoCheckpoint, load_checkpoint
 
 CONFIGS = sorted(REPO.glob("configs/*.yaml"))
 
@@ -150,6 +150,9 @@ def test_checkpoint_and_model_name_mistakes_are_one_line_each(run, tmp_path: Pat
     assert err == "model.pretrained: checkpoint 'nope.ckpt' does not exist"
     err = one_error_line(tmp_path, capsys, "fit", "--config", config, "--model.pretrained", config)
     assert err.startswith(f"checkpoint {config}: is truncated or not a checkpoint")
+    err = one_error_line(tmp_path, capsys, "fit", "--config", config, "--model.mode", "id",
+                         "--data.init_args.target.init_args.catalogue", "all")  # fmt: skip
+    assert err.startswith("synthetic:posters: catalogue: all ranks items without interactions by their text, which")
 
 
 def test_a_folder_the_run_cannot_write_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -359,6 +362,11 @@ def test_python_recommends_what_predict_writes(run, tmp_path: Path) -> None:
     assert len(rec.recommend([], k=3)) == 3  # a user without a history yet
     with pytest.raises(KeyError, match=r"not among the \d+ items of 'posters': \['nope'\]"):
         rec.recommend(["nope"])
+    with pytest.raises(TypeError, match="history is a list of item ids"):
+        rec.recommend(ids[0])
+    assert Recommender.from_run(run.best).recommend(history, k=3) == got[:3]  # a checkpoint file of the run too
+    with pytest.raises(NoCheckpoint, match="no last.ckpt in its checkpoints/"):
+        Recommender.from_run(tmp_path)
 
 
 def test_predict_writes_top_k_per_target_user(run, tmp_path: Path) -> None:

@@ -76,11 +76,11 @@ def test_items_without_interactions_are_ranked_only_with_catalogue_all(caplog):
         d = preprocess(raw(rows, table, fields=("title",)))
         assert d.items["item_id"] == ["b", "d"] and d.counts["items_without_interactions"] == 3
         assert (
-            "toy: 3 items of the item table have no interactions (left out; catalogue: all ranks them)"
+            "toy: 3 items of the item table have no kept interactions (left out; catalogue: all ranks them)"
             in caplog.messages
         )
         d = preprocess(raw(rows, table, fields=("title",)), PreprocessConfig(catalogue="all"))
-        assert "toy: 2 items without interactions are ranked too, by their text" in caplog.messages
+        assert "toy: 2 items without kept interactions are ranked too, by their text" in caplog.messages
     # The items with interactions keep their indices; the new items with text follow; an item without text is out.
     assert d.items["item_id"] == ["b", "d", "a", "e"] and d.items["text"][2:] == ["new a", "new e"]
     assert histories(d) == {"u": ["b", "d", "b"]} and d.num_items == 4

@@ -259,11 +259,11 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
     if config.catalogue == "all":
         unused = unused[pc.utf8_length(all_texts.take(pa.array(unused))).to_numpy(zero_copy_only=False) > 0]
         if len(unused):
-            log.info("%s: %d items without interactions are ranked too, by their text", raw.name, len(unused))
+            log.info("%s: %d items without kept interactions are ranked too, by their text", raw.name, len(unused))
         catalogue = np.concatenate([used_items, unused])  # the items with interactions keep their indices
     else:
         if len(unused):
-            log.info("%s: %d items of the item table have no interactions (left out; catalogue: all ranks them)",
+            log.info("%s: %d items of the item table have no kept interactions (left out; catalogue: all ranks them)",
                      raw.name, len(unused))  # fmt: skip
         catalogue = used_items
     dense = np.zeros(len(item_table_ids), dtype=np.int32)

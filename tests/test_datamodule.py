@@ -415,3 +415,23 @@ def test_items_that_all_have_the_same_text_are_an_error(tmp_path: Path) -> None:
     ids.prepare_data()
     ids.setup()
     assert ids.domain is not None and ids.domain.num_items == 5
+
+
+def test_items_ranked_by_their_text_alone_do_not_move_the_others(tmp_path: Path) -> None:
+    # Centring is fitted on the items with interactions: a model trained on those sees the same vectors for them
+    # when catalogue: all adds new items at serving time.
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    inter = [f"u{u}\ti{(u + k) % 6}\t{k}" for u in range(8) for k in range(4)]
+    (shop / "shop.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *inter]) + "\n")
+    items = [f"i{i}\tposter of mountains {i}" for i in range(6)] + ["n0\tnew cookbook", "n1\tnew garden hose"]
+    (shop / "shop.item").write_text("\n".join(["item_id:token\ttitle:token_seq", *items]) + "\n")
+    vectors = {}
+    for catalogue in ("interactions", "all"):
+        dm = DomainDataModule(str(shop), catalogue=catalogue, cache_dir=str(tmp_path / "cache"))
+        dm.prepare_data()
+        dm.setup("fit")
+        vectors[catalogue] = dm.item_vectors
+    assert len(vectors["all"]) == len(vectors["interactions"]) + 2  # row 0 is padding
+    torch.testing.assert_close(vectors["all"][:7], vectors["interactions"])
+    assert vectors["interactions"][1:].mean(dim=0).abs().max() < 1e-5  # still centred on them

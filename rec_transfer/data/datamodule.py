@@ -208,7 +208,8 @@ class DomainDataModule(L.LightningDataModule):
             self.item_tokens = tokens.with_padding_item()
         elif self.text_encoder is not None:
             # Texts are already rendered by the domain's template, so the cache key covers it.
-            vectors = self.text_encoder.item_vectors(texts, cache_dir=self.cache_dir)
+            fit_rows = len(texts) - self.domain.counts.get("items_by_text_only", 0)  # centred without them
+            vectors = self.text_encoder.item_vectors(texts, cache_dir=self.cache_dir, fit_rows=fit_rows)
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
         self.item_train_counts = self._train_counts()

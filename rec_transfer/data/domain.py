@@ -258,6 +258,7 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
     counts["items_without_interactions"] = len(unused)
     if config.catalogue == "all":
         unused = unused[pc.utf8_length(all_texts.take(pa.array(unused))).to_numpy(zero_copy_only=False) > 0]
+        counts["items_by_text_only"] = len(unused)  # the last rows of the item table
         if len(unused):
             log.info("%s: %d items without kept interactions are ranked too, by their text", raw.name, len(unused))
         catalogue = np.concatenate([used_items, unused])  # the items with interactions keep their indices

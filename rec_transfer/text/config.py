@@ -99,17 +99,19 @@ class TextEncoderConfig:
         template: str = "",
         cache_dir: str | Path = ".cache/rec_transfer",
         progress: bool = True,
+        fit_rows: int | None = None,
     ) -> torch.Tensor:
         """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``, whitened
-        if ``whiten``."""
+        if ``whiten``, by the mean (and covariance) of the first ``fit_rows`` vectors (default all): the items with
+        interactions, so that items ranked by their text alone (``catalogue: all``) do not move the others."""
         options = asdict(self)
         center, whiten = options.pop("center"), options.pop("whiten")
         options.pop("train_layers")
         vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
         if whiten:
-            return whitened(vectors)
+            return whitened(vectors, fit_rows)
         if center:
-            return vectors - vectors.mean(dim=0, keepdim=True)
+            return vectors - vectors[:fit_rows].mean(dim=0, keepdim=True)
         similarity = mean_cosine(vectors)
         if similarity > ANISOTROPY_WARNING:
             log.warning(

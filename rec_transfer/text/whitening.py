@@ -35,7 +35,7 @@ def whitening(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.to(vectors.dtype), matrix.to(vectors.dtype)
 
 
-def whitened(vectors: torch.Tensor) -> torch.Tensor:
-    """``vectors`` centred and whitened by their own :func:`whitening`."""
-    mean, matrix = whitening(vectors)
+def whitened(vectors: torch.Tensor, fit_rows: int | None = None) -> torch.Tensor:
+    """``vectors`` centred and whitened by the :func:`whitening` of their first ``fit_rows`` rows (default all)."""
+    mean, matrix = whitening(vectors[:fit_rows])
     return (vectors - mean) @ matrix

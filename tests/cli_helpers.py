@@ -55,6 +55,17 @@ def tiny_quickstart(root: Path, ckpt_dir: Path | None = None, name: str = "quick
     return path
 
 
+def shop_with_new_items(folder: Path) -> Path:
+    """A RecBole domain ``folder``: 8 users with 4 of 6 posters each, and two new items in the item file (``n0``,
+    ``n1``) that nobody has interacted with yet."""
+    folder.mkdir(parents=True)
+    inter = [f"u{u}\ti{(u + k) % 6}\t{k}" for u in range(8) for k in range(4)]
+    (folder / f"{folder.name}.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *inter]))
+    items = [f"i{i}\tposter of mountains {i}" for i in range(6)] + ["n0\tnew mountain poster", "n1\tnew sea poster"]
+    (folder / f"{folder.name}.item").write_text("\n".join(["item_id:token\ttitle:token_seq", *items]) + "\n")
+    return folder
+
+
 def run_dir(root: Path, version: int = 0, name: str = "quickstart") -> Path:
     """The log folder of a run of ``tiny_quickstart(root, name=name)``."""
     return root / "logs" / name / f"version_{version}"

@@ -18,7 +18,18 @@ from unittest import mock
 import pytest
 import torch
 import yaml
-from cli_helpers import REPO, SOURCES, TARGET, callback, cli, cli_output, read_scalars, run_dir, tiny_quickstart
+from cli_helpers import (
+    REPO,
+    SOURCES,
+    TARGET,
+    callback,
+    cli,
+    cli_output,
+    read_scalars,
+    run_dir,
+    shop_with_new_items,
+    tiny_quickstart,
+)
 
 from rec_transfer.baseline import TARGET_LR_DEFAULT
 from rec_transfer.callbacks import DomainTransfer
@@ -325,12 +336,7 @@ def check_recommendations(rows: list[dict], dm: DomainDataModule, top_k: int) ->
 
 def test_predict_ranks_new_items_by_their_text_and_writes_to_the_run_folder(run, tmp_path: Path) -> None:
     # A shop whose item file lists two new items nobody has bought yet; every user already has 4 of the 6 old ones.
-    shop = tmp_path / "shop"
-    shop.mkdir()
-    inter = [f"u{u}\ti{(u + k) % 6}\t{k}" for u in range(8) for k in range(4)]
-    (shop / "shop.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *inter]) + "\n")
-    items = [f"i{i}\tposter of mountains {i}" for i in range(6)] + ["n0\tnew mountain poster", "n1\tnew sea poster"]
-    (shop / "shop.item").write_text("\n".join(["item_id:token\ttitle:token_seq", *items]) + "\n")
+    shop = shop_with_new_items(tmp_path / "shop")
     target = json.dumps({"path": str(shop), "catalogue": "all", "cache_dir": str(tmp_path / "cache")})
     out = cli_output(tmp_path, "predict", "--config", run.config, "--data.init_args.sources", "[]",
                      "--data.init_args.target", target, "--model.pretrained", run.best, "--model.top_k", 4,

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from cli_helpers import shop_with_new_items
 
 import rec_transfer.data.batching as batching
 import rec_transfer.data.datamodule as datamodule
@@ -420,12 +421,7 @@ def test_items_that_all_have_the_same_text_are_an_error(tmp_path: Path) -> None:
 def test_items_ranked_by_their_text_alone_do_not_move_the_others(tmp_path: Path) -> None:
     # Centring is fitted on the items with interactions: a model trained on those sees the same vectors for them
     # when catalogue: all adds new items at serving time.
-    shop = tmp_path / "shop"
-    shop.mkdir()
-    inter = [f"u{u}\ti{(u + k) % 6}\t{k}" for u in range(8) for k in range(4)]
-    (shop / "shop.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *inter]) + "\n")
-    items = [f"i{i}\tposter of mountains {i}" for i in range(6)] + ["n0\tnew cookbook", "n1\tnew garden hose"]
-    (shop / "shop.item").write_text("\n".join(["item_id:token\ttitle:token_seq", *items]) + "\n")
+    shop = shop_with_new_items(tmp_path / "shop")
     vectors = {}
     for catalogue in ("interactions", "all"):
         dm = DomainDataModule(str(shop), catalogue=catalogue, cache_dir=str(tmp_path / "cache"))

@@ -12,10 +12,11 @@ from torch import nn
 from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 
 CATALOGUES = "item_catalogues"  # checkpoint key: {domain: catalogue digest} of the domains with ID tables
+ID_TABLES = "item_tower.id_embeddings."  # state-dict prefix of the item ID tables, one per domain
 # Weights a checkpoint may hold that a new run need not have, and that it may miss: ID tables of domains this run
 # does not serve (the sources'), metric states, the source phase's domain discriminator, the history offset (a
 # checkpoint without one leaves it at its start).
-OPTIONAL = ("item_tower.id_embeddings.", "val_metrics.", "test_metrics.", "discriminator.", "scorer.history_bias.")
+OPTIONAL = (ID_TABLES, "val_metrics.", "test_metrics.", "discriminator.", "scorer.history_bias.")
 
 
 def id_table_mismatch(domain: str, trained_on: str) -> str:
@@ -24,6 +25,18 @@ def id_table_mismatch(domain: str, trained_on: str) -> str:
         f"its item IDs of {domain!r} were trained on {trained_on}: an ID model scores only the items it was trained "
         "on; model.mode text ranks new items by their text"
     )
+
+
+def _id_domain(key: str) -> str | None:
+    """The domain whose ID table state-dict ``key`` belongs to (``None``: not an ID table)."""
+    return key.removeprefix(ID_TABLES).rsplit(".", 1)[0] if key.startswith(ID_TABLES) else None
+
+
+def _check_id_rows(path: str | Path, domain: str, trained_rows: int, data_rows: int) -> None:
+    """Refuses an ID table of ``trained_rows`` rows for a domain whose data has ``data_rows`` (padding row included)."""
+    if trained_rows != data_rows:
+        why = f"{trained_rows - 1} items, the data has {data_rows - 1}"
+        raise CheckpointError(path, id_table_mismatch(domain, why))
 
 
 def check_catalogues(path: str | Path, saved: Mapping[str, str] | None, current: Mapping[str, str]) -> None:
@@ -41,16 +54,14 @@ def fit_id_tables(
     """Before a checkpoint (``--ckpt_path``) loads: creates its ID tables of domains the data does not serve (e.g.
     predicting on the target after transfer) so that its weights load, and refuses the tables of the data's domains
     trained on other items (``catalogues``: ``check_catalogues``)."""
-    prefix = "item_tower.id_embeddings."
     for key, value in checkpoint["state_dict"].items():
-        if not key.startswith(prefix):
+        name = _id_domain(key)
+        if name is None:
             continue
-        name = key[len(prefix) :].rsplit(".", 1)[0]
         if name not in tables:
             tables[name] = nn.Embedding(*value.shape, padding_idx=0).to(device)
-        elif len(value) != tables[name].num_embeddings:
-            why = f"{len(value) - 1} items, the data has {tables[name].num_embeddings - 1}"
-            raise CheckpointError(path, id_table_mismatch(name, why))
+        else:
+            _check_id_rows(path, name, len(value), tables[name].num_embeddings)
     check_catalogues(path, checkpoint.get(CATALOGUES), catalogues)
 
 
@@ -74,10 +85,9 @@ def load_pretrained_weights(model: nn.Module, path: str | Path, catalogues: Mapp
     missing = [k for k in own if k not in state and not k.startswith(OPTIONAL)]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
-    for key in (k for k in shapes if k.startswith("item_tower.id_embeddings.")):
-        name = key.removeprefix("item_tower.id_embeddings.").rsplit(".", 1)[0]
-        trained, given = len(state[key]) - 1, len(own[key]) - 1
-        raise CheckpointError(path, id_table_mismatch(name, f"{trained} items, the data has {given}"))
+    for key in shapes:
+        if (name := _id_domain(key)) is not None:
+            _check_id_rows(path, name, len(state[key]), len(own[key]))
     if missing or unexpected or shapes:
         raise CheckpointError(
             path,

@@ -330,6 +330,12 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe, half a fresh initialisation mixed in at the switch (reinit 0.5)",
         "reinit": 0.5,
     },
+    # The default recipe handing over a running average of the source phase's weights (about 50 steps).
+    "transfer_ema_source_average": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe handing over the source weights averaged (EMA, decay 0.98 a step)",
+        "handover": "average",
+    },
     # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
     "transfer_ema_freeze_adaptor": {
         "config": TRANSFER,

@@ -308,6 +308,53 @@ def test_mix_with_fresh_init_keeps_frozen_and_pretrained_weights_and_the_random_
     assert 0.01 < float(fresh.positions.weight.std()) < 0.03
 
 
+class SourceAverage(Callback):
+    """An exponential moving average of the weights over the source steps, kept here, independently of
+    DomainTransfer's, and the weights at the first target step."""
+
+    def __init__(self, decay: float):
+        self.decay, self.average = decay, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch >= SOURCE_EPOCHS:
+            return
+        weights = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        if self.average is None:
+            self.average = weights
+        else:
+            self.average = {n: self.decay * a + (1 - self.decay) * weights[n] for n, a in self.average.items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == SOURCE_EPOCHS and batch_idx == 0:
+            self.first_step = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+
+@pytest.mark.parametrize("crash", [None, (1, 1)], ids=["uninterrupted", "killed-in-source-phase"])
+def test_handover_average_starts_the_target_from_the_running_average_of_the_source_weights(cache_dir, tmp_path, crash):
+    seen = SourceAverage(decay=0.9)
+    transfer = {"handover": "average", "average_decay": 0.9, "freeze": []}
+    _, reference, _ = fit(cache_dir, tmp_path / "full", extra=[seen], **transfer)
+    assert seen.average is not None
+    for name, value in seen.average.items():
+        torch.testing.assert_close(seen.first_step[name], value, rtol=0, atol=1e-6, msg=name)
+    last = SwitchWeights()  # and the average is not the last source step's weights
+    fit(cache_dir, tmp_path / "last", extra=[last], freeze=[])
+    offset = "scorer.history_bias.weight"
+    assert not torch.allclose(last.first_step[offset], seen.first_step[offset])
+    if crash is None:
+        return
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, tmp_path / "ckpt", crash=crash, **transfer)
+    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", **transfer)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_average_decay_must_be_a_share():
+    with pytest.raises(ValueError, match="average_decay must be between 0 and 1"):
+        DomainTransfer(average_decay=1.0)
+
+
 def test_reinit_must_be_a_share():
     with pytest.raises(ValueError, match="reinit must be between 0"):
         DomainTransfer(reinit=1.5)

@@ -52,7 +52,11 @@ class DomainTransfer(Callback, PhaseSchedule):
             epoch; ``best``, those of the source epoch whose target validation NDCG@10 was best (the zero-shot
             model that validation picks; needs the target validated during the source phase, which
             ``TransferDataModule`` does by default). Later source epochs fit the sources more closely and often
-            score lower on the target.
+            score lower on the target. ``average``, a running average of the source phase's weights (an exponential
+            moving average, ``average_decay`` a step), as ``TargetWeightAveraging`` averages the target phase's.
+        average_decay: with ``handover="average"``, the weight of the running average at each source step: it
+            averages over about ``1 / (1 - average_decay)`` steps (0.98: about 50 steps, most of a source epoch of
+            the shipped configs).
         anchor: after the switch, right before each optimizer step, every trainable weight moves ``lr × anchor`` of
             the way back to its value at the switch (L2-SP as a decoupled decay: AdamW's weight decay, pulling
             towards the handed-over weights instead of zero). The fine-tuned model stays near what the sources
@@ -70,10 +74,14 @@ class DomainTransfer(Callback, PhaseSchedule):
         source_patience: int | None = 2,
         freeze: list[str] | None = None,
         zero_shot: bool = True,
-        handover: Literal["last", "best"] = "last",
+        handover: Literal["last", "best", "average"] = "last",
         anchor: float = 0.0,
         reinit: float = 0.0,
+        average_decay: float = 0.98,
     ):
+        if not 0.0 < average_decay < 1.0:
+            raise ValueError(f"DomainTransfer average_decay must be between 0 and 1, got {average_decay}")
+        self.average_decay = average_decay
         if anchor < 0:
             raise ValueError(f"DomainTransfer anchor must be >= 0 (0: off), got {anchor}")
         if not 0.0 <= reinit <= 1.0:
@@ -94,6 +102,9 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_target: float | None = None
         self.best_target_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+        # The running average of the source weights to hand over (handover="average"), by parameter name.
+        self.average_weights: dict[str, torch.Tensor] | None = None
+        self.average_step = 0  # the global step the average last took in
         # The trainable weights as handed over to the target (anchor > 0), by parameter name; and the same keyed by
         # id of the parameter, on its device, built at the first step of a fit (derived: never saved).
         self.anchor_weights: dict[str, torch.Tensor] | None = None
@@ -152,6 +163,23 @@ class DomainTransfer(Callback, PhaseSchedule):
                 self.switch_epoch,
             )
 
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # After each optimizer step of the source phase (a batch that only accumulates leaves global_step as it is).
+        if self.handover != "average" or self.optimizer_phase != "source" or trainer.global_step <= self.average_step:
+            return
+        self.average_step = trainer.global_step
+        weights = dict(pl_module.named_parameters())
+        if self.average_weights is None:  # the first step's weights start the average, as AveragedModel's do
+            self.average_weights = {n: p.detach().clone() for n, p in weights.items()}
+            return
+        names = list(self.average_weights)
+        averages = [self.average_weights[n] for n in names]
+        if averages and averages[0].device != weights[names[0]].device:  # resumed: the checkpoint's are on the CPU
+            averages = [a.to(weights[n].device) for n, a in zip(names, averages, strict=True)]
+            self.average_weights = dict(zip(names, averages, strict=True))
+        torch._foreach_lerp_(averages, [weights[n] for n in names], 1 - self.average_decay)
+
     def _keep_if_best(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(f"val/{trainer.datamodule.target_name}/ndcg@10")
         if value is None or (self.best_target is not None and float(value) <= self.best_target):
@@ -171,6 +199,13 @@ class DomainTransfer(Callback, PhaseSchedule):
                 self.best_target_epoch, self.best_target,
             )  # fmt: skip
         self.best_weights = None  # not needed any more: later checkpoints stay small
+        if self.average_weights is not None:
+            with torch.no_grad():
+                for name, p in pl_module.named_parameters():
+                    p.copy_(self.average_weights[name])
+            log.info("handing over the running average of the source weights (about %.0f steps)",
+                     1 / (1 - self.average_decay))  # fmt: skip
+            self.average_weights = None
         self._save_handover(trainer, pl_module)
         if self.zero_shot:
             self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
@@ -251,6 +286,10 @@ class DomainTransfer(Callback, PhaseSchedule):
             "best_target_epoch": self.best_target_epoch,
             "best_weights": self.best_weights,
             "anchor_weights": self.anchor_weights,
+            "average_weights": None
+            if self.average_weights is None
+            else {n: w.to("cpu", copy=True) for n, w in self.average_weights.items()},
+            "average_step": self.average_step,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -264,6 +303,8 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.best_target_epoch = state_dict.get("best_target_epoch")
         self.best_weights = state_dict.get("best_weights")
         self.anchor_weights = state_dict.get("anchor_weights")
+        self.average_weights = state_dict.get("average_weights")
+        self.average_step = state_dict.get("average_step", 0)
         self._anchors = None
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:

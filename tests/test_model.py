@@ -312,6 +312,25 @@ def test_trainable_text_whitens_each_domain_with_the_bank_of_its_refresh():
     assert torch.all(full[0] == 0)
 
 
+def test_trainable_text_centres_on_the_items_with_interactions_only():
+    from rec_transfer.models.components.item_text import TrainableItemText
+    from rec_transfer.text.trainable import TokenStates
+
+    torch.manual_seed(0)
+    values = torch.randn(12, 6) + 3.0  # six items of two tokens each, far from the origin
+    offsets = torch.arange(0, 14, 2)
+    for whiten in (False, True):
+        text = TrainableItemText(TinyTop(6), whiten=whiten)
+        text.add_domain("old", TokenStates(values[:8], offsets[:5]).with_padding_item())  # 4 items
+        # The same 4 items and 2 more ranked by their text alone (catalogue: all), numbered after them.
+        text.add_domain("all", TokenStates(values, offsets).with_padding_item(), centred_items=4)
+        text.eval()
+        with torch.no_grad():
+            old, every = text("old"), text("all")
+        torch.testing.assert_close(every[:5], old)  # the 4 items' vectors do not move
+        assert not torch.allclose(text.mean_all, text.bank_all[1:].mean(dim=0))
+
+
 def test_item_tower_refuses_text_vectors_of_another_width() -> None:
     tower = ItemTower(hidden=8, mode="text", text=FrozenItemText(6))
     tower.add_domain("books", 3, torch.randn(4, 6))

@@ -208,8 +208,7 @@ class DomainDataModule(L.LightningDataModule):
             self.item_tokens = tokens.with_padding_item()
         elif self.text_encoder is not None:
             # Texts are already rendered by the domain's template, so the cache key covers it.
-            fit_rows = len(texts) - self.domain.counts.get("items_by_text_only", 0)  # centred without them
-            vectors = self.text_encoder.item_vectors(texts, cache_dir=self.cache_dir, fit_rows=fit_rows)
+            vectors = self.text_encoder.item_vectors(texts, cache_dir=self.cache_dir, fit_rows=self.centred_items)
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
         self.item_train_counts = self._train_counts()
@@ -255,6 +254,13 @@ class DomainDataModule(L.LightningDataModule):
     def item_text(self):
         """What the model's text source needs: (num_items + 1, D) vectors, token states, or None (ID-only)."""
         return self.item_tokens if self.item_tokens is not None else self.item_vectors
+
+    @property
+    def centred_items(self) -> int:
+        """How many items (the first rows) the text centre and whitening are fitted on: those with kept interactions,
+        so that items ranked by their text alone (``catalogue: all``) do not move the others."""
+        assert self.domain is not None, "call prepare_data() and setup() first"
+        return self.domain.num_items - self.domain.counts.get("items_by_text_only", 0)
 
     # ------------------------------------------------------------------ what the model needs
     @property

@@ -149,7 +149,7 @@ class TransferRecommender(L.LightningModule):
         """Registers every domain of the data module ``dm`` (set up) and which one is the target."""
         self.target_domain = getattr(dm, "target_name", None)
         for name, d in dm.domains.items():
-            self.add_domain(name, d.num_items, d.item_text, d.item_popularity)
+            self.add_domain(name, d.num_items, d.item_text, d.item_popularity, d.centred_items)
             if self.hparams.mode != "text":  # an ID table serves the items it was trained on: kept with it
                 self._catalogues[name] = d.domain.catalogue_digest()
 
@@ -167,11 +167,11 @@ class TransferRecommender(L.LightningModule):
             return FrozenItemText(text.shape[1])
         return trainable_item_text(self.trainer.datamodule.domains.values(), self.hparams.text_write_back)
 
-    def add_domain(self, name: str, num_items: int, text=None, popularity: torch.Tensor | None = None) -> None:
+    def add_domain(self, name: str, num_items: int, text=None, popularity=None, centred_items=None) -> None:
         """Registers a domain: its item table and metrics. ``text`` is (num_items + 1, D) vectors or token states
         (row 0: padding item); the first domain's sizes the shared adaptor, and the text source refuses later
         domains of another width. ``popularity`` (num_items + 1,): each item's share of the training targets
-        (for the sampled loss; uniform if not given)."""
+        (for the sampled loss; uniform if not given). ``centred_items``: see ``TrainableItemText.add_domain``."""
         if text is None and self.hparams.mode != "id":
             raise ValueError(
                 f"model.mode {self.hparams.mode!r} reads item texts, but domain {name!r} has none "
@@ -185,7 +185,7 @@ class TransferRecommender(L.LightningModule):
                 self.hparams.adaptor_experts,
                 self.hparams.adaptor_dropout,
             ).to(self.device)
-        self.item_tower.add_domain(name, num_items, None if text is None else text.to(self.device))
+        self.item_tower.add_domain(name, num_items, None if text is None else text.to(self.device), centred_items)
         if name in self.item_tower.id_embeddings:
             self.item_tower.id_embeddings[name].to(self.device)
         if popularity is None:

@@ -36,8 +36,8 @@ class FrozenItemText(nn.Module):
         super().__init__()
         self.dim = dim
 
-    def add_domain(self, name: str, vectors: torch.Tensor) -> None:
-        """``vectors``: (num_items + 1, D), row 0 the padding item."""
+    def add_domain(self, name: str, vectors: torch.Tensor, centred_items: int | None = None) -> None:
+        """``vectors``: (num_items + 1, D), row 0 the padding item, centred by the data (``centred_items``: unused)."""
         _check_width(name, vectors.shape[1], self.dim)
         self.register_buffer(f"vectors_{name}", vectors, persistent=False)
 
@@ -83,10 +83,14 @@ class TrainableItemText(nn.Module):
         self.dim = int(top.model.config.hidden_size)
         self.epoch = 0  # training epochs started (new_epoch)
         self.refreshed: dict[str, tuple[int, tuple[int, ...]]] = {}  # domain -> (epoch, weights' version) of its bank
+        self.centred_items: dict[str, int] = {}  # domain -> the first items its mean and whitening are fitted on
 
-    def add_domain(self, name: str, tokens: TokenStates) -> None:
-        """``tokens``: every item's token states with an empty padding item 0 (``TokenStates.with_padding_item``)."""
+    def add_domain(self, name: str, tokens: TokenStates, centred_items: int | None = None) -> None:
+        """``tokens``: every item's token states with an empty padding item 0 (``TokenStates.with_padding_item``);
+        ``centred_items``: the mean (and whitening) are fitted on the first items only (default all): those with
+        interactions, so that items ranked by their text alone do not move the others."""
         _check_width(name, tokens.dim, self.dim)
+        self.centred_items[name] = len(tokens) - 1 if centred_items is None else centred_items
         self.register_buffer(f"values_{name}", tokens.values, persistent=False)
         self.register_buffer(f"offsets_{name}", tokens.offsets, persistent=False)
         self.register_buffer(f"bank_{name}", torch.zeros(len(tokens), self.dim), persistent=False)
@@ -125,9 +129,10 @@ class TrainableItemText(nn.Module):
         for start in range(0, len(items), self.chunk):
             part = items[start : start + self.chunk]
             bank[part] = self._encode(domain, part)
-        getattr(self, f"mean_{domain}").copy_(bank[1:].mean(dim=0) if len(bank) > 1 else bank.new_zeros(self.dim))
+        fitted = bank[1 : 1 + self.centred_items[domain]]
+        getattr(self, f"mean_{domain}").copy_(fitted.mean(dim=0) if len(fitted) else bank.new_zeros(self.dim))
         if self.whiten:
-            getattr(self, f"whitening_{domain}").copy_(whitening(bank[1:])[1])
+            getattr(self, f"whitening_{domain}").copy_(whitening(fitted)[1])
         self.refreshed[domain] = (self.epoch, self._weights_version())
 
     def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):

@@ -45,12 +45,13 @@ class ItemTower(nn.Module):
     def has_domain(self, name: str) -> bool:
         return name in self.num_items
 
-    def add_domain(self, name: str, num_items: int, text=None) -> None:
-        """Registers a domain; ``text`` is (num_items + 1, D) vectors or ``TokenStates`` with row 0 for padding."""
+    def add_domain(self, name: str, num_items: int, text=None, centred_items: int | None = None) -> None:
+        """Registers a domain; ``text`` is (num_items + 1, D) vectors or ``TokenStates`` with row 0 for padding;
+        ``centred_items``: as ``TrainableItemText.add_domain``'s."""
         if self.mode != "id":
             if text is None or len(text) != num_items + 1:
                 raise ValueError(f"domain {name!r}: expected text for {num_items + 1} rows (row 0: padding)")
-            self.text.add_domain(name, text)
+            self.text.add_domain(name, text, centred_items)
         if self.mode != "text" and name not in self.id_embeddings:
             self.id_embeddings[name] = self._init_ids(nn.Embedding(num_items + 1, self.hidden, padding_idx=0))
         self.num_items[name] = num_items

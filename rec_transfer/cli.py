@@ -26,6 +26,7 @@ from rec_transfer.models.hparams import checkpoint_hparams
 from rec_transfer.models.recommender import TransferRecommender
 from rec_transfer.runs import (
     DEFAULT_SAVE_DIR,
+    fit_finished,
     follow_checkpoint,
     merge_results,
     name_run,
@@ -212,13 +213,14 @@ class RecTransferCLI(LightningCLI):
             results["transfer" if self._has_sources() else "target_only"], tested = self._test(trainer, self.model)
         self._write(path, results)
         if self._sub("compare_target_only") and self._has_sources():
-            if "target_only" in previous and "target_only_run" in previous:
+            if "target_only" in previous and fit_finished(previous.get("target_only_run"), trainer.max_epochs):
                 log.info("target-only baseline: finished before the interruption, read back from %s", path)
                 baseline = read_user_scores(Path(trainer.log_dir, "target_only")) if trainer.log_dir else None
             else:
                 results["target_only"], results["target_only_run"], baseline = self._fit_target_only(trainer.log_dir)
             if tested is not None and baseline is not None:
-                results["comparison"] = paired_comparison(tested, baseline)
+                comparison = paired_comparison(tested, baseline)
+                results["comparison"] = {"a": "transfer", "b": "target_only", "split": "test", **comparison}
             self._write(path, results)
         if trainer.is_global_zero:
             print("\n" + format_summary(results) + "\n", flush=True)
@@ -277,8 +279,10 @@ class RecTransferCLI(LightningCLI):
         baseline_dir = trainer.log_dir if trainer.loggers else None  # every rank: a broadcast under DDP
         if trainer.is_global_zero:
             log.info(
-                "target-only baseline (the same model and seed, no sources)%s",
+                "target-only baseline (the same model and seed, no sources, learning rate %g: model.target_lr)%s%s",
+                init["model"].hparams.lr,
                 f" in {baseline_dir}" if baseline_dir else "",
+                ", resumed from its last checkpoint" if resume else "",
             )
             if baseline_dir:  # how the baseline was configured, beside its logs
                 atomic_write(Path(baseline_dir) / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))

@@ -157,7 +157,9 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 def paired_comparison(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
     """``paired_difference`` of NDCG@10 and Recall@10 of two ``UserScores`` results, which must hold the same users.
     The standard error is that of the test users' draw: seed-to-seed training noise comes on top."""
-    if not torch.equal(a["user"].cpu(), b["user"].cpu()):
+    # reshape: torchmetrics' compute() hands one user's scores back as 0-d tensors (a target with one test user)
+    a, b = ({k: v.cpu().reshape(-1) for k, v in scores.items()} for scores in (a, b))
+    if not torch.equal(a["user"], b["user"]):
         raise ValueError("the two models were not tested on the same users: same target and data?")
     metrics = [m for m in a if m != "user"]
-    return {"users": len(a["user"]), **{m: paired_difference(a[m].cpu(), b[m].cpu()) for m in metrics}}
+    return {"users": len(a["user"]), **{m: paired_difference(a[m], b[m]) for m in metrics}}

@@ -243,6 +243,14 @@ def merge_results(previous: Mapping[str, Any], new: Mapping[str, Any], trained: 
     return merged
 
 
+def fit_finished(run: Mapping[str, Any] | None, max_epochs: int | None) -> bool:
+    """Whether a fit (its results: ``stopped_early``, ``epochs``) would train no further under ``max_epochs``: a
+    resumed fit given more epochs than its target-only baseline had extends that baseline too."""
+    if not run:
+        return False
+    return bool(run.get("stopped_early")) or (max_epochs is not None and 0 <= max_epochs <= (run.get("epochs") or 0))
+
+
 def read_results(path: str | Path) -> dict[str, Any]:
     """An earlier ``results.json``; empty if there is none."""
     path = Path(path)

@@ -25,16 +25,42 @@ def _best(run: dict[str, Any]) -> str:
         text += f" (stopped early after epoch {epochs - 1})" if epochs else " (stopped early)"
     elif epochs:
         text += f" (of {epochs} epochs)"
+        if best["epoch"] == epochs - 1:
+            text += ", still improving at the last: more epochs (trainer.max_epochs) may score higher"
     return text
 
 
-def _sampling_error(comparison: dict[str, Any] | None) -> list[str]:
-    """How far the NDCG@10 gap would move on another draw of as many test users (``paired_comparison``)."""
-    if not comparison or "ndcg@10" not in comparison:
-        return []
-    gap = comparison["ndcg@10"]
-    line = f"  standard error {gap['standard_error']:.4f} over {comparison['users']} test users: z {gap['z']:+.1f}"
-    return [line + (", within what the draw of test users alone could make" if abs(gap["z"]) < 2 else "")]
+# Fewer test users than this: their standard error is itself too rough to lean on.
+FEW_USERS = 30
+
+
+def _verdict(z: float) -> str:
+    if z >= 2:
+        return "transfer ahead"
+    if z <= -2:
+        return "target only ahead"
+    return "level: within what the draw of test users alone could make"
+
+
+def _comparison(tested: dict[str, float], baseline: dict[str, float], prefix: str, comparison: dict | None) -> list:
+    """Transfer against the target-only baseline, NDCG@10 and Recall@10, each gap with its standard error over the
+    test users (``paired_comparison``) and what it says; without the users' scores, the gaps alone."""
+    names = [m for m in ("ndcg@10", "recall@10") if prefix + m in tested and prefix + m in baseline]
+    label = {"ndcg@10": "NDCG@10", "recall@10": "Recall@10"}
+    if not comparison or not all(m in comparison for m in names):
+        gaps = ", ".join(f"{label[m]} {tested[prefix + m] - baseline[prefix + m]:+.4f}" for m in names)
+        return [f"transfer − target only on the test split: {gaps} (no per-user scores: no standard error)"]
+    users = comparison["users"]
+    lines = [f"transfer − target only on the same {users} test users (± standard error; one training seed):"]
+    for m in names:
+        gap = comparison[m]
+        lines.append(
+            f"  {label[m]:<10}{gap['difference']:+.4f} ± {gap['standard_error']:.4f}  z {gap['z']:+.1f}  "
+            + _verdict(gap["z"])
+        )
+    if users < FEW_USERS:
+        lines.append(f"  only {users} test users: too few for these standard errors to mean much")
+    return lines
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -63,12 +89,8 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append("the fit ended before the switch to the target: raise max_epochs above source_epochs to transfer")
     if baseline:
         lines.append(_row("target only", baseline, prefix, columns))
-        key = prefix + "ndcg@10"
-        if key in tested and key in baseline and not never_switched:
-            gain = tested[key] - baseline[key]
-            verdict = "beats" if gain > 0 else "does NOT beat"
-            lines.append(f"transfer {verdict} the target-only baseline on test NDCG@10 by {gain:+.4f}")
-            lines += _sampling_error(results.get("comparison"))
+        if prefix + "ndcg@10" in tested and prefix + "ndcg@10" in baseline and not never_switched:
+            lines += _comparison(tested, baseline, prefix, results.get("comparison"))
     lines.append("")
     run = results.get("run", {})
     if never_switched:

@@ -34,14 +34,16 @@ def test_fit_prints_a_summary_of_its_results(run) -> None:
     ]:
         assert rows[label] == [f"{source[prefix + c]:.4f}" for c in columns], label
     gain = results["transfer"][f"test/{TARGET}/ndcg@10"] - results["target_only"][f"test/{TARGET}/ndcg@10"]
-    assert f"on test NDCG@10 by {gain:+.4f}" in summary
     # The gap user by user: the same users' scores from both fits, written beside each one's logs.
     transfer, alone = (read_user_scores(folder) for folder in (run.dir, run.dir / "target_only"))
-    assert results["comparison"] == paired_comparison(transfer, alone)
+    assert results["comparison"] == {"a": "transfer", "b": "target_only", "split": "test",
+                                     **paired_comparison(transfer, alone)}  # fmt: skip
     assert results["comparison"]["ndcg@10"]["difference"] == pytest.approx(gain, abs=1e-4)
     assert transfer["ndcg@10"].mean().item() == pytest.approx(results["transfer"][f"test/{TARGET}/ndcg@10"], abs=1e-5)
-    gap = results["comparison"]["ndcg@10"]
-    assert f"standard error {gap['standard_error']:.4f} over {len(transfer['user'])} test users" in summary
+    assert f"transfer − target only on the same {len(transfer['user'])} test users" in summary
+    for metric, label in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
+        gap = results["comparison"][metric]
+        assert f"  {label:<10}{gap['difference']:+.4f} ± {gap['standard_error']:.4f}  z {gap['z']:+.1f}  " in summary
     best = results["best_validation"]
     assert f"best validation NDCG@10 {best['ndcg@10']:.4f} at epoch {best['epoch']}" in summary
     for path in (run.dir / "results.json", run.best, run.dir, run.dir / "handover.ckpt"):
@@ -49,17 +51,37 @@ def test_fit_prints_a_summary_of_its_results(run) -> None:
     assert format_summary(results) == "── result: " + summary.strip()  # the same summary from results.json alone
 
 
-@pytest.mark.parametrize(("z", "within"), [(0.8, True), (-1.9, True), (2.4, False)])
-def test_the_summary_says_when_the_gap_is_within_the_draw_of_test_users(z: float, within: bool) -> None:
+@pytest.mark.parametrize(
+    ("z", "verdict"), [(0.8, "level: within what the draw"), (-1.9, "level: within"), (2.4, "transfer ahead"),
+                       (-2.1, "target only ahead"), (0.0, "level")]
+)  # fmt: skip
+def test_the_summary_says_when_the_gap_is_within_the_draw_of_test_users(z: float, verdict: str) -> None:
     key = "test/t/ndcg@10"
+    gap = {"difference": 0.01 if z else 0.0, "standard_error": 0.01 / abs(z) if z else 0.01, "z": z}
     results = {
         "target": "t", "sources": ["s"], "transfer": {key: 0.31}, "target_only": {key: 0.30},
-        "comparison": {"users": 400, "ndcg@10": {"difference": 0.01, "standard_error": 0.01 / abs(z), "z": z}},
+        "comparison": {"users": 400, "ndcg@10": gap},
     }  # fmt: skip
     summary = format_summary(results)
-    assert f"over 400 test users: z {z:+.1f}" in summary
-    assert ("within what the draw of test users alone could make" in summary) == within
-    assert "standard error" not in format_summary({**results, "comparison": None})
+    assert "the same 400 test users" in summary and "too few" not in summary
+    line = next(line for line in summary.splitlines() if line.startswith("  NDCG@10"))
+    assert f"z {z:+.1f}  {verdict}" in line
+    assert "no standard error" in format_summary({**results, "comparison": None})
+    few = format_summary({**results, "comparison": {"users": 3, "ndcg@10": gap}})
+    assert "only 3 test users: too few for these standard errors to mean much" in few
+
+
+def test_the_summary_says_when_validation_was_still_improving_at_the_last_epoch() -> None:
+    results = {"target": "t", "sources": [], "target_only": {"test/t/ndcg@10": 0.3}, "epochs": 12}
+    improving = format_summary({**results, "best_validation": {"epoch": 11, "ndcg@10": 0.3}})
+    assert "at epoch 11 (of 12 epochs), still improving at the last: more epochs" in improving
+    assert "still improving" not in format_summary({**results, "best_validation": {"epoch": 9, "ndcg@10": 0.3}})
+
+
+def test_one_test_user_compares_without_a_crash() -> None:
+    one = {"user": torch.tensor(0), "ndcg@10": torch.tensor(1.0), "recall@10": torch.tensor(1.0)}  # as compute() gives
+    comparison = paired_comparison(one, one)
+    assert comparison["users"] == 1 and comparison["ndcg@10"]["difference"] == 0.0
 
 
 def test_a_fit_that_ends_before_the_switch_says_so_and_claims_no_transfer(tmp_path: Path, caplog) -> None:
@@ -70,9 +92,9 @@ def test_a_fit_that_ends_before_the_switch_says_so_and_claims_no_transfer(tmp_pa
     assert results["switch_epoch"] is None and "target_only" in results
     summary = format_summary(results)
     assert "\nsources only " in summary and "the fit ended before the switch to the target" in summary
-    assert not any(line.startswith("transfer") for line in summary.splitlines()) and "beat" not in summary
+    assert not any(line.startswith("transfer") for line in summary.splitlines()) and "ahead" not in summary
     switched = format_summary({**results, "switch_epoch": 1})  # the same results, switched: the verdict is back
-    assert "\ntransfer " in switched and "the target-only baseline on test NDCG@10" in switched
+    assert "\ntransfer " in switched and "transfer − target only on the same" in switched
 
 
 def test_without_a_terminal_each_epoch_is_a_line_and_the_switch_is_announced(run) -> None:

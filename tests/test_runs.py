@@ -118,6 +118,28 @@ def test_resuming_a_finished_run_reads_the_baseline_back(run, tmp_path: Path) ->
     assert before["transfer"] == results_of(run.dir)["transfer"]
 
 
+def test_resuming_with_more_epochs_extends_the_baseline_too(tmp_path: Path) -> None:
+    config = tiny_quickstart(tmp_path)  # max_epochs 2
+    cli(tmp_path, "fit", "--config", config)
+    folder = run_dir(tmp_path)
+    assert results_of(folder)["target_only_run"]["epochs"] == 2
+    again = cli_output(tmp_path, "fit", "--config", config, "--ckpt_path", "last", "--trainer.max_epochs", "3")
+    after = results_of(folder)
+    assert after["epochs"] == 3 and after["target_only_run"]["epochs"] == 3  # both runs trained one more epoch
+    assert not any("read back" in line for line in again.log)
+    assert any("resumed from its last checkpoint" in line for line in again.log)
+    assert versions(tmp_path) == ["version_0"]
+
+
+def test_a_transfer_config_without_sources_trains_on_the_target_alone(tmp_path: Path) -> None:
+    out = cli_output(tmp_path, "fit", "--config", tiny_quickstart(tmp_path), "--data.init_args.sources", "[]")
+    results = results_of(run_dir(tmp_path))
+    assert "target_only" in results and "transfer" not in results and not results.get("zero_shot")
+    assert results["epochs"] == 2 and not (run_dir(tmp_path) / "handover.ckpt").exists()
+    assert any("no source domains: the fit trains on the target alone" in line for line in out.log)
+    assert f"{TARGET} (no source domains)" in out.stdout
+
+
 def test_a_baseline_killed_midway_resumes_to_the_uninterrupted_numbers(run, tmp_path: Path) -> None:
     config = tiny_quickstart(tmp_path)
     cfg = yaml.safe_load(config.read_text())

@@ -95,6 +95,7 @@ class DomainTransfer(Callback, PhaseSchedule):
         self.zero_shot = zero_shot
         self.switch_epoch: int | None = None
         self.optimizer_phase: Phase = "source"
+        self._no_sources = False  # a fit without source domains: on the target from its first epoch (setup)
         self.best_source: float | None = None
         self.wait = 0
         self.zero_shot_metrics: dict[str, float] = {}
@@ -123,6 +124,12 @@ class DomainTransfer(Callback, PhaseSchedule):
                 "set Trainer(reload_dataloaders_every_n_epochs=1)"
             )
         sources = getattr(trainer.datamodule, "source_names", None)
+        self._no_sources = stage == "fit" and not sources
+        if self._no_sources and self.switch_epoch is None:  # e.g. --data.init_args.sources '[]'
+            self.switch_epoch = 0
+            if trainer.is_global_zero:
+                log.info("no source domains: the fit trains on the target alone from the first epoch (at the "
+                         "target's learning rate, model.target_lr)")  # fmt: skip
         if (
             stage == "fit"
             and sources
@@ -207,7 +214,7 @@ class DomainTransfer(Callback, PhaseSchedule):
                      1 / (1 - self.average_decay))  # fmt: skip
             self.average_weights = None
         self._save_handover(trainer, pl_module)
-        if self.zero_shot:
+        if self.zero_shot and not self._no_sources:  # without sources there is no source-trained model to score
             self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
             for logger in trainer.loggers:
                 logger.log_metrics(self.zero_shot_metrics, step=trainer.global_step)
@@ -221,6 +228,8 @@ class DomainTransfer(Callback, PhaseSchedule):
             self.anchor_weights = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
             self._anchors = None
         trainer.strategy.setup_optimizers(trainer)
+        if self._no_sources:
+            return
         frozen = f", {', '.join(self.freeze)} frozen" if self.freeze else ""
         log.info(
             "epoch %d: switched from the sources to the target %s (new optimizer and scheduler%s)",

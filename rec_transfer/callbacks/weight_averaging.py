@@ -101,6 +101,13 @@ class TargetWeightAveraging(EMAWeightAveraging):
             if trainer.is_global_zero and math.isfinite(per_epoch) and per_epoch > 0:
                 steps = 1 / (1 - self.decay)  # so a user sees a horizon too long for the target's epochs
                 log.info("averaging the target weights over about %.0f steps, %.1f epochs", steps, steps / per_epoch)
+                left = (trainer.max_epochs or 0) - trainer.current_epoch  # max_epochs -1 or None: no limit
+                if 0 < left < steps / per_epoch:
+                    log.warning(
+                        "the average spans more epochs than the %d max_epochs leaves to the target: the averaged "
+                        "model (validated, tested, saved) stays near where the target phase started; lower "
+                        "TargetWeightAveraging's decay (0: off) or raise trainer.max_epochs", left,
+                    )  # fmt: skip
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         # Lightning's hook for when to update: never in the source phase, where there is no average yet.

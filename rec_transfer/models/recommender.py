@@ -358,7 +358,7 @@ class TransferRecommender(L.LightningModule):
         domains = self._eval_domains(self.trainer.test_dataloaders)
         self._log_metrics("test", self.test_metrics, domains)
         if self.target_domain in domains:  # the same on every rank: compute() gathers the users of all of them
-            self.test_user_scores = {k: v.cpu() for k, v in self.test_users.compute().items()}
+            self.test_user_scores = {k: v.cpu().reshape(-1) for k, v in self.test_users.compute().items()}
         self.test_users.reset()
 
     def _log_metrics(self, split: str, metrics: nn.ModuleDict, domains: list[str]) -> None:

@@ -99,14 +99,18 @@ def main() -> None:
     users = None
     for spec_a, spec_b in zip(args.a, args.b, strict=True):
         a, b = scores_of(spec_a, args.data_root), scores_of(spec_b, args.data_root)
-        pair = {"a": checkpoint_name(spec_a[-1]), "b": checkpoint_name(spec_b[-1]), **paired_comparison(a, b)}
+        try:
+            compared = paired_comparison(a, b)
+        except ValueError as e:  # one line, naming the pair
+            parser.error(f"--a {' '.join(spec_a)} --b {' '.join(spec_b)}: {e}")
+        pair = {"a": checkpoint_name(spec_a[-1]), "b": checkpoint_name(spec_b[-1]), **compared}
         print(json.dumps(pair), flush=True)
         report["pairs"].append(pair)
-        if users is not None and not torch.equal(users, a["user"]):
-            raise ValueError(f"{spec_a[-1]}: tested on other users than the first pair (pool the seeds of one target)")
-        users = a["user"]
+        if users is not None and not torch.equal(users, a["user"].reshape(-1)):
+            parser.error(f"{spec_a[-1]}: tested on other users than the first pair (pool the seeds of one target)")
+        users = a["user"].reshape(-1)
         for m in METRICS:
-            differences[m].append(a[m] - b[m])
+            differences[m].append(a[m].reshape(-1) - b[m].reshape(-1))
     report["pooled"] = {m: pooled(differences[m]) for m in METRICS}
     print(json.dumps(report["pooled"], indent=1))
     first = Path(args.a[0][-1])

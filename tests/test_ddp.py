@@ -212,7 +212,7 @@ def test_the_command_line_fit_under_ddp_reports_once_and_as_one_process(tmp_path
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("── result: ") == 1 and out.stderr.count("switched from the sources to the target") == 1
-    assert "2 cpu device(s)" in out.stderr and "the target-only baseline on test NDCG@10" in out.stdout
+    assert "2 cpu device(s)" in out.stderr and "transfer − target only on the same" in out.stdout
     assert sorted(p.name for p in run_dir(tmp_path).parent.iterdir()) == ["version_0"]  # one folder for both ranks
     results = json.loads((run_dir(tmp_path) / "results.json").read_text())
     assert {"transfer", "zero_shot", "target_only", "comparison"} <= set(results)

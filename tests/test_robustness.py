@@ -180,7 +180,9 @@ def test_an_id_table_trained_on_other_items_is_refused_in_one_message(tmp_path: 
     def id_model(ids: str) -> TransferRecommender:  # one item per letter
         model = TransferRecommender(mode="id", hidden_size=16, layers=1, heads=2, max_len=5)
         items = SimpleNamespace(catalogue_digest=lambda: ids)  # Domain.catalogue_digest stands for the item ids
-        shop = SimpleNamespace(num_items=len(ids), item_text=None, item_popularity=None, domain=items)
+        shop = SimpleNamespace(
+            num_items=len(ids), centred_items=len(ids), item_text=None, item_popularity=None, domain=items
+        )
         model.add_domains(SimpleNamespace(domains={"shop": shop}))
         return model
 

@@ -214,7 +214,8 @@ class DomainTransfer(Callback, PhaseSchedule):
                      1 / (1 - self.average_decay))  # fmt: skip
             self.average_weights = None
         self._save_handover(trainer, pl_module)
-        if self.zero_shot and not self._no_sources:  # without sources there is no source-trained model to score
+        # Without sources only a model started from trained weights (model.pretrained) has a zero-shot point.
+        if self.zero_shot and (not self._no_sources or getattr(pl_module, "hparams", {}).get("pretrained")):
             self.zero_shot_metrics = self._evaluate_target(trainer, pl_module)
             for logger in trainer.loggers:
                 logger.log_metrics(self.zero_shot_metrics, step=trainer.global_step)

@@ -148,6 +148,17 @@ def hparams_of(folder) -> tuple[list[str], dict]:
     return metrics, params
 
 
+def test_tensorboard_aligns_transfer_and_baseline_by_epochs_on_the_target(run) -> None:
+    results = json.loads((run.dir / "results.json").read_text())
+    transfer = read_scalars(run.dir)["target_epochs/val_ndcg@10"]
+    baseline = read_scalars(run.dir / "target_only")["target_epochs/val_ndcg@10"]
+    # One source epoch, then one on the target: the zero-shot point at 0, the fine-tuned one at 1; the baseline's
+    # two epochs at 1 and 2, so both curves share one axis.
+    assert [step for step, _ in transfer] == [0, 1] and [step for step, _ in baseline] == [1, 2]
+    assert transfer[0][1] == pytest.approx(results["zero_shot"][f"zeroshot/{TARGET}/ndcg@10"], abs=1e-6)
+    assert transfer[1][1] == pytest.approx(results["val_history"][-1]["ndcg@10"], abs=1e-4)
+
+
 def test_tensorboard_logs_learning_rate_phase_and_run_settings(run) -> None:
     scalars = read_scalars(run.dir)
     assert scalars["lr-AdamW"] and all(v > 0 for _, v in scalars["lr-AdamW"])

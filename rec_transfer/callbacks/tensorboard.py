@@ -14,6 +14,9 @@ from rec_transfer.phase import current_phase, find_schedule
 
 BEST = "hp/best_val_ndcg@10"
 TEST = "hp/test_ndcg@10"  # logged by the model when it tests
+# The target's validation NDCG@10 by epochs trained on the target (0: the zero-shot point), so a transfer run's curve
+# and its target-only baseline's start at one step and the head start shows where they are overlaid.
+BY_TARGET_EPOCH = "target_epochs/val_ndcg@10"
 
 
 def _value(v: Any) -> int | float | str | bool:
@@ -68,8 +71,9 @@ class TensorBoardHparams(Callback):
     epochs, freezing, handover, anchor, reinit, joint source phase, rehearsal, batch sizes) with two metrics,
     ``hp/best_val_ndcg@10`` (the best target validation so far: the tab shows a metric's last value, so this is the
     best, not the last validation) and ``hp/test_ndcg@10``. No value is written before one is measured.
-    ``transfer/phase`` is 0 on source epochs and 1 on target epochs. The best value is kept in checkpoints, so a
-    resumed run continues it.
+    ``transfer/phase`` is 0 on source epochs and 1 on target epochs. ``target_epochs/val_ndcg@10`` is the target's
+    validation NDCG@10 at the step of the epochs trained on the target (0: the zero-shot point; a run without
+    sources starts at 1). The best value is kept in checkpoints, so a resumed run continues it.
     """
 
     def __init__(self) -> None:
@@ -92,11 +96,23 @@ class TensorBoardHparams(Callback):
             for summary in summaries:
                 writer.add_summary(summary)
 
+    @staticmethod
+    def _switch_epoch(trainer: L.Trainer) -> int:
+        schedule = find_schedule(trainer)
+        return getattr(schedule, "switch_epoch", None) or 0
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if find_schedule(trainer) is not None:
+        schedule = find_schedule(trainer)
+        if schedule is not None:
             phase = 1.0 if current_phase(trainer) == "target" else 0.0
             for logger in trainer.loggers:
                 logger.log_metrics({"transfer/phase": phase}, step=trainer.global_step)
+            # The switch has just scored the handed-over model (DomainTransfer runs first): the curve's start.
+            target = getattr(trainer.datamodule, "target_name", None)
+            zero_shot = getattr(schedule, "zero_shot_metrics", {}).get(f"zeroshot/{target}/ndcg@10")
+            if phase and zero_shot is not None and trainer.current_epoch == self._switch_epoch(trainer):
+                for logger in trainer.loggers:
+                    logger.log_metrics({BY_TARGET_EPOCH: zero_shot}, step=0)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not target_validated(trainer):
@@ -105,8 +121,10 @@ class TensorBoardHparams(Callback):
         if value is None:
             return
         self.best = float(value) if self.best is None else max(self.best, float(value))
+        target_epochs = trainer.current_epoch - self._switch_epoch(trainer) + 1
         for logger in trainer.loggers:
             logger.log_metrics({BEST: self.best}, step=trainer.global_step)
+            logger.log_metrics({BY_TARGET_EPOCH: float(value)}, step=target_epochs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}

@@ -9,6 +9,7 @@ from model_helpers import tiny_model as _model
 from rec_transfer.metrics import pessimistic_rank
 from rec_transfer.models.components import ItemTower, MoEAdaptor, SequenceEncoder
 from rec_transfer.models.components.item_text import FrozenItemText
+from rec_transfer.models.recommender import TransferRecommender
 
 
 def test_sequence_encoder_is_causal():
@@ -382,3 +383,49 @@ def test_trainable_text_bank_refreshes_once_per_epoch_and_after_loaded_weights()
     with torch.no_grad():
         text("d")
     assert len(refreshes) == 4
+
+
+def test_vector_shapes_undo_what_they_apply():
+    from rec_transfer.text.whitening import VectorShape
+
+    torch.manual_seed(0)
+    raw = torch.randn(20, 6) * torch.arange(1.0, 7.0) + 3.0
+    for whiten in (False, True):
+        shape = VectorShape.fit(raw[:15], whiten)
+        torch.testing.assert_close(shape.undo(shape.apply(raw)), raw, atol=1e-4, rtol=0)
+        assert shape.same_as(VectorShape.from_state(shape.state())) and not shape.same_as(VectorShape.fit(raw, whiten))
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_a_checkpoint_sees_its_items_centred_as_when_it_trained(tmp_path, whiten):
+    from types import SimpleNamespace
+
+    from rec_transfer.text.whitening import VectorShape
+
+    torch.manual_seed(0)
+    raw = torch.randn(7, 8) * torch.arange(1.0, 9.0) + 2.0  # 7 items' text vectors as the language model gives them
+
+    def text_model(rows: int) -> TransferRecommender:  # its data centres the vectors on the first `rows` items
+        shape = VectorShape.fit(raw[:rows], whiten)
+        vectors = torch.cat([torch.zeros(1, 8), shape.apply(raw)])
+        shop = SimpleNamespace(num_items=7, centred_items=rows, item_text=vectors, item_popularity=None,
+                               vector_shape=shape)  # fmt: skip
+        model = TransferRecommender(mode="text", hidden_size=16, layers=1, heads=2, max_len=5)
+        model.add_domains(SimpleNamespace(domains={"shop": shop}))
+        return model
+
+    trained, path = text_model(5), tmp_path / "trained.ckpt"
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    seen = trained.item_tower.text.vectors_shop
+    served = text_model(7)  # the data has moved on: two more items with interactions move its centre
+    assert not torch.allclose(served.item_tower.text.vectors_shop, seen, atol=1e-3)
+    served.load_pretrained(str(path))  # --model.pretrained, Recommender
+    torch.testing.assert_close(served.item_tower.text.vectors_shop, seen, atol=1e-4, rtol=0)
+    resumed = text_model(7)
+    resumed.prepare_for(checkpoint, path)  # --ckpt_path
+    torch.testing.assert_close(resumed.item_tower.text.vectors_shop, seen, atol=1e-4, rtol=0)
+    again = {}
+    resumed.on_save_checkpoint(again)  # and its own checkpoints keep the shape it trained on
+    assert VectorShape.from_state(again["text_shapes"]["shop"]).same_as(VectorShape.fit(raw[:5], whiten))

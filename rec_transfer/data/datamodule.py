@@ -24,6 +24,7 @@ from rec_transfer.data.errors import DataFormatError
 from rec_transfer.data.formats import read_domain
 from rec_transfer.data.synthetic import synthetic_domain
 from rec_transfer.text import TextEncoderConfig
+from rec_transfer.text.whitening import VectorShape
 from rec_transfer.utils.distributed import dist_info
 from rec_transfer.utils.files import file_digest, safe_name
 
@@ -141,6 +142,7 @@ class DomainDataModule(L.LightningDataModule):
         self.domain: Domain | None = None
         self.item_vectors: torch.Tensor | None = None
         self.item_tokens = None  # TokenStates when the text encoder's top layers train
+        self.vector_shape: VectorShape | None = None  # how item_vectors were centred (and whitened)
         self._domain_key: tuple[str, Path] | None = None  # (inputs, folder) of the processed domain
 
     @property
@@ -208,7 +210,9 @@ class DomainDataModule(L.LightningDataModule):
             self.item_tokens = tokens.with_padding_item()
         elif self.text_encoder is not None:
             # Texts are already rendered by the domain's template, so the cache key covers it.
-            vectors = self.text_encoder.item_vectors(texts, cache_dir=self.cache_dir, fit_rows=self.centred_items)
+            vectors, self.vector_shape = self.text_encoder.shaped_item_vectors(
+                texts, cache_dir=self.cache_dir, fit_rows=self.centred_items
+            )
             # Row 0 is the padding item.
             self.item_vectors = torch.cat([torch.zeros(1, vectors.shape[1]), vectors.float()])
         self.item_train_counts = self._train_counts()

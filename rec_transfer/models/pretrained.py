@@ -1,17 +1,24 @@
 """Loading a checkpoint's weights into a model built for the data: starting from an earlier run's weights (not a
-resume), and whether a checkpoint's item ID tables fit the data's items."""
+resume), whether a checkpoint's item ID tables fit the data's items, and its items' text vectors shaped as in
+training."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rec_transfer.models.components.item_text import FrozenItemText
+from rec_transfer.text.whitening import VectorShape
 from rec_transfer.utils.checkpoints import CheckpointError, NoCheckpoint, load_checkpoint
 
+log = logging.getLogger(__name__)
+
 CATALOGUES = "item_catalogues"  # checkpoint key: {domain: catalogue digest} of the domains with ID tables
+TEXT_SHAPES = "text_shapes"  # checkpoint key: {domain: VectorShape.state()} of the frozen text vectors it trained on
 ID_TABLES = "item_tower.id_embeddings."  # state-dict prefix of the item ID tables, one per domain
 # Weights a checkpoint may hold that a new run need not have, and that it may miss: ID tables of domains this run
 # does not serve (the sources'), metric states, the source phase's domain discriminator, the history offset (a
@@ -65,8 +72,41 @@ def fit_id_tables(
     check_catalogues(path, checkpoint.get(CATALOGUES), catalogues)
 
 
-def load_pretrained_weights(model: nn.Module, path: str | Path, catalogues: Mapping[str, str] | None = None) -> None:
-    """Copies the model weights of checkpoint ``path`` into ``model`` (not its optimizer or trainer state).
+def fit_text_shapes(text: nn.Module | None, checkpoint: dict, shapes: dict[str, VectorShape]) -> None:
+    """Before a checkpoint's weights score: each domain's frozen text vectors (``text``) centred (and whitened) as
+    when the checkpoint trained, where the data's own centre has moved since (new interactions, a refreshed item
+    file). ``shapes`` maps a domain to the shape of the data's vectors, and is updated. A checkpoint written before
+    the shapes were kept, a trained language-model top and vectors of another width are left as they are."""
+    if not isinstance(text, FrozenItemText):
+        return
+    for name, state in (checkpoint.get(TEXT_SHAPES) or {}).items():
+        current, trained = shapes.get(name), VectorShape.from_state(state)
+        if current is None or current.same_as(trained) or current.mean.shape != trained.mean.shape:
+            continue
+        text.reshape(name, current, trained)
+        shapes[name] = trained
+        log.info("%s: item text vectors centred as when the checkpoint trained (the data's centre has moved)", name)
+
+
+def fit_checkpoint(
+    tower: nn.Module, checkpoint: dict, path: str | Path, catalogues: Mapping[str, str], shapes: dict, device
+) -> None:
+    """Before a checkpoint (``--ckpt_path``, file ``path``) loads into a model whose item tower is ``tower``:
+    ``fit_id_tables`` and ``fit_text_shapes``."""
+    fit_id_tables(tower.id_embeddings, checkpoint, path, catalogues, device)
+    fit_text_shapes(getattr(tower, "text", None), checkpoint, shapes)  # an ID model has none
+
+
+def data_trained_on(catalogues: Mapping[str, str], shapes: Mapping[str, VectorShape]) -> dict:
+    """What a checkpoint keeps of the data its model trained on: each ID domain's catalogue digest and each
+    domain's text ``VectorShape`` (``fit_checkpoint`` and ``load_pretrained_weights`` + ``fit_text_shapes`` read
+    them)."""
+    return {CATALOGUES: dict(catalogues), TEXT_SHAPES: {name: shape.state() for name, shape in shapes.items()}}
+
+
+def load_pretrained_weights(model: nn.Module, path: str | Path, catalogues: Mapping[str, str] | None = None) -> dict:
+    """Copies the model weights of checkpoint ``path`` into ``model`` (not its optimizer or trainer state); returns
+    the checkpoint.
 
     Raises:
         NoCheckpoint: no such file (a ``FileNotFoundError``).
@@ -96,3 +136,4 @@ def load_pretrained_weights(model: nn.Module, path: str | Path, catalogues: Mapp
         )
     check_catalogues(path, checkpoint.get(CATALOGUES), catalogues or {})
     model.load_state_dict(state, strict=False)
+    return checkpoint

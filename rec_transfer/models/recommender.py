@@ -14,13 +14,13 @@ from rec_transfer.metrics import RankingMetrics, UserScores
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.history import last_histories, token_histories
-from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
+from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
-from rec_transfer.models.pretrained import CATALOGUES, fit_id_tables, load_pretrained_weights
-from rec_transfer.models.text_source import items_to_train, trainable_item_text
+from rec_transfer.models.pretrained import data_trained_on, fit_checkpoint, fit_text_shapes, load_pretrained_weights
+from rec_transfer.models.text_source import item_text_source, items_to_train
 from rec_transfer.phase import Phase
 from rec_transfer.utils.distributed import step_share
 from rec_transfer.utils.seeding import EpochSeed
@@ -137,6 +137,7 @@ class TransferRecommender(L.LightningModule):
         # Item tables built once per evaluation pass (see eval_tables); never saved, dropped by train()/eval().
         self._eval_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._catalogues: dict[str, str] = {}  # domain -> Domain.catalogue_digest, for the ID tables (add_domains)
+        self._shapes: dict = {}  # domain -> VectorShape: how its frozen text vectors were centred (add_domains)
 
     # ------------------------------------------------------------------ domains
     def setup(self, stage: str) -> None:
@@ -152,20 +153,14 @@ class TransferRecommender(L.LightningModule):
             self.add_domain(name, d.num_items, d.item_text, d.item_popularity, d.centred_items)
             if self.hparams.mode != "text":  # an ID table serves the items it was trained on: kept with it
                 self._catalogues[name] = d.domain.catalogue_digest()
+            if getattr(d, "vector_shape", None) is not None:  # and text vectors are seen as they were centred
+                self._shapes[name] = d.vector_shape
 
     def load_pretrained(self, path: str) -> None:
         """Copies the model weights of checkpoint ``path`` (not its optimizer or trainer state)."""
-        load_pretrained_weights(self, path, self._catalogues)
+        checkpoint = load_pretrained_weights(self, path, self._catalogues)
+        fit_text_shapes(getattr(self.item_tower, "text", None), checkpoint, self._shapes)
         self._pretrained_loaded = True
-
-    def _text_source(self, text) -> FrozenItemText | TrainableItemText | None:
-        """What the item tower reads text from: frozen vectors, or the data's language model with trainable top
-        layers (every domain must name the same one)."""
-        if text is None or self.hparams.mode == "id":
-            return None
-        if isinstance(text, torch.Tensor):
-            return FrozenItemText(text.shape[1])
-        return trainable_item_text(self.trainer.datamodule.domains.values(), self.hparams.text_write_back)
 
     def add_domain(self, name: str, num_items: int, text=None, popularity=None, centred_items=None) -> None:
         """Registers a domain: its item table and metrics. ``text`` is (num_items + 1, D) vectors or token states
@@ -181,7 +176,7 @@ class TransferRecommender(L.LightningModule):
             self.item_tower = ItemTower(
                 self.hparams.hidden_size,
                 self.hparams.mode,
-                self._text_source(text),
+                item_text_source(text, self._trainer, self.hparams),  # the trainer only for a trained top
                 self.hparams.adaptor_experts,
                 self.hparams.adaptor_dropout,
             ).to(self.device)
@@ -199,12 +194,12 @@ class TransferRecommender(L.LightningModule):
         self.prepare_for(checkpoint, self.trainer.ckpt_path)
 
     def prepare_for(self, checkpoint: dict, path: str | Path) -> None:
-        """Before ``checkpoint`` (file ``path``) loads into a model with its domains: ``fit_id_tables``."""
+        """Before ``checkpoint`` (file ``path``) loads into a model with its domains: ``fit_checkpoint``."""
         if self.item_tower is not None:
-            fit_id_tables(self.item_tower.id_embeddings, checkpoint, path, self._catalogues, self.device)
+            fit_checkpoint(self.item_tower, checkpoint, path, self._catalogues, self._shapes, self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CATALOGUES] = self._catalogues
+        checkpoint.update(data_trained_on(self._catalogues, self._shapes))
 
     # ------------------------------------------------------------------ maths
     def eval_tables(self, domain: str) -> tuple[torch.Tensor, torch.Tensor]:

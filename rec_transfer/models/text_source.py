@@ -6,7 +6,18 @@ from collections.abc import Iterable
 
 import torch
 
-from rec_transfer.models.components.item_text import TrainableItemText
+from rec_transfer.models.components.item_text import FrozenItemText, TrainableItemText
+
+
+def item_text_source(text, trainer, hparams) -> FrozenItemText | TrainableItemText | None:
+    """What the item tower of a model (its ``hparams``: ``mode``, ``text_write_back``) reads text from, given the
+    first domain's ``text``: frozen vectors, or the language model of the ``trainer``'s data with trainable top layers
+    (every domain must name the same one); None: no text (or an ID model)."""
+    if text is None or hparams.mode == "id":
+        return None
+    if isinstance(text, torch.Tensor):
+        return FrozenItemText(text.shape[1])
+    return trainable_item_text(trainer.datamodule.domains.values(), hparams.text_write_back)
 
 
 def trainable_item_text(domains: Iterable, write_back: bool = False) -> TrainableItemText:

@@ -13,7 +13,7 @@ from rec_transfer.text.cache import LOCK_TIMEOUT_S, cached_item_vectors
 from rec_transfer.text.pooling import PoolingMethod
 from rec_transfer.text.token_cache import build_text_top, cached_token_states
 from rec_transfer.text.trainable import TextTop, TokenStates
-from rec_transfer.text.whitening import whitened
+from rec_transfer.text.whitening import VectorShape
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +101,28 @@ class TextEncoderConfig:
         progress: bool = True,
         fit_rows: int | None = None,
     ) -> torch.Tensor:
+        """The vectors of :meth:`shaped_item_vectors`."""
+        return self.shaped_item_vectors(texts, template, cache_dir, progress, fit_rows)[0]
+
+    def shaped_item_vectors(
+        self,
+        texts: Sequence[str],
+        template: str = "",
+        cache_dir: str | Path = ".cache/rec_transfer",
+        progress: bool = True,
+        fit_rows: int | None = None,
+    ) -> tuple[torch.Tensor, VectorShape | None]:
         """``cached_item_vectors(texts, **asdict(self), template=..., cache_dir=...)``, centred if ``center``, whitened
         if ``whiten``, by the mean (and covariance) of the first ``fit_rows`` vectors (default all): the items with
-        interactions, so that items ranked by their text alone (``catalogue: all``) do not move the others."""
+        interactions, so that items ranked by their text alone (``catalogue: all``) do not move the others. With the
+        ``VectorShape`` applied (None: neither centred nor whitened)."""
         options = asdict(self)
         center, whiten = options.pop("center"), options.pop("whiten")
         options.pop("train_layers")
         vectors = cached_item_vectors(texts, **options, template=template, cache_dir=cache_dir, progress=progress)
-        if whiten:
-            return whitened(vectors, fit_rows)
-        if center:
-            return vectors - vectors[:fit_rows].mean(dim=0, keepdim=True)
+        if center or whiten:
+            shape = VectorShape.fit(vectors[:fit_rows], whiten)
+            return shape.apply(vectors), shape
         similarity = mean_cosine(vectors)
         if similarity > ANISOTROPY_WARNING:
             log.warning(
@@ -120,7 +131,7 @@ class TextEncoderConfig:
                 self.model_name,
                 similarity,
             )
-        return vectors
+        return vectors, None
 
 
 # Mean cosine between items above which `center` is advised: sentence encoders stay well below it, decoder LLMs do not.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -37,5 +39,46 @@ def whitening(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def whitened(vectors: torch.Tensor, fit_rows: int | None = None) -> torch.Tensor:
     """``vectors`` centred and whitened by the :func:`whitening` of their first ``fit_rows`` rows (default all)."""
-    mean, matrix = whitening(vectors[:fit_rows])
-    return (vectors - mean) @ matrix
+    return VectorShape.fit(vectors[:fit_rows], whiten=True).apply(vectors)
+
+
+@dataclass(frozen=True)
+class VectorShape:
+    """How one domain's raw text vectors were brought to the shared shape: minus ``mean``, then times ``matrix``
+    (its whitening; None: centred only). A model trained on vectors of one shape must see its items in that shape,
+    even where the data's own centre has moved since (new interactions): checkpoints keep it (``state``)."""
+
+    mean: torch.Tensor
+    matrix: torch.Tensor | None = None
+
+    @classmethod
+    def fit(cls, vectors: torch.Tensor, whiten: bool = False) -> VectorShape:
+        """The centre (and, if ``whiten``, the whitening) of ``vectors`` (N, D)."""
+        if whiten:
+            return cls(*whitening(vectors))
+        return cls(vectors.mean(dim=0) if len(vectors) else vectors.new_zeros(vectors.shape[1]))
+
+    def apply(self, raw: torch.Tensor) -> torch.Tensor:
+        shaped = raw - self.mean.to(raw)
+        return shaped if self.matrix is None else shaped @ self.matrix.to(raw)
+
+    def undo(self, shaped: torch.Tensor) -> torch.Tensor:
+        """The raw vectors that ``apply`` brought to ``shaped``."""
+        if self.matrix is not None:  # a ridge-regularised ZCA matrix: symmetric and well conditioned
+            shaped = torch.linalg.solve(self.matrix.to(shaped).double(), shaped.double().T).T.to(shaped.dtype)
+        return shaped + self.mean.to(shaped)
+
+    def same_as(self, other: VectorShape) -> bool:
+        def close(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+            if a is None or b is None:
+                return a is b
+            return a.shape == b.shape and torch.allclose(a.cpu().float(), b.cpu().float(), rtol=0, atol=1e-6)
+
+        return close(self.mean, other.mean) and close(self.matrix, other.matrix)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.cpu()} | ({} if self.matrix is None else {"matrix": self.matrix.cpu()})
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> VectorShape:
+        return cls(state["mean"], state.get("matrix"))

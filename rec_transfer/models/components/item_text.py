@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rec_transfer.text.trainable import TextTop, TokenStates, gather_tokens
-from rec_transfer.text.whitening import whitening
+from rec_transfer.text.whitening import VectorShape, whitening
 
 
 def _place(rows: torch.Tensor, items: torch.Tensor | None, fresh: torch.Tensor, fresh_items: torch.Tensor):
@@ -43,6 +43,12 @@ class FrozenItemText(nn.Module):
 
     def num_rows(self, name: str) -> int:
         return getattr(self, f"vectors_{name}").shape[0]
+
+    @torch.no_grad()
+    def reshape(self, name: str, old: VectorShape, new: VectorShape) -> None:
+        """Domain ``name``'s vectors, shaped by ``old``, shaped by ``new`` instead; the padding row stays zero."""
+        vectors = getattr(self, f"vectors_{name}")
+        vectors[1:] = new.apply(old.undo(vectors[1:]))
 
     def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):
         vectors = getattr(self, f"vectors_{domain}")

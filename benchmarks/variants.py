@@ -330,6 +330,13 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe, half a fresh initialisation mixed in at the switch (reinit 0.5)",
         "reinit": 0.5,
     },
+    # The default recipe with the text adaptor fine-tuned at a quarter of the target learning rate (target_lr_scale),
+    # the sequence encoder and the history offset at the full target rate.
+    "transfer_ema_slow_adaptor": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe with the text adaptor at a quarter of the target learning rate",
+        "model": {"target_lr_scale": {"item_tower.adaptor": 0.25}},
+    },
     # The default recipe handing over a running average of the source phase's weights (about 50 steps).
     "transfer_ema_source_average": {
         "config": TRANSFER,

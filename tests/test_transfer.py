@@ -120,6 +120,15 @@ def fit(
     return trainer, model, data
 
 
+def assert_resumes_exactly(cache_dir, folder, reference, crash, **fit_args) -> None:
+    """A fit killed at ``crash`` (epoch, batch) and resumed from its ``last.ckpt`` ends with ``reference``'s weights."""
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cache_dir, folder, crash=crash, **fit_args)
+    _, resumed, _ = fit(cache_dir, folder, ckpt_path="last", **fit_args)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(cache_dir, tmp_path_factory):
     return fit(cache_dir, tmp_path_factory.mktemp("full"))
@@ -186,11 +195,7 @@ def test_handover_best_starts_the_target_from_the_source_epoch_validation_picked
     assert zero_shot["zeroshot/posters/ndcg@10"] == pytest.approx(max(source.values()), abs=1e-6)
     if crash is None:
         return
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cache_dir, tmp_path / "ckpt", crash=crash, **transfer)
-    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", **transfer)
-    for key, value in reference.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert_resumes_exactly(cache_dir, tmp_path / "ckpt", reference, crash, **transfer)
 
 
 def test_anchor_keeps_the_target_phase_near_the_handed_over_weights_and_resumes_exactly(
@@ -208,11 +213,7 @@ def test_anchor_keeps_the_target_phase_near_the_handed_over_weights_and_resumes_
     # Both runs are the same until the switch; after it, the anchored one stays nearer (its last Adam step, not
     # pulled back yet, is most of the distance left: about lr × sqrt(weights)).
     assert 0 < distance(anchored) < 0.7 * distance(free)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), anchor=500.0)
-    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", anchor=500.0)
-    for key, value in anchored.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert_resumes_exactly(cache_dir, tmp_path / "ckpt", anchored, (3, 1), anchor=500.0)
 
 
 class TrainedDomains(Callback):
@@ -233,11 +234,7 @@ def test_rehearsal_trains_on_the_sources_after_the_switch_and_resumes_exactly(ca
     for domains in target_epochs:  # as many source batches as target batches, each source some of them
         assert set(domains) == {"posters", "books", "toys"}
         assert domains.count("posters") == len(domains) - domains.count("posters")
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), rehearsal=1.0)
-    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", rehearsal=1.0)
-    for key, value in rehearsed.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert_resumes_exactly(cache_dir, tmp_path / "ckpt", rehearsed, (3, 1), rehearsal=1.0)
 
 
 def test_decay_towards_moves_each_weight_lr_times_strength_of_the_way_to_its_anchor():
@@ -269,11 +266,7 @@ def test_reinit_mixes_a_fresh_model_into_the_unfrozen_weights_at_the_switch_and_
     torch.testing.assert_close(
         seen.first_step["scorer.history_bias.weight"], 0.5 * seen.handed_over["scorer.history_bias.weight"]
     )
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cache_dir, tmp_path / "ckpt", crash=(3, 1), reinit=0.5)
-    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", reinit=0.5)
-    for key, value in mixed.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert_resumes_exactly(cache_dir, tmp_path / "ckpt", mixed, (3, 1), reinit=0.5)
 
 
 class Pretrained(torch.nn.Linear):
@@ -343,11 +336,7 @@ def test_handover_average_starts_the_target_from_the_running_average_of_the_sour
     assert not torch.allclose(last.first_step[offset], seen.first_step[offset])
     if crash is None:
         return
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cache_dir, tmp_path / "ckpt", crash=crash, **transfer)
-    _, resumed, _ = fit(cache_dir, tmp_path / "ckpt", ckpt_path="last", **transfer)
-    for key, value in reference.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert_resumes_exactly(cache_dir, tmp_path / "ckpt", reference, crash, **transfer)
 
 
 def test_average_decay_must_be_a_share():

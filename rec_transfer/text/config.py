@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,16 +94,9 @@ class TextEncoderConfig:
             self.trust_remote_code,
         )
 
-    def item_vectors(
-        self,
-        texts: Sequence[str],
-        template: str = "",
-        cache_dir: str | Path = ".cache/rec_transfer",
-        progress: bool = True,
-        fit_rows: int | None = None,
-    ) -> torch.Tensor:
-        """The vectors of :meth:`shaped_item_vectors`."""
-        return self.shaped_item_vectors(texts, template, cache_dir, progress, fit_rows)[0]
+    def item_vectors(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The vectors of :meth:`shaped_item_vectors` (the same arguments)."""
+        return self.shaped_item_vectors(texts, *args, **kwargs)[0]
 
     def shaped_item_vectors(
         self,

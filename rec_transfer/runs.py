@@ -185,12 +185,15 @@ def reserve_version(config: Namespace) -> None:
 
 
 def release_unused_versions() -> None:
-    """Removes the folders ``reserve_version`` claimed that are still empty (the fit stopped before writing)."""
+    """Removes the folders ``reserve_version`` claimed that are still empty (the fit stopped before writing), and
+    the run name's folder above one if nothing else is in it (the config's first fit)."""
     while RESERVED:
-        try:
-            RESERVED.pop().rmdir()
-        except OSError:  # not empty: the run's folder
-            pass
+        folder = RESERVED.pop()
+        for empty in (folder, folder.parent):
+            try:
+                empty.rmdir()
+            except OSError:  # not empty: the run's folder, or the name's other runs
+                break
 
 
 def follow_checkpoint(config: Namespace) -> None:

@@ -196,8 +196,8 @@ def test_fits_started_together_claim_separate_version_folders_and_a_failed_one_l
 
     from rec_transfer.runs import RESERVED, release_unused_versions, reserve_version
 
-    def fit_config() -> Namespace:
-        logger = Namespace(class_path="TensorBoardLogger", init_args=Namespace(save_dir=str(tmp_path), name="c"))
+    def fit_config(name: str = "c") -> Namespace:
+        logger = Namespace(class_path="TensorBoardLogger", init_args=Namespace(save_dir=str(tmp_path), name=name))
         return Namespace(trainer=Namespace(logger=logger), ckpt_path=None)
 
     first, second = fit_config(), fit_config()
@@ -211,3 +211,6 @@ def test_fits_started_together_claim_separate_version_folders_and_a_failed_one_l
     resumed.ckpt_path = "last"
     reserve_version(resumed)  # a resumed fit continues its own folder
     assert resumed.trainer.logger.init_args.get("version") is None
+    reserve_version(fit_config("new"))
+    release_unused_versions()  # a config's first fit that failed before writing leaves not even its name's folder
+    assert not (tmp_path / "new").exists() and (tmp_path / "c").is_dir()

@@ -70,6 +70,8 @@ def scores_of(spec: list[str], data_root: str | None) -> dict[str, torch.Tensor]
     if len(spec) == 2:
         return per_user(*tested(*spec, data_root))
     path = Path(spec[0])
+    if path.is_file() and path.suffix != ".pt":
+        raise ValueError(f"{path}: give a run folder, a {USER_SCORES} file, or a config and its checkpoint")
     scores = torch.load(path, weights_only=True) if path.is_file() else read_user_scores(path)
     if scores is None:
         raise FileNotFoundError(f"{path}: no {USER_SCORES} (a fit writes it beside results.json when it tests)")
@@ -98,10 +100,10 @@ def main() -> None:
     differences: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
     users = None
     for spec_a, spec_b in zip(args.a, args.b, strict=True):
-        a, b = scores_of(spec_a, args.data_root), scores_of(spec_b, args.data_root)
-        try:
+        try:  # a wrong path or pair is one line, naming it
+            a, b = scores_of(spec_a, args.data_root), scores_of(spec_b, args.data_root)
             compared = paired_comparison(a, b)
-        except ValueError as e:  # one line, naming the pair
+        except (OSError, ValueError) as e:
             parser.error(f"--a {' '.join(spec_a)} --b {' '.join(spec_b)}: {e}")
         pair = {"a": checkpoint_name(spec_a[-1]), "b": checkpoint_name(spec_b[-1]), **compared}
         print(json.dumps(pair), flush=True)
@@ -113,11 +115,18 @@ def main() -> None:
             differences[m].append(a[m].reshape(-1) - b[m].reshape(-1))
     report["pooled"] = {m: pooled(differences[m]) for m in METRICS}
     print(json.dumps(report["pooled"], indent=1))
+    print(f"A − B over {len(args.a)} pair(s) (seeds), on the same {len(users)} test users:")
+    for m, p in report["pooled"].items():
+        gap = f"{p['difference']:+.4f} ± {p['standard_error']:.4f}  z {p['z']:+.1f}"
+        margin = f"{p['margin_for_every_seed']:.4f}"
+        print(f"  {m:<10} {gap}  A ahead in {p['a_ahead_in']} pair(s); a true difference of {margin} would put A "
+              "ahead on each of 3 seeds with probability 0.9")  # fmt: skip
     first = Path(args.a[0][-1])
     out = Path(args.output or (first / "paired.json" if first.is_dir() else first.with_name("paired.json")))
     out.parent.mkdir(parents=True, exist_ok=True)
+    replaced = " (replacing the one there: --output to keep both)" if out.exists() else ""
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out}{replaced}")
 
 
 if __name__ == "__main__":

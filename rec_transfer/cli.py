@@ -214,7 +214,7 @@ class RecTransferCLI(LightningCLI):
         self._write(path, results)
         if self._sub("compare_target_only") and self._has_sources():
             if "target_only" in previous and fit_finished(previous.get("target_only_run"), trainer.max_epochs):
-                log.info("target-only baseline: finished before the interruption, read back from %s", path)
+                log.info("target-only baseline: already finished, read back from %s", path)
                 baseline = read_user_scores(Path(trainer.log_dir, "target_only")) if trainer.log_dir else None
             else:
                 results["target_only"], results["target_only_run"], baseline = self._fit_target_only(trainer.log_dir)

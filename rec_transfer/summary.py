@@ -20,13 +20,13 @@ def _best(run: dict[str, Any]) -> str:
     if not best:
         return "no target validation"
     text = f"best validation NDCG@10 {best['ndcg@10']:.4f} at epoch {best['epoch']}"
-    epochs = run.get("epochs")
+    epochs, switch = run.get("epochs"), run.get("switch_epoch")
+    sources = f"; the first {switch} on the sources" if switch else ""  # the rest are what the baseline had
     if run.get("stopped_early"):
-        text += f" (stopped early after epoch {epochs - 1})" if epochs else " (stopped early)"
+        text += f" (stopped early after epoch {epochs - 1}{sources})" if epochs else " (stopped early)"
     elif epochs:
-        text += f" (of {epochs} epochs)"
-        if best["epoch"] == epochs - 1:
-            text += ", still improving at the last: more epochs (trainer.max_epochs) may score higher"
+        still = "; still improving at the last: more epochs may score higher" if best["epoch"] == epochs - 1 else ""
+        text += f" (of {epochs} epochs{sources}{still})"
     return text
 
 
@@ -34,10 +34,17 @@ def _best(run: dict[str, Any]) -> str:
 FEW_USERS = 30
 
 
-def _verdict(z: float) -> str:
-    if z >= 2:
+def _verdict(gap: dict[str, float], users: int) -> str:
+    """What one metric's gap says (``paired_difference``): a side ahead only beyond two standard errors."""
+    if users < 2:
+        return "one test user: no standard error, no verdict"
+    if gap["standard_error"] == 0:  # every user's difference is the same: no spread, and no z (reported as 0)
+        if gap["difference"] == 0:
+            return "level: the same on every test user"
+        return f"{'transfer' if gap['difference'] > 0 else 'target only'} ahead by as much on every test user"
+    if gap["z"] >= 2:
         return "transfer ahead"
-    if z <= -2:
+    if gap["z"] <= -2:
         return "target only ahead"
     return "level: within what the draw of test users alone could make"
 
@@ -51,14 +58,15 @@ def _comparison(tested: dict[str, float], baseline: dict[str, float], prefix: st
         gaps = ", ".join(f"{label[m]} {tested[prefix + m] - baseline[prefix + m]:+.4f}" for m in names)
         return [f"transfer − target only on the test split: {gaps} (no per-user scores: no standard error)"]
     users = comparison["users"]
-    lines = [f"transfer − target only on the same {users} test users (± standard error; one training seed):"]
+    who = "test user" if users == 1 else "test users"
+    lines = [f"transfer − target only on the same {users} {who} (± standard error; one training seed):"]
     for m in names:
         gap = comparison[m]
         lines.append(
             f"  {label[m]:<10}{gap['difference']:+.4f} ± {gap['standard_error']:.4f}  z {gap['z']:+.1f}  "
-            + _verdict(gap["z"])
+            + _verdict(gap, users)
         )
-    if users < FEW_USERS:
+    if 1 < users < FEW_USERS:
         lines.append(f"  only {users} test users: too few for these standard errors to mean much")
     return lines
 

@@ -71,10 +71,21 @@ def test_the_summary_says_when_the_gap_is_within_the_draw_of_test_users(z: float
     assert "only 3 test users: too few for these standard errors to mean much" in few
 
 
+def test_a_gap_without_spread_or_with_one_test_user_is_not_called_level() -> None:
+    key = "test/t/ndcg@10"
+    results = {"target": "t", "sources": ["s"], "transfer": {key: 1.0}, "target_only": {key: 0.0}}
+    every = {"difference": 1.0, "standard_error": 0.0, "z": 0.0}  # paired_difference of all ones against all zeros
+    summary = format_summary({**results, "comparison": {"users": 40, "ndcg@10": every}})
+    assert "transfer ahead by as much on every test user" in summary and "level" not in summary
+    one = format_summary({**results, "comparison": {"users": 1, "ndcg@10": every}})
+    assert "on the same 1 test user (" in one and "one test user: no standard error, no verdict" in one
+    assert "level" not in one and "too few" not in one
+
+
 def test_the_summary_says_when_validation_was_still_improving_at_the_last_epoch() -> None:
     results = {"target": "t", "sources": [], "target_only": {"test/t/ndcg@10": 0.3}, "epochs": 12}
     improving = format_summary({**results, "best_validation": {"epoch": 11, "ndcg@10": 0.3}})
-    assert "at epoch 11 (of 12 epochs), still improving at the last: more epochs" in improving
+    assert "at epoch 11 (of 12 epochs; still improving at the last: more epochs may score higher)" in improving
     assert "still improving" not in format_summary({**results, "best_validation": {"epoch": 9, "ndcg@10": 0.3}})
 
 
@@ -88,6 +99,8 @@ def test_a_fit_that_ends_before_the_switch_says_so_and_claims_no_transfer(tmp_pa
     with caplog.at_level(logging.WARNING, logger="rec_transfer"):
         short = fit_run(tmp_path, "--trainer.max_epochs", "1")  # source_epochs 1: never on the target
     assert "max_epochs 1 <= source_epochs 1: unless the sources' validation stalls sooner" in caplog.text
+    # Its baseline's one epoch is shorter than its weight average (about 10 steps of 2 a epoch): said too.
+    assert "the average spans about 5 epochs, more than the 1 left before max_epochs" in caplog.text
     results = json.loads((short.dir / "results.json").read_text())
     assert results["switch_epoch"] is None and "target_only" in results
     summary = format_summary(results)

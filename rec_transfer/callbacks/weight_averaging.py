@@ -104,9 +104,9 @@ class TargetWeightAveraging(EMAWeightAveraging):
                 left = (trainer.max_epochs or 0) - trainer.current_epoch  # max_epochs -1 or None: no limit
                 if 0 < left < steps / per_epoch:
                     log.warning(
-                        "the average spans more epochs than the %d max_epochs leaves to the target: the averaged "
+                        "the average spans about %.0f epochs, more than the %d left before max_epochs: the averaged "
                         "model (validated, tested, saved) stays near where the target phase started; lower "
-                        "TargetWeightAveraging's decay (0: off) or raise trainer.max_epochs", left,
+                        "TargetWeightAveraging's decay (0: off) or raise trainer.max_epochs", steps / per_epoch, left,
                     )  # fmt: skip
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:

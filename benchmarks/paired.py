@@ -75,7 +75,7 @@ def scores_of(spec: list[str], data_root: str | None) -> dict[str, torch.Tensor]
     scores = torch.load(path, weights_only=True) if path.is_file() else read_user_scores(path)
     if scores is None:
         raise FileNotFoundError(f"{path}: no {USER_SCORES} (a fit writes it beside results.json when it tests)")
-    return scores
+    return {k: v.reshape(-1) for k, v in scores.items()}  # a file of one user's scores holds 0-d tensors
 
 
 def checkpoint_name(ckpt: str) -> str:
@@ -108,11 +108,11 @@ def main() -> None:
         pair = {"a": checkpoint_name(spec_a[-1]), "b": checkpoint_name(spec_b[-1]), **compared}
         print(json.dumps(pair), flush=True)
         report["pairs"].append(pair)
-        if users is not None and not torch.equal(users, a["user"].reshape(-1)):
+        if users is not None and not torch.equal(users, a["user"]):
             parser.error(f"{spec_a[-1]}: tested on other users than the first pair (pool the seeds of one target)")
-        users = a["user"].reshape(-1)
+        users = a["user"]
         for m in METRICS:
-            differences[m].append(a[m].reshape(-1) - b[m].reshape(-1))
+            differences[m].append(a[m] - b[m])
     report["pooled"] = {m: pooled(differences[m]) for m in METRICS}
     print(json.dumps(report["pooled"], indent=1))
     print(f"A − B over {len(args.a)} pair(s) (seeds), on the same {len(users)} test users:")

@@ -97,9 +97,8 @@ class TensorBoardHparams(Callback):
                 writer.add_summary(summary)
 
     @staticmethod
-    def _switch_epoch(trainer: L.Trainer) -> int:
-        schedule = find_schedule(trainer)
-        return getattr(schedule, "switch_epoch", None) or 0
+    def _switch_epoch(schedule) -> int:
+        return getattr(schedule, "switch_epoch", None) or 0  # no schedule (no sources): the target from epoch 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         schedule = find_schedule(trainer)
@@ -110,7 +109,7 @@ class TensorBoardHparams(Callback):
             # The switch has just scored the handed-over model (DomainTransfer runs first): the curve's start.
             target = getattr(trainer.datamodule, "target_name", None)
             zero_shot = getattr(schedule, "zero_shot_metrics", {}).get(f"zeroshot/{target}/ndcg@10")
-            if phase and zero_shot is not None and trainer.current_epoch == self._switch_epoch(trainer):
+            if phase and zero_shot is not None and trainer.current_epoch == self._switch_epoch(schedule):
                 for logger in trainer.loggers:
                     logger.log_metrics({BY_TARGET_EPOCH: zero_shot}, step=0)
 
@@ -121,7 +120,7 @@ class TensorBoardHparams(Callback):
         if value is None:
             return
         self.best = float(value) if self.best is None else max(self.best, float(value))
-        target_epochs = trainer.current_epoch - self._switch_epoch(trainer) + 1
+        target_epochs = trainer.current_epoch - self._switch_epoch(find_schedule(trainer)) + 1
         for logger in trainer.loggers:
             logger.log_metrics({BEST: self.best}, step=trainer.global_step)
             logger.log_metrics({BY_TARGET_EPOCH: float(value)}, step=target_epochs)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rec_transfer.text.trainable import TextTop, TokenStates, gather_tokens
-from rec_transfer.text.whitening import VectorShape, whitening
+from rec_transfer.text.whitening import VectorShape
 
 
 def _place(rows: torch.Tensor, items: torch.Tensor | None, fresh: torch.Tensor, fresh_items: torch.Tensor):
@@ -135,10 +135,10 @@ class TrainableItemText(nn.Module):
         for start in range(0, len(items), self.chunk):
             part = items[start : start + self.chunk]
             bank[part] = self._encode(domain, part)
-        fitted = bank[1 : 1 + self.centred_items[domain]]
-        getattr(self, f"mean_{domain}").copy_(fitted.mean(dim=0) if len(fitted) else bank.new_zeros(self.dim))
+        shape = VectorShape.fit(bank[1 : 1 + self.centred_items[domain]], self.whiten)
+        getattr(self, f"mean_{domain}").copy_(shape.mean)
         if self.whiten:
-            getattr(self, f"whitening_{domain}").copy_(whitening(fitted)[1])
+            getattr(self, f"whitening_{domain}").copy_(shape.matrix)
         self.refreshed[domain] = (self.epoch, self._weights_version())
 
     def forward(self, domain: str, items: torch.Tensor | None = None, train_items: torch.Tensor | None = None):

@@ -343,6 +343,13 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe handing over the source weights averaged (EMA, decay 0.98 a step)",
         "handover": "average",
     },
+    # The default recipe with a sequence-to-sequence contrastive loss beside the next-item loss on the sources
+    # (UniSRec's pre-training; a fifth of each history's items masked in the second view), at a tenth of its weight.
+    "transfer_ema_contrast": {
+        "config": TRANSFER,
+        "label": "transfer, default recipe + a sequence contrastive loss on the sources (weight 0.1)",
+        "model": {"contrast_weight": 0.1},
+    },
     # The default recipe with the text adaptor kept as the sources left it; the sequence encoder fine-tunes.
     "transfer_ema_freeze_adaptor": {
         "config": TRANSFER,

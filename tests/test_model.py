@@ -192,6 +192,45 @@ def test_sampled_loss_runs_the_item_tower_on_the_batch_items_only(tiny_domain):
     assert torch.isfinite(loss)
 
 
+def test_contrast_views_read_each_history_at_its_last_token_packed_or_not(tiny_domain):
+    from rec_transfer.models.components.contrast import history_ends
+
+    packed = _batches(tiny_domain, "valid", size=16, pack_to=10)[0]
+    assert torch.equal(history_ends(packed["input"], packed["segments"]), packed["last"])
+    train = [_batches(tiny_domain, "train", size=16, pack_to=p)[0] for p in (None, 10)]
+    assert len(history_ends(train[1]["input"], train[1]["segments"])) == len(train[1]["user"])
+    torch.manual_seed(0)
+    model = _model(mode="text", contrast_mask=0.0)
+    model.add_domain("books", tiny_domain.num_items, torch.randn(tiny_domain.num_items + 1, 8))
+    model.eval()
+    unpacked, packed = (model.contrast_loss(batch) for batch in train)  # no dropout, nothing masked: two equal views
+    torch.testing.assert_close(unpacked, packed)
+
+
+def test_mask_items_masks_about_its_share_and_never_padding():
+    from rec_transfer.models.components.contrast import mask_items
+
+    torch.manual_seed(0)
+    inputs = torch.randint(1, 50, (64, 40))
+    inputs[:, 30:] = 0
+    assert torch.equal(mask_items(inputs, 0.0), inputs)
+    masked = mask_items(inputs, 0.2)
+    assert torch.equal(masked[:, 30:], inputs[:, 30:]) and ((masked == inputs) | (masked == 0)).all()
+    assert 0.17 < (masked[:, :30] == 0).float().mean() < 0.23
+
+
+def test_sequence_contrast_is_low_for_matching_views_and_high_for_swapped_ones():
+    from rec_transfer.models.components.contrast import sequence_contrast
+
+    torch.manual_seed(0)
+    a = torch.randn(32, 16)
+    b = a + 0.1 * torch.randn(32, 16)
+    matched, swapped = sequence_contrast(a, b, 0.07), sequence_contrast(a, b.roll(1, dims=0), 0.07)
+    assert matched < 0.1 < 5.0 < swapped
+    same = torch.ones(32, 16)  # every history alike: no pair can be told apart
+    torch.testing.assert_close(sequence_contrast(same, same, 0.07), torch.log(torch.tensor(32.0)))
+
+
 def test_gradient_reversal_and_the_discriminator():
     from rec_transfer.models.components.alignment import DomainDiscriminator, reverse_gradient
 

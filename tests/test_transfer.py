@@ -96,12 +96,14 @@ def fit(
     mode="text",
     extra=(),
     rehearsal=0.0,
+    model_args=None,
     **transfer,
 ):
     L.seed_everything(0)
     model = TransferRecommender(
-        mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3, target_warmup_steps=4
-    )
+        mode=mode, hidden_size=16, layers=1, heads=2, max_len=10, lr=5e-3, target_lr=1e-3, target_warmup_steps=4,
+        **(model_args or {}),
+    )  # fmt: skip
     callbacks = [
         DomainTransfer(**{"source_epochs": SOURCE_EPOCHS, "freeze": list(freeze), **transfer}),
         *extra,
@@ -235,6 +237,24 @@ def test_rehearsal_trains_on_the_sources_after_the_switch_and_resumes_exactly(ca
         assert set(domains) == {"posters", "books", "toys"}
         assert domains.count("posters") == len(domains) - domains.count("posters")
     assert_resumes_exactly(cache_dir, tmp_path / "ckpt", rehearsed, (3, 1), rehearsal=1.0)
+
+
+def test_contrast_trains_on_the_source_batches_only_and_resumes_exactly(cache_dir, tmp_path, monkeypatch):
+    seen, contrasted = TrainedDomains(), []
+    plain = TransferRecommender.contrast_loss
+
+    def recording(self, batch):
+        contrasted.append(batch["domain"])
+        return plain(self, batch)
+
+    monkeypatch.setattr(TransferRecommender, "contrast_loss", recording)
+    args = {"freeze": [], "model_args": {"contrast_weight": 0.5}}
+    _, model, _ = fit(cache_dir, tmp_path / "full", extra=[seen], **args)
+    source_batches = [d for epoch, domains in seen.domains.items() if epoch < SOURCE_EPOCHS for d in domains]
+    assert contrasted == source_batches and set(contrasted) == {"books", "toys"}
+    _, without, _ = fit(cache_dir, tmp_path / "without", freeze=[])
+    assert not torch.equal(model.encoder.positions.weight, without.encoder.positions.weight)
+    assert_resumes_exactly(cache_dir, tmp_path / "ckpt", model, (1, 1), **args)
 
 
 def test_decay_towards_moves_each_weight_lr_times_strength_of_the_way_to_its_anchor():

@@ -38,7 +38,7 @@ TRAINING = frozenset(
     {
         "lr", "target_lr", "target_lr_scale", "text_lr", "weight_decay", "warmup_steps", "target_warmup_steps",
         "dropout", "adaptor_dropout", "temperature", "loss", "num_negatives", "text_items_per_step", "align_items",
-        "text_write_back", "pretrained",
+        "text_write_back", "contrast_weight", "contrast_mask", "pretrained",
     }
 )  # fmt: skip
 

@@ -13,6 +13,7 @@ from torch import nn
 from rec_transfer.metrics import RankingMetrics, UserScores
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
+from rec_transfer.models.components.contrast import history_ends, mask_items, sequence_contrast
 from rec_transfer.models.components.history import last_histories, token_histories
 from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.models.components.losses import sample_candidates
@@ -82,6 +83,10 @@ class TransferRecommender(L.LightningModule):
             learns to tell source item vectors from target item vectors, and the item tower, through a
             gradient reversal, learns to make them indistinguishable (``DomainDiscriminator``).
         align_items: items of each side drawn for that loss at each source step.
+        contrast_weight: weight of a sequence-to-sequence contrastive loss on the source domains' batches (0: off):
+            each history's state, and its state with a share ``contrast_mask`` of its items masked, should be
+            nearer each other than the batch's other histories (``sequence_contrast``; UniSRec's pre-training).
+        contrast_mask: the share of items masked in the second view.
         pretrained: a checkpoint of an earlier run (e.g. pre-trained on source domains) whose
             weights this model starts from; its optimizer and trainer state are not used (that
             is ``--ckpt_path``, which resumes). ID tables of domains the data does not serve are
@@ -120,6 +125,8 @@ class TransferRecommender(L.LightningModule):
         text_write_back: bool = False,
         align_weight: float = 0.0,
         align_items: int = 256,
+        contrast_weight: float = 0.0,
+        contrast_mask: float = 0.2,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -311,6 +318,18 @@ class TransferRecommender(L.LightningModule):
             vectors.append(self.item_tower(domain, items))
         return self.discriminator(*vectors)
 
+    def contrast_loss(self, batch: dict) -> torch.Tensor:
+        """The batch's sequence-to-sequence contrastive loss (``contrast_weight``): each history unmasked against
+        itself with ``contrast_mask`` of its items masked, in one encoder pass each (dropout on in both)."""
+        ends = history_ends(batch["input"], batch.get("segments"))  # (B,)
+        needed = torch.unique(torch.cat([batch["input"].new_zeros(1), batch["input"].flatten()]))  # (M,) sorted
+        vectors = self.item_tower(batch["domain"], needed)  # (M, D)
+        views = []
+        for rate in (0.0, self.hparams.contrast_mask):
+            inputs = vectors[torch.searchsorted(needed, mask_items(batch["input"], rate))]  # (R, L, D)
+            views.append(self.encoder(inputs, batch.get("positions"), batch.get("segments")).flatten(0, 1)[ends])
+        return sequence_contrast(*views, self.hparams.temperature)
+
     # ------------------------------------------------------------------ Lightning hooks
     def configure_callbacks(self) -> list[Callback]:
         # Every trainer of this model reseeds per epoch (exact resume of dropout masks), however it was built.
@@ -327,6 +346,10 @@ class TransferRecommender(L.LightningModule):
         self.log(f"train/{batch['domain']}/loss", rec_loss, batch_size=size, add_dataloader_idx=False)
         rec_loss = rec_loss * step_share((batch["target"] > 0).sum())  # DDP: the gradient of one process (see there)
         domain, target = batch["domain"], self.target_domain
+        if self.hparams.contrast_weight > 0 and target is not None and domain != target:
+            contrast = self.contrast_loss(batch)  # in-batch negatives: each DDP rank's own histories
+            self.log("train/contrast_loss", contrast, batch_size=size)
+            rec_loss = rec_loss + self.hparams.contrast_weight * contrast
         if self.discriminator is None or domain == target or target not in self.item_tower.num_items:
             return rec_loss
         align, accuracy = self.alignment_loss(domain)

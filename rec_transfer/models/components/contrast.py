@@ -1,0 +1,34 @@
+"""A sequence-to-sequence contrastive loss (as in UniSRec's and CL4SRec's pre-training): two views of each history,
+one with some items masked, should be nearer each other than any other history of the batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def mask_items(inputs: torch.Tensor, rate: float) -> torch.Tensor:
+    """``inputs`` (R, L) with each real item replaced by 0 (the padding item, a zero vector) with probability
+    ``rate``; padding stays padding. Draws from the global generator (reseeded per epoch: exact resume)."""
+    drop = torch.rand(inputs.shape, device=inputs.device) < rate
+    return inputs.masked_fill(drop, 0)
+
+
+def history_ends(inputs: torch.Tensor, segments: torch.Tensor | None) -> torch.Tensor:
+    """(B,) flat index into R × L of each history's last token, in the order of the batch's users: of each segment
+    (packed rows, ``segments`` > 0), or of each row's last real item (right-padded rows, ``segments`` None)."""
+    if segments is None:
+        last = (inputs > 0).sum(dim=1).clamp(min=1) - 1  # (R,)
+        return torch.arange(len(inputs), device=inputs.device) * inputs.shape[1] + last
+    flat = segments.flatten()
+    following = torch.cat([flat[1:], flat.new_zeros(1)])  # a segment never spans two rows: ids are unique per batch
+    ends = torch.nonzero((flat > 0) & (flat != following)).flatten()
+    return ends[flat[ends].argsort()]  # in the order of the batch's users (segment i + 1: user i)
+
+
+def sequence_contrast(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between (B, D) views ``a`` and ``b`` of the same B histories: row i of each is the other's
+    positive, the batch's other histories its negatives; cosine similarity over ``temperature``."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature  # (B, B)
+    labels = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

@@ -85,6 +85,8 @@ class _Parser(LightningArgumentParser):
             cfg = cfg.clone()
             name_run(cfg)
             root_runs(cfg)
+        if "skip_none" in kwargs:  # Lightning 2.6 still passes jsonargparse's old name for it (a warning per fit)
+            kwargs["skip_unset"] = kwargs.pop("skip_none")
         return super().dump(cfg, *args, **kwargs)
 
 

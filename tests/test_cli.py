@@ -545,3 +545,14 @@ def test_every_shipped_transfer_config_is_one_recipe() -> None:
     assert first["target"]["text_encoder"]["center"] and first["source"]["text_encoder"]["center"]
     (transfer,) = [cb for cb in first["trainer"]["callbacks"] if cb["class_path"].endswith("DomainTransfer")]
     assert transfer["init_args"]["freeze"] == DomainTransfer().freeze == []
+
+
+def test_the_saved_config_is_dumped_without_a_deprecation_warning(run, monkeypatch) -> None:
+    # Lightning's SaveConfigCallback still passes jsonargparse's old "skip_none": a warning in every fit's output.
+    monkeypatch.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "all")  # else shown once per process, maybe already
+    parser = run.cli._parser("fit")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dumped = parser.dump(run.cli.config["fit"], skip_none=False)
+    assert not [w for w in caught if "skip_none" in str(w.message)]
+    assert "ckpt_path: null" in dumped  # None values kept, as skip_none=False asks

@@ -207,6 +207,12 @@ def test_contrast_views_read_each_history_at_its_last_token_packed_or_not(tiny_d
     torch.testing.assert_close(unpacked, packed)
 
 
+@pytest.mark.parametrize("bad", [{"contrast_mask": 1.0}, {"contrast_mask": -0.1}, {"contrast_weight": -1.0}])
+def test_contrast_settings_out_of_range_are_refused(bad):
+    with pytest.raises(ValueError, match="contrast_mask .*: a share in \\[0, 1\\); contrast_weight .*: >= 0"):
+        _model(**bad)
+
+
 def test_mask_items_masks_about_its_share_and_never_padding():
     from rec_transfer.models.components.contrast import mask_items
 

@@ -130,6 +130,10 @@ class TransferRecommender(L.LightningModule):
         pretrained: str | None = None,
     ):
         super().__init__()
+        if not (0 <= contrast_mask < 1 and contrast_weight >= 0):
+            raise ValueError(
+                f"model.contrast_mask {contrast_mask}: a share in [0, 1); contrast_weight {contrast_weight}: >= 0"
+            )
         self.save_hyperparameters()
         self.encoder = SequenceEncoder(hidden_size, layers, heads, dropout, max_len, inner_size)
         self.scorer = ItemScorer(similarity, temperature, history_bias)

@@ -1,4 +1,4 @@
-"""A sequence-to-sequence contrastive loss (as in UniSRec's and CL4SRec's pre-training): two views of each history,
+"""A sequence-to-sequence contrastive loss (UniSRec's pre-training; CL4SRec): two views of each history,
 one with some items masked, should be nearer each other than any other history of the batch."""
 
 from __future__ import annotations

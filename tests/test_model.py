@@ -193,7 +193,7 @@ def test_sampled_loss_runs_the_item_tower_on_the_batch_items_only(tiny_domain):
 
 
 def test_contrast_views_read_each_history_at_its_last_token_packed_or_not(tiny_domain):
-    from rec_transfer.models.components.contrast import history_ends
+    from rec_transfer.models.components.history import history_ends
 
     packed = _batches(tiny_domain, "valid", size=16, pack_to=10)[0]
     assert torch.equal(history_ends(packed["input"], packed["segments"]), packed["last"])

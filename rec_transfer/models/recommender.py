@@ -13,8 +13,8 @@ from torch import nn
 from rec_transfer.metrics import RankingMetrics, UserScores
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
-from rec_transfer.models.components.contrast import history_ends, mask_items, sequence_contrast
-from rec_transfer.models.components.history import last_histories, token_histories
+from rec_transfer.models.components.contrast import mask_items, sequence_contrast
+from rec_transfer.models.components.history import history_ends, last_histories, token_histories
 from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.models.components.losses import sample_candidates
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
@@ -239,11 +239,9 @@ class TransferRecommender(L.LightningModule):
         return self.encoder(table[batch["input"]], batch.get("positions"), batch.get("segments"))
 
     def last_states(self, batch: dict, table: torch.Tensor) -> torch.Tensor:
-        states = self.encode(batch, table)
-        if "last" in batch:  # packed rows: the collate function says where each user's history ends
-            return states.flatten(0, 1)[batch["last"]]  # (B, D)
-        last = (batch["input"] > 0).sum(dim=1).clamp(min=1) - 1  # (B,) right padding
-        return states[torch.arange(len(last), device=states.device), last]  # (B, D)
+        # Packed evaluation rows: the collate function says where each user's history ends.
+        ends = batch["last"] if "last" in batch else history_ends(batch["input"], batch.get("segments"))
+        return self.encode(batch, table).flatten(0, 1)[ends]  # (B, D)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Scores of every item of the batch's domain for each user's next item: (B, N + 1), padding at -inf.

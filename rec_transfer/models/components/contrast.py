@@ -14,18 +14,6 @@ def mask_items(inputs: torch.Tensor, rate: float) -> torch.Tensor:
     return inputs.masked_fill(drop, 0)
 
 
-def history_ends(inputs: torch.Tensor, segments: torch.Tensor | None) -> torch.Tensor:
-    """(B,) flat index into R × L of each history's last token, in the order of the batch's users: of each segment
-    (packed rows, ``segments`` > 0), or of each row's last real item (right-padded rows, ``segments`` None)."""
-    if segments is None:
-        last = (inputs > 0).sum(dim=1).clamp(min=1) - 1  # (R,)
-        return torch.arange(len(inputs), device=inputs.device) * inputs.shape[1] + last
-    flat = segments.flatten()
-    following = torch.cat([flat[1:], flat.new_zeros(1)])  # a segment never spans two rows: ids are unique per batch
-    ends = torch.nonzero((flat > 0) & (flat != following)).flatten()
-    return ends[flat[ends].argsort()]  # in the order of the batch's users (segment i + 1: user i)
-
-
 def sequence_contrast(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE between (B, D) views ``a`` and ``b`` of the same B histories: row i of each is the other's
     positive, the batch's other histories its negatives; cosine similarity over ``temperature``."""

@@ -21,15 +21,24 @@ def token_histories(inputs: torch.Tensor, segments: torch.Tensor | None = None) 
     return torch.where(seen, inputs[:, None, :], torch.zeros((), dtype=inputs.dtype, device=inputs.device))
 
 
+def history_ends(inputs: torch.Tensor, segments: torch.Tensor | None) -> torch.Tensor:
+    """(B,) flat index into R × L of each history's last token, in the order of the batch's users: of each segment
+    (packed rows, ``segments`` > 0), or of each row's last real item (right-padded rows, ``segments`` None)."""
+    if segments is None:
+        last = (inputs > 0).sum(dim=1).clamp(min=1) - 1  # (R,)
+        return torch.arange(len(inputs), device=inputs.device) * inputs.shape[1] + last
+    flat = segments.flatten()
+    following = torch.cat([flat[1:], flat.new_zeros(1)])  # a segment never spans two rows: ids are unique per batch
+    ends = torch.nonzero((flat > 0) & (flat != following)).flatten()
+    return ends[flat[ends].argsort()]  # in the order of the batch's users (segment i + 1: user i)
+
+
 def last_histories(inputs: torch.Tensor, segments: torch.Tensor | None, last: torch.Tensor | None) -> torch.Tensor:
     """(B, L) each evaluated user's history: the items up to its last input token (``last``, flat index into R × L,
-    for packed rows; ``None``: each row's last non-padding token)."""
+    for packed rows; ``None``: ``history_ends``)."""
     length = inputs.shape[1]
-    if last is None:  # one history per row, right padded
-        row = torch.arange(len(inputs), device=inputs.device)
-        end = (inputs > 0).sum(dim=1).clamp(min=1) - 1
-    else:
-        row, end = last // length, last % length  # (B,) each user's row and last position
+    last = history_ends(inputs, segments) if last is None else last
+    row, end = last // length, last % length  # (B,) each user's row and last position
     seen = torch.arange(length, device=inputs.device)[None] <= end[:, None]  # (B, L): positions up to the last
     if segments is not None:
         seen = seen & (segments[row] == segments[row, end][:, None])  # and of the user's own history

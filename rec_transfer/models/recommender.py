@@ -13,7 +13,7 @@ from torch import nn
 from rec_transfer.metrics import RankingMetrics, UserScores
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
-from rec_transfer.models.components.contrast import mask_items, sequence_contrast
+from rec_transfer.models.components.contrast import history_contrast
 from rec_transfer.models.components.history import history_ends, last_histories, token_histories
 from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.models.components.losses import sample_candidates
@@ -321,16 +321,9 @@ class TransferRecommender(L.LightningModule):
         return self.discriminator(*vectors)
 
     def contrast_loss(self, batch: dict) -> torch.Tensor:
-        """The batch's sequence-to-sequence contrastive loss (``contrast_weight``): each history unmasked against
-        itself with ``contrast_mask`` of its items masked, in one encoder pass each (dropout on in both)."""
-        ends = history_ends(batch["input"], batch.get("segments"))  # (B,)
-        needed = torch.unique(torch.cat([batch["input"].new_zeros(1), batch["input"].flatten()]))  # (M,) sorted
-        vectors = self.item_tower(batch["domain"], needed)  # (M, D)
-        views = []
-        for rate in (0.0, self.hparams.contrast_mask):
-            inputs = vectors[torch.searchsorted(needed, mask_items(batch["input"], rate))]  # (R, L, D)
-            views.append(self.encoder(inputs, batch.get("positions"), batch.get("segments")).flatten(0, 1)[ends])
-        return sequence_contrast(*views, self.hparams.temperature)
+        """The batch's sequence-to-sequence contrastive loss (``contrast_weight``; ``history_contrast``)."""
+        mask, temperature = self.hparams.contrast_mask, self.hparams.temperature
+        return history_contrast(self.encoder, self.item_tower, batch, mask, temperature)
 
     # ------------------------------------------------------------------ Lightning hooks
     def configure_callbacks(self) -> list[Callback]:

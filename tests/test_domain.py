@@ -59,6 +59,21 @@ def test_duplicates_and_short_users_dropped_and_counted():
     assert list(histories(d)) == ["u"]
 
 
+def test_short_users_are_kept_apart_for_prediction_with_the_catalogues_items(tmp_path):
+    # v has 2 interactions and w 1, too few to train or test on; "z" is bought by v alone, so not in the catalogue.
+    rows = [("u", "a", 0), ("u", "b", 1), ("u", "c", 2), ("v", "z", 0), ("v", "b", 1), ("w", "z", 0)]
+    d = preprocess(raw(rows))
+    assert list(histories(d)) == ["u"] and d.items["item_id"] == ["a", "b", "c"]
+    assert d.short_users["user_id"] == ["v", "w"] and d.short_users["items"] == [[2], []]
+    assert d.flat()[0].tolist() == [0, 3]  # training and evaluation see u only
+    offsets, values = d.flat(short_users=True)
+    assert offsets.tolist() == [0, 3, 4, 4] and values.tolist() == [1, 2, 3, 2]
+    assert d.user_ids([2, 0, 1]) == ["w", "u", "v"]
+    d.save(tmp_path / "toy")
+    again = Domain.load(tmp_path / "toy")
+    assert again.short_users["items"] == [[2], []] and again.flat(short_users=True)[0].tolist() == [0, 3, 4, 4]
+
+
 def test_repeated_items_kept_and_counted(caplog):
     # Without timestamps a reader numbers each user's rows, so a row written twice is a repeat, not a duplicate.
     rows = [("u", "a", 0), ("u", "b", 1), ("u", "a", 2), ("u", "c", 3), ("u", "a", 4), ("v", "a", 0), ("v", "b", 1)]

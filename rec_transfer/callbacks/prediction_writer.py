@@ -46,7 +46,7 @@ class RecommendationWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         domain = trainer.datamodule.domains[prediction["domain"]].domain
-        users = domain.sequences.select_columns("user_id")[prediction["user"].tolist()]["user_id"]
+        users = domain.user_ids(prediction["user"].tolist())
         items_table = domain.items
         for user, items, scores in zip(users, prediction["items"].tolist(), prediction["scores"].tolist(), strict=True):
             kept = [(i, s) for i, s in zip(items, scores, strict=True) if s != float("-inf")]  # fewer left than K

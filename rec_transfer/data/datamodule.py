@@ -35,8 +35,9 @@ DEFAULT_MAX_LEN = 50
 # What a domain's items are encoded with unless its config says otherwise: the README's "MiniLM by default".
 DEFAULT_TEXT_ENCODER = TextEncoderConfig()
 T = TypeVar("T")
-# Bump when what a processed domain holds changes meaning, so old ones are not reused (2: checksums, clean ids).
-DOMAIN_CACHE_VERSION = 2
+# Bump when what a processed domain holds changes meaning, so old ones are not reused (2: checksums, clean ids;
+# 3: the short users, for predict).
+DOMAIN_CACHE_VERSION = 3
 
 
 def _source_fingerprint(path: str, extra: dict) -> str:
@@ -287,7 +288,8 @@ class DomainDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def view(self, split: Split) -> SequenceView:
         assert self.domain is not None, "call prepare_data() and setup() first"
-        view = SequenceView(self.name, *self._flat, split=split, max_len=self.max_len, stride=self.train_stride)
+        flat = self.domain.flat(short_users=True) if split == "predict" else self._flat
+        view = SequenceView(self.name, *flat, split=split, max_len=self.max_len, stride=self.train_stride)
         return view.rows(self._trained[view.users]) if split == "train" and self.train_users is not None else view
 
     def _epoch(self) -> int:

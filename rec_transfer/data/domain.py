@@ -67,12 +67,16 @@ class Domain:
             indices, chronological, 1-based), one row per user.
         items: Arrow table with ``item_id`` and ``text``; row ``i`` is dense index ``i + 1``.
         counts: what preprocessing kept and dropped.
+        short_users: the users with fewer than ``MIN_USER_INTERACTIONS`` interactions, too few to train or evaluate
+            on, in the columns of ``sequences``: their histories keep the items of the catalogue (possibly none).
+            They are recommended for (``predict``), never trained or tested on. ``None``: none.
     """
 
     name: str
     sequences: datasets.Dataset
     items: datasets.Dataset
     counts: dict[str, int]
+    short_users: datasets.Dataset | None = None
 
     @property
     def num_users(self) -> int:
@@ -86,12 +90,20 @@ class Domain:
     def num_interactions(self) -> int:
         return int(self.counts["interactions"])
 
-    def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """Histories as CSR arrays: ``offsets`` (U + 1,) int64 and ``values`` (I,) int32 (zero-copy)."""
-        col = self.sequences.data.column("items").combine_chunks()
-        offsets = col.offsets.to_numpy().astype(np.int64)
-        values = col.values.to_numpy(zero_copy_only=False)
-        return offsets - offsets[0], values[offsets[0] : offsets[-1]]
+    def flat(self, short_users: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Histories as CSR arrays: ``offsets`` (U + 1,) int64 and ``values`` (I,) int32 (zero-copy); with
+        ``short_users``, those of ``short_users`` follow (users ``U …``, see ``user_ids``), as a copy."""
+        offsets, values = _csr(self.sequences)
+        if not short_users or self.short_users is None:
+            return offsets, values
+        short_offsets, short_values = _csr(self.short_users)
+        return np.r_[offsets, offsets[-1] + short_offsets[1:]], np.r_[values, short_values]
+
+    def user_ids(self, users: list[int]) -> list[str]:
+        """The ids of users by index: ``0 … U - 1`` those of ``sequences``, then those of ``short_users``."""
+        tables = [self.sequences] if self.short_users is None else [self.sequences, self.short_users]
+        ids = pa.chunked_array([chunk for t in tables for chunk in t.data.column("user_id").chunks])
+        return ids.take(pa.array(users, pa.int64())).to_pylist()
 
     def texts(self) -> list[str]:
         return self.items.data.column("text").to_pylist()
@@ -110,6 +122,8 @@ class Domain:
         with atomic_dir(folder, marker="meta.json") as tmp, no_dataset_bars():
             self.sequences.save_to_disk(str(tmp / "sequences"))
             self.items.save_to_disk(str(tmp / "items"))
+            if self.short_users is not None:
+                self.short_users.save_to_disk(str(tmp / "short_users"))
             files = {f.relative_to(tmp).as_posix(): file_digest(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
             meta = {"name": self.name, "counts": self.counts, "files": files}
             (tmp / "meta.json").write_text(json.dumps(meta))
@@ -130,12 +144,34 @@ class Domain:
             raise ValueError(f"processed domain {folder} is unreadable ({type(e).__name__}: {e})") from None
         if changed:
             raise ValueError(f"processed domain {folder} does not match its checksums: {', '.join(changed)}")
+        short = folder / "short_users"  # none when every user had enough interactions
         return cls(
             name=meta["name"],
             sequences=datasets.load_from_disk(str(folder / "sequences")),
             items=datasets.load_from_disk(str(folder / "items")),
             counts=meta["counts"],
+            short_users=datasets.load_from_disk(str(short)) if short.is_dir() else None,
         )
+
+
+def _csr(sequences: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    col = sequences.data.column("items").combine_chunks()
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    values = col.values.to_numpy(zero_copy_only=False)
+    return offsets - offsets[0], values[offsets[0] : offsets[-1]]
+
+
+def _histories(
+    user_names: pa.Array, user_code: np.ndarray, values: np.ndarray, keep: np.ndarray | None = None
+) -> pa.Table:
+    """One row per user of ``user_code`` (sorted): its id and its ``values`` in order, only those where ``keep`` is
+    true if given (a user may be left with none)."""
+    keep = np.ones(len(values), dtype=bool) if keep is None else keep
+    starts = np.flatnonzero(np.r_[True, user_code[1:] != user_code[:-1]]) if len(user_code) else np.zeros(0, int)
+    kept = np.add.reduceat(keep.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+    offsets = np.r_[0, np.cumsum(kept)].astype(np.int32)
+    histories = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[keep], pa.int32()))
+    return pa.table({"user_id": user_names.take(pa.array(user_code[starts])), "items": histories})
 
 
 def render_texts(raw: RawDomain, template: str | None) -> pa.Array:
@@ -240,12 +276,14 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
     counts["dropped_short_users"] = int(((u_count > 0) & (u_count < MIN_USER_INTERACTIONS)).sum())
     if short.any():
         log.info(
-            "%s: dropped %d users with fewer than %d interactions (%d interactions)",
+            "%s: %d users with fewer than %d interactions (%d interactions) left out of training and evaluation; "
+            "predict recommends for them too",
             raw.name,
             counts["dropped_short_users"],
             MIN_USER_INTERACTIONS,
             short.sum(),
         )
+    short_code, short_items = user_code[short], item_code[short]
     user_code, item_code = user_code[~short], item_code[~short]
     if len(user_code) == 0:
         raise DataFormatError(
@@ -270,10 +308,10 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
     dense = np.zeros(len(item_table_ids), dtype=np.int32)
     dense[catalogue] = np.arange(1, len(catalogue) + 1, dtype=np.int32)
     values = dense[item_code]
-    starts = np.flatnonzero(np.r_[True, user_code[1:] != user_code[:-1]])
-    offsets = np.r_[starts, len(values)].astype(np.int32)
-    histories = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
-    users = user_names.take(pa.array(user_code[starts]))
+    sequences = _histories(user_names, user_code, values)
+    # A short user's items outside the catalogue (bought only by other short users) are left out of its history.
+    short_values = dense[short_items]
+    short_users = _histories(user_names, short_code, short_values, keep=short_values > 0)
 
     texts = all_texts.take(pa.array(catalogue))
     empty = pc.equal(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
@@ -281,11 +319,12 @@ def preprocess(raw: RawDomain, config: PreprocessConfig = PreprocessConfig()) ->
     if empty.any():
         log.warning("%s: %d items have empty text", raw.name, empty.sum())
     items = pa.table({"item_id": item_table_ids.take(pa.array(catalogue)), "text": texts})
-    counts.update(users=len(starts), items=len(catalogue), interactions=len(values))
-    log.debug("%s: %d users, %d items, %d interactions", raw.name, len(starts), len(catalogue), len(values))
+    counts.update(users=len(sequences), items=len(catalogue), interactions=len(values))
+    log.debug("%s: %d users, %d items, %d interactions", raw.name, len(sequences), len(catalogue), len(values))
     return Domain(
         name=raw.name,
-        sequences=datasets.Dataset(pa.table({"user_id": users, "items": histories})),
+        sequences=datasets.Dataset(sequences),
         items=datasets.Dataset(items),
         counts=counts,
+        short_users=datasets.Dataset(short_users) if short_users.num_rows else None,
     )

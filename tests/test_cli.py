@@ -343,6 +343,7 @@ def test_predict_ranks_new_items_by_their_text_and_writes_to_the_run_folder(run,
                      "--trainer.logger.init_args.save_dir", tmp_path / "logs")  # fmt: skip
     written = tmp_path / "logs" / "quickstart" / "version_0" / "recommendations.jsonl"
     assert f"wrote the recommendations of 8 users to {written}" in out.log
+    assert [p.name for p in written.parent.iterdir()] == [written.name]  # no empty TensorBoard events file
     rows = read_jsonl(written)
     assert len(rows) == 8
     # Without their history each user has two old items left and the two new ones, ranked by their text.

@@ -352,20 +352,22 @@ def test_predict_ranks_new_items_by_their_text_and_writes_to_the_run_folder(run,
 
 def test_predict_recommends_for_users_too_short_to_train_on(run, tmp_path: Path) -> None:
     shop = shop_with_new_items(tmp_path / "shop")  # 8 users with 4 interactions each
-    with (shop / "shop.inter").open("a") as f:  # and two with too few to train or test on
-        f.write("\ns1\ti2\t0\ns2\ti0\t0\ns2\ti1\t1")
+    with (shop / "shop.inter").open("a") as f:  # and three with too few to train or test on; n0 is in no history
+        f.write("\ns1\ti2\t0\ns2\ti0\t0\ns2\ti1\t1\ns3\tn0\t0")
     target = json.dumps({"path": str(shop), "cache_dir": str(tmp_path / "cache")})
     out = cli_output(tmp_path, "predict", "--config", run.config, "--data.init_args.sources", "[]",
                      "--data.init_args.target", target, "--model.pretrained", run.best, "--model.top_k", 3,
                      "--trainer.logger", "false", add_writer(tmp_path / "recs.jsonl"))  # fmt: skip
     assert (
-        "shop: 2 users with fewer than 3 interactions (3 interactions) left out of training and evaluation; predict "
+        "shop: 3 users with fewer than 3 interactions (4 interactions) left out of training and evaluation; predict "
         "recommends for them too" in out.log
     )
     rows = read_jsonl(tmp_path / "recs.jsonl")
-    assert [r["user_id"] for r in rows] == [f"u{u}" for u in range(8)] + ["s1", "s2"]
+    assert [r["user_id"] for r in rows] == [f"u{u}" for u in range(8)] + ["s1", "s2", "s3"]
     short = {r["user_id"]: {item["item_id"] for item in r["items"]} for r in rows[8:]}
-    assert len(short["s1"]) == len(short["s2"]) == 3 and "i2" not in short["s1"] and not {"i0", "i1"} & short["s2"]
+    assert all(len(items) == 3 for items in short.values())
+    assert "i2" not in short["s1"] and not {"i0", "i1"} & short["s2"]  # without their histories' items
+    assert not {"n0", "n1"} & set().union(*short.values())  # not in the catalogue: never recommended
 
 
 def test_python_recommends_what_predict_writes(run, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, RecommendationWriter, default_callbacks
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
-from rec_transfer.callbacks.prediction_writer import DEFAULT_NAME
 from rec_transfer.console import quiet_output
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.metrics import paired_comparison
@@ -207,9 +206,8 @@ class RecTransferCLI(LightningCLI):
         writers = [c for c in self.trainer.callbacks if isinstance(c, BasePredictionWriter)]
         if not all(isinstance(w, RecommendationWriter) for w in writers):
             return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         for writer in writers:
-            writer.output = writer.output or str(folder / DEFAULT_NAME)
+            writer.folder = self.trainer.log_dir or self.trainer.default_root_dir
         self.trainer.logger = None
         # Checkpoints are not saved in predict: that their folder is resolved without the logger's is no news.
         warnings.filterwarnings("ignore", message="The dirpath has changed from")

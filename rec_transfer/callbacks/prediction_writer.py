@@ -24,8 +24,12 @@ class RecommendationWriter(BasePredictionWriter):
     prediction ends; a failed or killed prediction leaves the previous file (if any) as it was.
 
     Args:
-        output: the JSONL file (default: ``recommendations.jsonl`` in the run's log folder, or in the working folder
-            without a logger); under DDP each rank writes ``<output>.rank<N>``.
+        output: the JSONL file (default: ``recommendations.jsonl`` in ``folder``, else in the run's log folder, or in
+            the working folder without a logger); under DDP each rank writes ``<output>.rank<N>``.
+
+    Attributes:
+        folder: where the default file goes, if set (rank 0's under DDP): the run folder, where predict runs without
+            its logger (the CLI sets it).
     """
 
     def __init__(self, output: str | None = None):
@@ -34,10 +38,12 @@ class RecommendationWriter(BasePredictionWriter):
         self._file = None
         self._users = 0
         self._pending = ExitStack()
+        self.folder: str | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
-        output = Path(self.output) if self.output else Path(log_dir or ".") / DEFAULT_NAME
+        # Collectives under DDP: every rank asks, and rank 0's answer holds.
+        folder = trainer.strategy.broadcast(self.folder) if self.folder is not None else trainer.log_dir
+        output = Path(self.output) if self.output else Path(folder or ".") / DEFAULT_NAME
         path = output if trainer.world_size == 1 else output.with_name(f"{output.name}.rank{trainer.global_rank}")
         self._users = 0
         self._pending = ExitStack()  # closes the file, then renames it onto its path (or drops it on an error)

@@ -11,6 +11,7 @@ weights up to rounding.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -216,6 +217,19 @@ def test_the_command_line_fit_under_ddp_reports_once_and_as_one_process(tmp_path
     assert sorted(p.name for p in run_dir(tmp_path).parent.iterdir()) == ["version_0"]  # one folder for both ranks
     results = json.loads((run_dir(tmp_path) / "results.json").read_text())
     assert {"transfer", "zero_shot", "target_only", "comparison"} <= set(results)
+    # Predict from the fit's weights into a new run folder: both ranks write there, rank 0's choice.
+    ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    predict = [*args[:3], "predict", *args[4:], "--model.pretrained", str(ckpt)]
+    out = subprocess.run(
+        [*predict, "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    written = sorted(run_dir(tmp_path, 1).iterdir())
+    assert [p.name for p in written] == ["recommendations.jsonl.rank0", "recommendations.jsonl.rank1"]
+    users = [json.loads(line)["user_id"] for p in written for line in p.read_text().splitlines()]
+    target_users = int(re.search(r"posters: (\d+) users", out.stderr).group(1))
+    assert len(users) == len(set(users)) == target_users  # each user once, across the ranks
     spawn = subprocess.run(
         [*args, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

@@ -337,6 +337,12 @@ VARIANTS: dict[str, dict] = {
         "label": "transfer, default recipe with the text adaptor at a quarter of the target learning rate",
         "model": {"target_lr_scale": {"item_tower.adaptor": 0.25}},
     },
+    # Both with the text adaptor fine-tuned at twice the target learning rate (target_lr_scale), the rest at 5e-4.
+    **_default_and_baseline(
+        "fast_adaptor",
+        "the text adaptor at twice the target learning rate",
+        model={"target_lr_scale": {"item_tower.adaptor": 2.0}},
+    ),
     # The default recipe handing over a running average of the source phase's weights (about 50 steps).
     "transfer_ema_source_average": {
         "config": TRANSFER,

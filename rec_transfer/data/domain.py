@@ -155,6 +155,7 @@ class Domain:
 
 
 def _csr(sequences: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The ``items`` lists of ``sequences`` as CSR arrays (see ``Domain.flat``)."""
     col = sequences.data.column("items").combine_chunks()
     offsets = col.offsets.to_numpy().astype(np.int64)
     values = col.values.to_numpy(zero_copy_only=False)

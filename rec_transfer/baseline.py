@@ -22,12 +22,13 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     """The target-only version of a transfer config: the baseline that transfer must beat.
 
     The same model, target domain and trainer settings, without the source domains and the ``DomainTransfer``
-    callback that switches from them; it trains at the learning rate transfer uses on the target
-    (``model.target_lr``, the model's default where the config leaves it out), so the two runs differ only by the
-    source phase. Its weights are averaged as the transfer run's are: where the transfer config names no averaging
-    (the CLI adds ``TargetWeightAveraging`` to a fit with sources), the baseline names it. Checkpoint folders, the
-    logger's run name and ``results_json`` get a ``-target_only`` suffix, so both runs can write side by side.
-    ``--compare_target_only`` fits it after the transfer; the benchmarks' text target-only variants are it.
+    callback that switches from them; it trains as transfer does on the target: at its learning rate
+    (``model.target_lr``, the model's default where the config leaves it out), with its ``target_lr_scale`` and
+    ``target_warmup_steps``, so the two runs differ only by the source phase. Its weights are averaged as the
+    transfer run's are: where the transfer config names no averaging (the CLI adds ``TargetWeightAveraging`` to a
+    fit with sources), the baseline names it. Checkpoint folders, the logger's run name and ``results_json`` get a
+    ``-target_only`` suffix, so both runs can write side by side. ``--compare_target_only`` fits it after the
+    transfer; the benchmarks' text target-only variants are it.
 
     Args:
         config: a ``fit`` config: a parsed YAML file or the CLI's namespace (left unchanged).
@@ -39,6 +40,13 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     target_lr = model.pop("target_lr", TARGET_LR_DEFAULT)
     if target_lr is not None:  # None: the target trains at lr
         model["lr"] = target_lr
+    # The rest of what transfer trains the target with, under the names of a run without transfer.
+    scale = model.pop("target_lr_scale", None)
+    if scale is not None or "lr_scale" in model:  # the source phase's scales are not the target's
+        model["lr_scale"] = scale
+    target_warmup = model.pop("target_warmup_steps", None)
+    if target_warmup is not None:  # None: the target warms up over warmup_steps
+        model["warmup_steps"] = target_warmup
     sources = cfg.get("data", {}).get("init_args", {}).pop("sources", None)
     trainer = cfg.setdefault("trainer", {})
     trainer["callbacks"] = [cb for cb in trainer.get("callbacks") or [] if not _is_transfer(cb["class_path"])]

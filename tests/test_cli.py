@@ -509,6 +509,15 @@ def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -
     assert target_only_config(transfer)["model"]["lr"] == TARGET_LR_DEFAULT
     transfer["model"]["target_lr"] = None  # the target at lr
     assert target_only_config(transfer)["model"]["lr"] == transfer["model"]["lr"]
+    # The target's scales and warm-up too, under a run's names (the source phase's own scales are not the target's).
+    transfer["model"] |= {"lr_scale": {"encoder": 2.0}, "target_lr_scale": {"item_tower.adaptor": 0.5},
+                          "warmup_steps": 10, "target_warmup_steps": 100}  # fmt: skip
+    model = target_only_config(transfer)["model"]
+    assert model["lr_scale"] == {"item_tower.adaptor": 0.5} and model["warmup_steps"] == 100
+    assert not {"target_lr_scale", "target_warmup_steps"} & model.keys()
+    del transfer["model"]["target_lr_scale"], transfer["model"]["target_warmup_steps"]
+    model = target_only_config(transfer)["model"]
+    assert model["lr_scale"] is None and model["warmup_steps"] == 10
 
 
 def test_target_only_config_averages_where_its_transfer_run_does() -> None:

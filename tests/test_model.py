@@ -400,6 +400,20 @@ def test_param_groups_scale_named_parts_and_give_the_text_top_its_rate():
         param_groups(model, 1e-3, None, None, {"decoder": 0.5})
 
 
+def test_the_learning_rate_scales_follow_the_phase():
+    model = _model(lr=1e-3, lr_scale={"encoder": 2.0}, target_lr=5e-4, target_lr_scale={"encoder": 0.5})
+    encoder = {id(p) for p in model.encoder.parameters()}
+
+    def rates() -> tuple[float, float]:  # the encoder's learning rate, and the rest's
+        groups = model._param_groups()
+        inside = [g["lr"] for g in groups if id(g["params"][0]) in encoder]
+        return inside[0], next(g["lr"] for g in groups if id(g["params"][0]) not in encoder)
+
+    assert rates() == pytest.approx((2e-3, 1e-3))  # the source phase, or a run without transfer
+    model.on_transfer_phase("target")
+    assert rates() == pytest.approx((2.5e-4, 5e-4))
+
+
 def test_trainable_text_bank_refreshes_once_per_epoch_and_after_loaded_weights():
     from rec_transfer.models.components.item_text import TrainableItemText
     from rec_transfer.text.trainable import TokenStates

@@ -36,9 +36,9 @@ FIXED_BY_WEIGHTS = frozenset(
 EVALUATION = frozenset({"top_k", "exclude_history", "item_chunk", "eval_dtype", "cutoffs"})
 TRAINING = frozenset(
     {
-        "lr", "target_lr", "target_lr_scale", "text_lr", "weight_decay", "warmup_steps", "target_warmup_steps",
-        "dropout", "adaptor_dropout", "temperature", "loss", "num_negatives", "text_items_per_step", "align_items",
-        "text_write_back", "contrast_weight", "contrast_mask", "pretrained",
+        "lr", "lr_scale", "target_lr", "target_lr_scale", "text_lr", "weight_decay", "warmup_steps",
+        "target_warmup_steps", "dropout", "adaptor_dropout", "temperature", "loss", "num_negatives",
+        "text_items_per_step", "align_items", "text_write_back", "contrast_weight", "contrast_mask", "pretrained",
     }
 )  # fmt: skip
 

@@ -29,7 +29,7 @@ def param_groups(
         try:
             module = model.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"target_lr_scale names {name!r}, which is not a part of the model") from None
+            raise ValueError(f"a learning-rate scale names {name!r}, which is not a part of the model") from None
         params = [p for p in module.parameters() if p.requires_grad and id(p) not in taken]
         groups.append({"params": params, "lr": lr * scale})
         taken |= {id(p) for p in params}

@@ -53,6 +53,9 @@ class TransferRecommender(L.LightningModule):
             the domain's users return to an item. Training, evaluation and prediction all score with it; the
             evaluation still ranks every item. ``false``: score the items alone.
         lr: learning rate (source phase, or the whole run without transfer).
+        lr_scale: these submodules train at ``lr`` times their factor, as ``target_lr_scale`` after the switch (the
+            source phase, or the whole run without transfer; the target-only baseline's is its transfer's
+            ``target_lr_scale``).
         target_lr: learning rate after the switch to the target domain (``None``: ``lr``); the default is half the
             default ``lr``: smaller steps on the target than on the sources.
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
@@ -108,6 +111,7 @@ class TransferRecommender(L.LightningModule):
         temperature: float = 0.07,
         history_bias: bool = True,
         lr: float = 1e-3,
+        lr_scale: dict[str, float] | None = None,
         target_lr: float | None = 5e-4,
         target_lr_scale: dict[str, float] | None = None,
         weight_decay: float = 0.0,
@@ -396,7 +400,7 @@ class TransferRecommender(L.LightningModule):
         """The optimizer's parameter groups, each with its learning rate, as the phase and hyperparameters say."""
         target = self.transfer_phase == "target"
         lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
-        scales = self.hparams.target_lr_scale if target else None
+        scales = self.hparams.target_lr_scale if target else self.hparams.lr_scale
         return param_groups(self, lr, self._trainable_text, self.hparams.text_lr, scales)
 
     def configure_optimizers(self):

@@ -53,9 +53,8 @@ class TransferRecommender(L.LightningModule):
             the domain's users return to an item. Training, evaluation and prediction all score with it; the
             evaluation still ranks every item. ``false``: score the items alone.
         lr: learning rate (source phase, or the whole run without transfer).
-        lr_scale: these submodules train at ``lr`` times their factor, as ``target_lr_scale`` after the switch (the
-            source phase, or the whole run without transfer; the target-only baseline's is its transfer's
-            ``target_lr_scale``).
+        lr_scale: ``target_lr_scale`` for the source phase, or a run without transfer: submodules at ``lr`` times
+            their factor (the target-only baseline gets its transfer's ``target_lr_scale`` here).
         target_lr: learning rate after the switch to the target domain (``None``: ``lr``); the default is half the
             default ``lr``: smaller steps on the target than on the sources.
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.

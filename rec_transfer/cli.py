@@ -19,6 +19,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from rec_transfer.baseline import names_subclass, target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, RecommendationWriter, default_callbacks
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
+from rec_transfer.callbacks.prediction_writer import predict_without_logger
 from rec_transfer.console import quiet_output
 from rec_transfer.data.transfer import TransferDataModule
 from rec_transfer.metrics import paired_comparison
@@ -201,16 +202,8 @@ class RecTransferCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     def before_predict(self) -> None:
-        # Predict logs nothing, yet Lightning opens the logger at setup, which leaves an empty TensorBoard events file
-        # in the run folder: our writers get that folder now, and the logger goes (another writer may need it).
-        writers = [c for c in self.trainer.callbacks if isinstance(c, BasePredictionWriter)]
-        if not all(isinstance(w, RecommendationWriter) for w in writers):
-            return
-        for writer in writers:
-            writer.folder = self.trainer.log_dir or self.trainer.default_root_dir
-        self.trainer.logger = None
-        # Checkpoints are not saved in predict: that their folder is resolved without the logger's is no news.
-        warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        if predict_without_logger(self.trainer):  # checkpoints are not saved: their folder moving is no news
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
 
     def after_fit(self) -> None:
         trainer = self.trainer

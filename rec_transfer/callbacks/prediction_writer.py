@@ -71,3 +71,16 @@ class RecommendationWriter(BasePredictionWriter):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._pending.__exit__(type(exception), exception, exception.__traceback__)
+
+
+def predict_without_logger(trainer: L.Trainer) -> bool:
+    """Drops ``trainer``'s logger for predict, which logs nothing (Lightning would open it at setup and leave an empty
+    TensorBoard events file in the run folder), after handing the run folder to its ``RecommendationWriter``s. False,
+    and the logger kept, if another prediction writer may need it."""
+    writers = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter)]
+    if not all(isinstance(w, RecommendationWriter) for w in writers):
+        return False
+    for writer in writers:
+        writer.folder = trainer.log_dir or trainer.default_root_dir
+    trainer.logger = None
+    return True

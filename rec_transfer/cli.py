@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, Mod
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
-from rec_transfer.baseline import names_subclass, target_only_config
+from rec_transfer.baseline import target_only_config
 from rec_transfer.callbacks import DomainTransfer, EpochProgress, FitTimer, RecommendationWriter, default_callbacks
 from rec_transfer.callbacks.domain_transfer import HANDOVER_FILE
 from rec_transfer.callbacks.prediction_writer import predict_without_logger
@@ -59,18 +59,6 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": "default", "default_hp_metric": False},
     },
 }
-
-
-def _checkpoint_dirs(config: Namespace) -> list[str]:
-    """The fixed ``dirpath`` of every ``ModelCheckpoint`` in a subcommand's config: where ``last`` is looked for."""
-    dirs = []
-    for cb in config.get("trainer.callbacks") or []:
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            dirs.append(cb.dirpath)
-        elif isinstance(cb, Namespace) and names_subclass(cb.get("class_path", ""), ModelCheckpoint):
-            if cb.get("init_args.dirpath"):
-                dirs.append(cb.get("init_args.dirpath"))
-    return dirs
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -169,7 +157,7 @@ class RecTransferCLI(LightningCLI):
         config = self.config[subcommand]
         if config.get("weights_only") is False:
             raise ConfigError("--weights_only false: checkpoints are only loaded weights-only here (no pickled code)")
-        found = requested_checkpoint(config, subcommand, _checkpoint_dirs(config))
+        found = requested_checkpoint(config, subcommand)
         if found is None:
             return
         path, state = found

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +130,10 @@ def resolve_checkpoint(config: Namespace) -> None:
     config.ckpt_path = str(path)
 
 
-def requested_checkpoint(
-    config: Namespace, subcommand: str, folders: Sequence[str | Path]
-) -> tuple[Path, dict[str, Any]] | None:
-    """The whole checkpoint file ``--ckpt_path`` names (``last`` in ``folders``) and its content, loaded weights-only;
-    None for a subcommand that runs without one (a new fit, weights from ``model.pretrained``, Lightning's ``best``).
+def requested_checkpoint(config: Namespace, subcommand: str) -> tuple[Path, dict[str, Any]] | None:
+    """The whole checkpoint file ``--ckpt_path`` names (``last`` and ``best`` are files by now: ``resolve_checkpoint``)
+    and its content, loaded weights-only; None for a subcommand that runs without one (a new fit, weights from
+    ``model.pretrained``) and for Lightning's ``hpc``.
 
     Raises:
         NoCheckpoint: validate, test or predict with neither ``--ckpt_path`` nor ``model.pretrained``, or no such file.
@@ -148,9 +147,9 @@ def requested_checkpoint(
             f"{subcommand} needs trained weights: pass --ckpt_path with a checkpoint file (or last / best: of this "
             "config's latest run), or --model.pretrained with a file of weights such as a run's handover.ckpt"
         )
-    if str(requested) in ("best", "hpc"):
-        return None  # Lightning resolves these (and raises when there is none)
-    path = find_checkpoint(requested, folders)
+    if str(requested) == "hpc":
+        return None  # Lightning resolves it (and raises when there is none)
+    path = find_checkpoint(requested, ())
     state = load_checkpoint(path)
     if "pytorch-lightning_version" not in state:
         raise CheckpointError(

@@ -16,7 +16,7 @@ from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.contrast import history_contrast
 from rec_transfer.models.components.history import history_ends, last_histories, token_histories
 from rec_transfer.models.components.item_text import TrainableItemText
-from rec_transfer.models.components.losses import sample_candidates
+from rec_transfer.models.components.losses import sampled_batch_loss
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
@@ -298,21 +298,16 @@ class TransferRecommender(L.LightningModule):
             table = self.item_tower(domain, None, train_items)  # (N + 1, D)
             chunk = self.hparams.item_chunk if self.hparams.loss == "chunked" else None
             return self.scorer.loss(self.encode(batch, table), batch["target"], table, chunk, histories)
-        mask = batch["target"] > 0  # (R, L)
-        candidates, labels, log_q = sample_candidates(
-            batch["target"][mask],
-            self.item_tower.num_items[domain],
-            self.hparams.num_negatives,
+        return sampled_batch_loss(
+            self.encoder,
+            self.item_tower,
+            self.scorer,
+            batch,
             getattr(self, f"popularity_{domain}"),
+            self.hparams.num_negatives,
+            train_items,
+            histories,
         )
-        # The item tower runs over the items this batch needs only: its inputs and the candidates.
-        needed = torch.unique(torch.cat([batch["input"].flatten(), candidates]))  # (M,) sorted
-        vectors = self.item_tower(domain, needed, train_items)  # (M, D)
-        inputs = vectors[torch.searchsorted(needed, batch["input"])]  # (R, L, D)
-        states = self.encoder(inputs, batch.get("positions"), batch.get("segments"))  # (R, L, D)
-        candidate_vectors = vectors[torch.searchsorted(needed, candidates)]
-        seen = None if histories is None else histories[mask]
-        return self.scorer.sampled_loss(states[mask], candidate_vectors, labels, log_q, candidates, seen)
 
     def alignment_loss(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Domain-adversarial loss and discriminator accuracy on random items of ``source`` and of the target."""

@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rec_transfer.models.components.history import in_history
 
@@ -129,3 +130,29 @@ def sampled_softmax(
     ``offsets`` (T, C): added to the logits (the history offsets of ``HistoryBias``), or ``None``."""
     logits = states @ candidates.T - log_q
     return F.cross_entropy(logits if offsets is None else logits + offsets, labels)
+
+
+def sampled_batch_loss(
+    encoder: nn.Module,
+    item_tower: nn.Module,
+    scorer: nn.Module,
+    batch: dict,
+    popularity: torch.Tensor,
+    num_negatives: int,
+    train_items: torch.Tensor | None = None,
+    histories: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A training batch's sampled softmax (``sample_candidates``, ``scorer.sampled_loss``): ``item_tower`` runs over
+    the items the batch needs only, its inputs and the candidates, so the cost follows the batch, not the catalogue.
+    ``histories`` (R, L, L): the items each position has seen, for the scorer's history bias."""
+    domain, mask = batch["domain"], batch["target"] > 0  # (R, L)
+    candidates, labels, log_q = sample_candidates(
+        batch["target"][mask], item_tower.num_items[domain], num_negatives, popularity
+    )
+    needed = torch.unique(torch.cat([batch["input"].flatten(), candidates]))  # (M,) sorted
+    vectors = item_tower(domain, needed, train_items)  # (M, D)
+    inputs = vectors[torch.searchsorted(needed, batch["input"])]  # (R, L, D)
+    states = encoder(inputs, batch.get("positions"), batch.get("segments"))  # (R, L, D)
+    candidate_vectors = vectors[torch.searchsorted(needed, candidates)]
+    seen = None if histories is None else histories[mask]
+    return scorer.sampled_loss(states[mask], candidate_vectors, labels, log_q, candidates, seen)

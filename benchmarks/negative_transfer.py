@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.runs import portable, provenance, run_seed, zero_shot_test
+from benchmarks.runs import portable, provenance, run_seed, stop_fits_on_sigterm, zero_shot_test
 from benchmarks.transfer_table import default_sources, variant_config
 from benchmarks.variants import DOMAINS
 
@@ -74,6 +74,7 @@ def main() -> None:
     )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
+    stop_fits_on_sigterm()
 
     sources = args.sources or default_sources(args.target)
     suffix = f"_seed{args.seed}" if args.seed else ""  # another seed never overwrites seed 0's report

@@ -7,10 +7,12 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -120,6 +122,42 @@ def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
     return path
 
 
+_CHILDREN: set[subprocess.Popen] = set()  # the fits running now, stopped with this process (stop_fits_on_sigterm)
+_STOPPING = threading.Event()  # set by SIGTERM: no new fit starts (the pool's queued seeds would)
+
+
+def run_logged(cmd: list[str], log, cwd: Path | None = None) -> int:
+    """Runs ``cmd`` (in ``cwd``) with its output to the open file ``log``; its exit code. Registered while it runs, so
+    that a SIGTERM to this process stops it too (``stop_fits_on_sigterm``); after one, nothing new starts."""
+    if _STOPPING.is_set():
+        raise RuntimeError("stopping (SIGTERM): not starting " + shlex.join(cmd))
+    with subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT) as proc:
+        _CHILDREN.add(proc)
+        try:
+            if _STOPPING.is_set():  # the signal came between the check above and the registration
+                proc.terminate()
+            return proc.wait()
+        finally:
+            _CHILDREN.discard(proc)
+
+
+def stop_fits_on_sigterm() -> None:
+    """On SIGTERM (``kill``), terminate the fits this process started, start no more, and exit. Without it a killed
+    benchmark leaves its fits running, and a rerun would resume the same run beside them. Ctrl-C needs nothing: the
+    terminal signals the fits too. Only from the main thread (where Python runs signal handlers); elsewhere nothing
+    is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        _STOPPING.set()
+        for proc in list(_CHILDREN):
+            proc.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run_seed(
     config: str | Path, seed: int, run_name: str, extra_args: list[str], out_dir: Path, reuse: bool = False
 ) -> dict:
@@ -159,7 +197,7 @@ def run_seed(
         if resume:
             f.write(f"--- resumed from {last}\n")
             f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        code = run_logged(cmd, f)
     if code != 0:
         raise RuntimeError(f"run {run_name} failed ({code}):\n{log.read_text()[-4000:]}")
     results = json.loads(results_path.read_text())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.runs import ROOT, git_commit, provenance, run_seed
+from benchmarks.runs import ROOT, git_commit, provenance, run_logged, run_seed, stop_fits_on_sigterm
 from benchmarks.scale_data import synthetic_texts, write_synthetic_domain, write_tiny_encoder
 from benchmarks.scale_report import check_goals, markdown, peak_rss_mb, print_table
 
@@ -188,7 +187,7 @@ def run_child(stage: str, config: dict, work: Path, name: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.scale", "--child", stage, "--config", str(path), "--child-out", str(out)]
     load = os.getloadavg()[0]
     with log.open("w") as f:
-        code = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        code = run_logged(cmd, f, cwd=ROOT)
     if code != 0 or not out.exists():
         raise RuntimeError(f"{name} {stage} failed ({code}):\n{log.read_text()[-4000:]}")
     return json.loads(out.read_text()) | {"load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
@@ -249,6 +248,7 @@ def main() -> None:
         args.child_out.write_text(json.dumps(child(args.child, args.config)))
         return
 
+    stop_fits_on_sigterm()
     measured = provenance()
     environment = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}  # the quality runs: 1 thread
     load_start = round(os.getloadavg()[0], 2)

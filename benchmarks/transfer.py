@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.runs import bench_configs, provenance
+from benchmarks.runs import bench_configs, provenance, stop_fits_on_sigterm
 from benchmarks.transfer_table import (
     config_name,
     default_sources,
@@ -50,6 +50,7 @@ def main() -> None:
     )
     parser.add_argument("extra", nargs="*", help="more CLI arguments for every run, after --")
     args = parser.parse_args()
+    stop_fits_on_sigterm()
 
     measured = provenance()  # at the start: the commit whose code the runs import
     sources = args.sources or default_sources(args.target)

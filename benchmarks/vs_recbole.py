@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from benchmarks.recbole_sasrec import BATCH_SIZE, SASREC
-from benchmarks.runs import portable, provenance, run_seed
+from benchmarks.runs import portable, provenance, run_seed, stop_fits_on_sigterm
 from benchmarks.vs_recbole_report import across_seeds, compare, format_table, recbole_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="the JSON report to write")
     parser.add_argument("extra", nargs="*", help="more CLI arguments for our runs only, after --")
     args = parser.parse_args()
+    stop_fits_on_sigterm()
     if args.ours_from and args.extra:
         parser.error("arguments after -- are for new runs of ours; --ours-from trains none")
 

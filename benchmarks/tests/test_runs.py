@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -34,7 +33,7 @@ def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(t
     commit = git_commit()
     monkeypatch.setattr(runs, "git_commit", lambda: commit)
     started = []  # stands in for ``rec-transfer fit``: records the start and fails
-    monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: started.append(cmd) or SimpleNamespace(returncode=1))
+    monkeypatch.setattr(runs, "run_logged", lambda cmd, log, cwd=None: started.append(cmd) or 1)
 
     config = tmp_path / "c.yaml"
     config.write_text("model: {mode: id}\n")
@@ -69,17 +68,17 @@ def test_an_interrupted_run_of_the_same_config_seed_args_and_commit_is_resumed(t
     config.write_text("model: {mode: id}\n")
     commands = []
 
-    def fit(cmd, stdout, **kw):  # stands in for ``rec-transfer fit``: is killed once, then finishes
+    def fit(cmd, log, cwd=None):  # stands in for ``rec-transfer fit``: is killed once, then finishes
         commands.append(cmd)
         (tmp_path / "checkpoints" / "a-seed0").mkdir(parents=True, exist_ok=True)
         (tmp_path / "checkpoints" / "a-seed0" / "last.ckpt").write_text("weights")
-        stdout.write(f"attempt {len(commands)}\n")
+        log.write(f"attempt {len(commands)}\n")
         if len(commands) == 1:
-            return SimpleNamespace(returncode=-9)
+            return -9
         (tmp_path / "a-seed0.json").write_text(json.dumps({"target_only": {"test/x/ndcg@10": 0.5}}))
-        return SimpleNamespace(returncode=0)
+        return 0
 
-    monkeypatch.setattr(runs.subprocess, "run", fit)
+    monkeypatch.setattr(runs, "run_logged", fit)
     with pytest.raises(RuntimeError, match="failed"):
         run_seed(config, 0, "a-seed0", [], tmp_path, reuse=True)
     assert "--ckpt_path" not in commands[0]
@@ -152,3 +151,36 @@ def test_git_commit_of_a_copied_tree_is_the_one_named_in_the_environment(monkeyp
     monkeypatch.setenv("REC_TRANSFER_GIT_COMMIT", "abc123")  # named: git is not asked (a copy may carry stale .git)
     monkeypatch.setattr(runs.subprocess, "run", lambda cmd, **kw: pytest.fail("git was asked"))
     assert runs.git_commit() == "abc123"
+
+
+def test_a_benchmark_killed_with_sigterm_stops_its_fits(tmp_path):
+    # A fit left running after its benchmark is killed would go on writing the checkpoints a rerun resumes from; a
+    # queued seed started after the kill would too.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def sleeper(n: int) -> str:
+        return f"import os, time; open({str(tmp_path / f'{n}.pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    code = (
+        "import sys\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from benchmarks.runs import run_logged, stop_fits_on_sigterm\n"
+        "stop_fits_on_sigterm()\n"
+        "with ThreadPoolExecutor(max_workers=1) as pool:\n"  # as bench_configs runs seeds
+        f"    for cmd in ({sleeper(0)!r}, {sleeper(1)!r}):\n"
+        f"        pool.submit(run_logged, [sys.executable, '-c', cmd], open({str(tmp_path / 'log')!r}, 'a'))\n"
+    )
+    bench = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    first = tmp_path / "0.pid"
+    deadline = time.monotonic() + 30
+    while not (first.exists() and first.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # reaped by the benchmark: gone, not a zombie
+        os.kill(int(first.read_text()), 0)
+    assert not (tmp_path / "1.pid").exists()  # the queued fit never started

@@ -14,9 +14,9 @@ from rec_transfer.metrics import RankingMetrics, UserScores
 from rec_transfer.models.components import ItemMode, ItemScorer, ItemTower, SequenceEncoder, Similarity
 from rec_transfer.models.components.alignment import DomainDiscriminator
 from rec_transfer.models.components.contrast import history_contrast
-from rec_transfer.models.components.history import history_ends, last_histories, token_histories
+from rec_transfer.models.components.history import history_ends, last_histories
 from rec_transfer.models.components.item_text import TrainableItemText
-from rec_transfer.models.components.losses import sampled_batch_loss
+from rec_transfer.models.components.losses import next_item_loss
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
 from rec_transfer.models.optim import adamw_with_warmup, param_groups
@@ -289,25 +289,10 @@ class TransferRecommender(L.LightningModule):
 
     def loss(self, batch: dict) -> torch.Tensor:
         """Next-item cross-entropy at every real position at once (``loss`` chooses full, chunked or sampled)."""
-        domain, cap = batch["domain"], self.hparams.text_items_per_step
-        train_items = None if self._trainable_text is None else items_to_train(batch, cap)
-        histories = None  # (R, L, L): the items each position has seen, for history_bias
-        if self.scorer.history_bias is not None:
-            histories = token_histories(batch["input"], batch.get("segments"))
-        if self.hparams.loss != "sampled":
-            table = self.item_tower(domain, None, train_items)  # (N + 1, D)
-            chunk = self.hparams.item_chunk if self.hparams.loss == "chunked" else None
-            return self.scorer.loss(self.encode(batch, table), batch["target"], table, chunk, histories)
-        return sampled_batch_loss(
-            self.encoder,
-            self.item_tower,
-            self.scorer,
-            batch,
-            getattr(self, f"popularity_{domain}"),
-            self.hparams.num_negatives,
-            train_items,
-            histories,
-        )
+        hp, popularity = self.hparams, getattr(self, f"popularity_{batch['domain']}")
+        train_items = None if self._trainable_text is None else items_to_train(batch, hp.text_items_per_step)
+        towers = (self.encoder, self.item_tower, self.scorer)
+        return next_item_loss(*towers, batch, hp.loss, hp.item_chunk, popularity, hp.num_negatives, train_items)
 
     def alignment_loss(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Domain-adversarial loss and discriminator accuracy on random items of ``source`` and of the target."""

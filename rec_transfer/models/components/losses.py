@@ -1,4 +1,5 @@
-"""Next-item losses over a catalogue: exact softmax in item chunks, and sampled softmax with log-q correction."""
+"""Next-item losses over a catalogue: exact softmax in item chunks, sampled softmax with log-q correction, and a
+training batch's loss with either (``next_item_loss``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rec_transfer.models.components.history import in_history
+from rec_transfer.models.components.history import in_history, token_histories
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -132,27 +133,38 @@ def sampled_softmax(
     return F.cross_entropy(logits if offsets is None else logits + offsets, labels)
 
 
-def sampled_batch_loss(
+def next_item_loss(
     encoder: nn.Module,
     item_tower: nn.Module,
     scorer: nn.Module,
     batch: dict,
+    kind: str,
+    item_chunk: int,
     popularity: torch.Tensor,
     num_negatives: int,
     train_items: torch.Tensor | None = None,
-    histories: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A training batch's sampled softmax (``sample_candidates``, ``scorer.sampled_loss``): ``item_tower`` runs over
-    the items the batch needs only, its inputs and the candidates, so the cost follows the batch, not the catalogue.
-    ``histories`` (R, L, L): the items each position has seen, for the scorer's history bias."""
-    domain, mask = batch["domain"], batch["target"] > 0  # (R, L)
+    """A training batch's next-item cross-entropy at every real position at once: ``full`` softmax over the domain's
+    items, the same in blocks of ``item_chunk`` items (``chunked``), or ``sampled`` (``sample_candidates`` with
+    ``num_negatives`` and ``popularity``; ``scorer.sampled_loss``), where ``item_tower`` runs over the items the batch
+    needs only, its inputs and the candidates, so the cost follows the batch, not the catalogue. ``train_items``: the
+    items run through the language model's trainable layers (``TrainableItemText``)."""
+    domain, segments, positions = batch["domain"], batch.get("segments"), batch.get("positions")
+    histories = None  # (R, L, L): the items each position has seen, for the scorer's history bias
+    if scorer.history_bias is not None:
+        histories = token_histories(batch["input"], segments)
+    if kind != "sampled":
+        table = item_tower(domain, None, train_items)  # (N + 1, D)
+        states = encoder(table[batch["input"]], positions, segments)  # (R, L, D)
+        return scorer.loss(states, batch["target"], table, item_chunk if kind == "chunked" else None, histories)
+    mask = batch["target"] > 0  # (R, L)
     candidates, labels, log_q = sample_candidates(
         batch["target"][mask], item_tower.num_items[domain], num_negatives, popularity
     )
     needed = torch.unique(torch.cat([batch["input"].flatten(), candidates]))  # (M,) sorted
     vectors = item_tower(domain, needed, train_items)  # (M, D)
     inputs = vectors[torch.searchsorted(needed, batch["input"])]  # (R, L, D)
-    states = encoder(inputs, batch.get("positions"), batch.get("segments"))  # (R, L, D)
+    states = encoder(inputs, positions, segments)  # (R, L, D)
     candidate_vectors = vectors[torch.searchsorted(needed, candidates)]
     seen = None if histories is None else histories[mask]
     return scorer.sampled_loss(states[mask], candidate_vectors, labels, log_q, candidates, seen)

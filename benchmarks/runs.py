@@ -99,6 +99,15 @@ def not_rerun(report: dict, rerun) -> dict:
     return kept
 
 
+def target_name(cfg: dict) -> str:
+    """The target domain's name (``Office`` for ``amazon/Office``, ``posters`` for ``synthetic:posters``) of a
+    transfer or a one-domain config."""
+    data = cfg.get("data", {}).get("init_args", {})
+    target = data.get("target", data)
+    path = target.get("init_args", target).get("path", "unknown")
+    return str(path).replace(":", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
 def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
     """A copy of ``config`` whose checkpoints, logs and results go to their own places for this run."""
     cfg = yaml.safe_load(Path(config).read_text())
@@ -114,8 +123,8 @@ def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:
         "logger",
         {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "lightning_logs"}},
     )
-    if isinstance(logger, dict):
-        logger.setdefault("init_args", {})["name"] = f"bench/{run_name}"
+    if isinstance(logger, dict):  # by target too: two targets' runs of one variant and seed never share a folder
+        logger.setdefault("init_args", {})["name"] = f"bench/{target_name(cfg)}/{run_name}"
     cfg["results_json"] = str(out_dir / f"{run_name}.json")
     path = out_dir / f"{run_name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -26,6 +26,15 @@ def test_prepared_runs_never_share_checkpoints_or_logs(config, tmp_path):
     assert len(seen) == 2
 
 
+def test_runs_of_two_targets_log_to_folders_named_by_target(tmp_path):
+    # The same variant and seed on Scientific and on Office were version_0 and version_1 of one folder.
+    cases = {"scientific_transfer": "Scientific", "office_transfer": "Office", "scientific_target_only": "Scientific",
+             "quickstart": "posters"}  # fmt: skip
+    for config, target in cases.items():
+        cfg = yaml.safe_load(prepare_config(REPO / "configs" / f"{config}.yaml", "a-seed0", tmp_path).read_text())
+        assert cfg["trainer"]["logger"]["init_args"]["name"] == f"bench/{target}/a-seed0", config
+
+
 def test_only_finished_runs_of_the_same_config_seed_args_and_commit_are_reused(tmp_path, monkeypatch):
     from benchmarks import runs
     from benchmarks.runs import git_commit, run_seed

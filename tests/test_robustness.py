@@ -212,8 +212,9 @@ def test_resume_applies_new_learning_rates(tmp_path: Path) -> None:
         "--model.target_lr", "0.5", "--model.weight_decay", "0.01", "--test_after_fit", "false",
     )  # fmt: skip
     assert c.trainer.current_epoch == 3
-    group = c.trainer.optimizers[0].param_groups[0]
-    assert group["lr"] == pytest.approx(0.5) and group["weight_decay"] == pytest.approx(0.01)
+    groups = c.trainer.optimizers[0].param_groups  # the text adaptor's (the quickstart's scale: 2), then the rest
+    assert [g["lr"] for g in groups] == pytest.approx([1.0, 0.5])
+    assert all(g["weight_decay"] == pytest.approx(0.01) for g in groups)
     saved = yaml.safe_load((Path(c.trainer.logger.log_dir) / "hparams.yaml").read_text())
     assert saved["target_lr"] == 0.5 and saved["weight_decay"] == 0.01
     assert load_checkpoint(tmp_path / "ckpt" / "last.ckpt")["hyper_parameters"]["target_lr"] == 0.5

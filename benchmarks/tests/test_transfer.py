@@ -37,7 +37,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     # The text baseline is the transfer config's target-only version: the same model and target settings
     # (uncentred, as the adaptor-only recipe it was measured against).
     alone, transfer = (variant_config(v, "Office", sources) for v in ("text_target_only", "transfer_text"))
-    assert alone["model"] == {k: v for k, v in transfer["model"].items() if k != "target_lr"}
+    assert alone["model"] == {k: v for k, v in transfer["model"].items() if k not in ("target_lr", "target_lr_scale")}
     assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
     # Target-only rows train at their transfer row's target learning rate: 1e-3 measured before, 5e-4 the default.
     lrs = {
@@ -45,6 +45,14 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
         for v in ("text_target_only_history", "text_target_only_history_half_lr")
     }
     assert lrs == {"text_target_only_history": 1e-3, "text_target_only_history_half_lr": 5e-4}
+    # The default recipe's text adaptor trains at twice the target rate, in both arms; rows measured before it, and
+    # their reruns, at the target rate (every shipped transfer config names the scale now).
+    names = ("transfer_ema_fast_adaptor", "text_target_only_ema_fast_adaptor", "transfer_ema", "text_target_only_ema")
+    scales = {v: variant_config(v, "Office", sources)["model"] for v in names}
+    assert scales["transfer_ema_fast_adaptor"]["target_lr_scale"] == {"item_tower.adaptor": 2.0}
+    assert scales["text_target_only_ema_fast_adaptor"]["lr_scale"] == {"item_tower.adaptor": 2.0}
+    assert scales["transfer_ema"]["target_lr_scale"] is None and scales["text_target_only_ema"].get("lr_scale") is None
+    assert yaml.safe_load((REPO / TRANSFER).read_text())["model"]["target_lr_scale"] == {"item_tower.adaptor": 2.0}
     # The default recipe averages both arms' target weights (the target-only config keeps every callback but the
     # transfer's); rows measured before it, and their reruns, do not: decay 0, since a fit with sources and no
     # averaging callback would get the default one. Configs without sources (SASRec) name none.

@@ -24,7 +24,7 @@ SASREC, TRANSFER = "configs/scientific_sasrec.yaml", "configs/scientific_transfe
 # Variants of other recipes spell out where they differ from the default, so their rows keep meaning what they
 # measured (every row measured before the history offset existed says history_bias: False; every row trained on the
 # target at the source learning rate says target_lr: 1e-3, which the target-only variants train at too; every row
-# measured before the text adaptor's faster rate says target_lr_scale: None, at the end).
+# measured before the text adaptor's faster rate says target_lr_scale: {}, at the end).
 UNCENTRED = {"center": False}
 NO_OFFSET = {"history_bias": False}
 FULL_LR = {"target_lr": 1e-3}
@@ -379,7 +379,7 @@ for _name, _spec in VARIANTS.items():
     if _spec["config"] == TRANSFER and not _name.startswith(("transfer_ema", "text_target_only_ema")):
         _spec.setdefault("average", False)
     if _spec["config"] == TRANSFER and not _name.endswith("_ema_fast_adaptor"):
-        _spec["model"] = {"target_lr_scale": None, **_spec.get("model", {})}
+        _spec["model"] = {"target_lr_scale": {}, **_spec.get("model", {})}  # {}: every part at the target rate
 
 METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
 

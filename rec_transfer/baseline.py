@@ -13,9 +13,11 @@ from jsonargparse import Namespace
 
 from rec_transfer.callbacks import DomainTransfer
 from rec_transfer.callbacks.weight_averaging import AVERAGING_CALLBACKS
+from rec_transfer.models.optim import recipe_target_lr_scale
 from rec_transfer.models.recommender import TransferRecommender
 
 TARGET_LR_DEFAULT = inspect.signature(TransferRecommender).parameters["target_lr"].default
+MODE_DEFAULT = inspect.signature(TransferRecommender).parameters["mode"].default
 
 
 def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
@@ -23,12 +25,12 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
 
     The same model, target domain and trainer settings, without the source domains and the ``DomainTransfer``
     callback that switches from them; it trains as transfer does on the target: at its learning rate
-    (``model.target_lr``, the model's default where the config leaves it out), with its ``target_lr_scale`` and
-    ``target_warmup_steps``, so the two runs differ only by the source phase. Its weights are averaged as the
-    transfer run's are: where the transfer config names no averaging (the CLI adds ``TargetWeightAveraging`` to a
-    fit with sources), the baseline names it. Checkpoint folders, the logger's run name and ``results_json`` get a
-    ``-target_only`` suffix, so both runs can write side by side. ``--compare_target_only`` fits it after the
-    transfer; the benchmarks' text target-only variants are it.
+    (``model.target_lr``, the model's default where the config leaves it out), with its ``target_lr_scale`` (the
+    recipe's where left out) and ``target_warmup_steps``, so the two runs differ only by the source phase. Its
+    weights are averaged as the transfer run's are: where the transfer config names no averaging (the CLI adds
+    ``TargetWeightAveraging`` to a fit with sources), the baseline names it. Checkpoint folders, the logger's run
+    name and ``results_json`` get a ``-target_only`` suffix, so both runs can write side by side.
+    ``--compare_target_only`` fits it after the transfer; the benchmarks' text target-only variants are it.
 
     Args:
         config: a ``fit`` config: a parsed YAML file or the CLI's namespace (left unchanged).
@@ -40,10 +42,10 @@ def target_only_config(config: Mapping[str, Any] | Namespace) -> dict[str, Any]:
     target_lr = model.pop("target_lr", TARGET_LR_DEFAULT)
     if target_lr is not None:  # None: the target trains at lr
         model["lr"] = target_lr
-    # The rest of what transfer trains the target with, under the names of a run without transfer.
+    # The rest of what transfer trains the target with, under the names of a run without transfer (the source
+    # phase's scales are not the target's): None, or left out, is the model's default, the recipe's scales.
     scale = model.pop("target_lr_scale", None)
-    if scale is not None or "lr_scale" in model:  # the source phase's scales are not the target's
-        model["lr_scale"] = scale
+    model["lr_scale"] = recipe_target_lr_scale(model.get("mode", MODE_DEFAULT)) if scale is None else scale
     target_warmup = model.pop("target_warmup_steps", None)
     if target_warmup is not None:  # None: the target warms up over warmup_steps
         model["warmup_steps"] = target_warmup

@@ -518,8 +518,11 @@ def test_target_only_config_drops_sources_and_the_switch_and_renames_outputs() -
     assert model["lr_scale"] == {"item_tower.adaptor": 0.5} and model["warmup_steps"] == 100
     assert not {"target_lr_scale", "target_warmup_steps"} & model.keys()
     del transfer["model"]["target_lr_scale"], transfer["model"]["target_warmup_steps"]
-    model = target_only_config(transfer)["model"]
-    assert model["lr_scale"] is None and model["warmup_steps"] == 10
+    model = target_only_config(transfer)["model"]  # left out: the model's default, the recipe's scales
+    assert model["lr_scale"] == {"item_tower.adaptor": 2.0} and model["warmup_steps"] == 10
+    assert target_only_config(transfer | {"model": {"mode": "id"}})["model"]["lr_scale"] == {}  # no adaptor
+    transfer["model"]["target_lr_scale"] = {}  # every part at the target rate
+    assert target_only_config(transfer)["model"]["lr_scale"] == {}
 
 
 def test_target_only_config_averages_where_its_transfer_run_does() -> None:

@@ -414,6 +414,24 @@ def test_the_learning_rate_scales_follow_the_phase():
     assert rates() == pytest.approx((2.5e-4, 5e-4))
 
 
+def test_the_default_recipe_trains_the_text_adaptor_at_twice_the_target_rate():
+    text = _model(mode="text", lr=1e-3, target_lr=5e-4)  # target_lr_scale left out: the recipe's
+    text.add_domain("books", 20, torch.randn(21, 16))
+    adaptor = {id(p) for p in text.item_tower.adaptor.parameters()}
+
+    def rates(model) -> dict[str, float]:  # the learning rate of the adaptor's parameters, and of the rest's
+        return {("adaptor" if id(g["params"][0]) in adaptor else "rest"): g["lr"] for g in model._param_groups()}
+
+    assert rates(text) == {"rest": 1e-3}  # the source phase: one rate
+    text.on_transfer_phase("target")
+    assert rates(text) == pytest.approx({"adaptor": 1e-3, "rest": 5e-4})
+    text.hparams.target_lr_scale = {}  # every part at the target rate
+    assert rates(text) == {"rest": 5e-4}
+    ids = _model(mode="id", target_lr=5e-4)  # no adaptor: the default names none
+    ids.on_transfer_phase("target")
+    assert [g["lr"] for g in ids._param_groups()] == [5e-4]
+
+
 def test_trainable_text_bank_refreshes_once_per_epoch_and_after_loaded_weights():
     from rec_transfer.models.components.item_text import TrainableItemText
     from rec_transfer.text.trainable import TokenStates

@@ -37,7 +37,8 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     # The text baseline is the transfer config's target-only version: the same model and target settings
     # (uncentred, as the adaptor-only recipe it was measured against).
     alone, transfer = (variant_config(v, "Office", sources) for v in ("text_target_only", "transfer_text"))
-    assert alone["model"] == {k: v for k, v in transfer["model"].items() if k not in ("target_lr", "target_lr_scale")}
+    assert alone["model"].pop("lr_scale") == transfer["model"].pop("target_lr_scale") == {}
+    assert alone["model"] == {k: v for k, v in transfer["model"].items() if k != "target_lr"}
     assert alone["data"]["init_args"]["target"] == transfer["data"]["init_args"]["target"]
     # Target-only rows train at their transfer row's target learning rate: 1e-3 measured before, 5e-4 the default.
     lrs = {
@@ -51,7 +52,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     scales = {v: variant_config(v, "Office", sources)["model"] for v in names}
     assert scales["transfer_ema_fast_adaptor"]["target_lr_scale"] == {"item_tower.adaptor": 2.0}
     assert scales["text_target_only_ema_fast_adaptor"]["lr_scale"] == {"item_tower.adaptor": 2.0}
-    assert scales["transfer_ema"]["target_lr_scale"] is None and scales["text_target_only_ema"].get("lr_scale") is None
+    assert scales["transfer_ema"]["target_lr_scale"] == {} and scales["text_target_only_ema"]["lr_scale"] == {}
     assert yaml.safe_load((REPO / TRANSFER).read_text())["model"]["target_lr_scale"] == {"item_tower.adaptor": 2.0}
     # The default recipe averages both arms' target weights (the target-only config keeps every callback but the
     # transfer's); rows measured before it, and their reruns, do not: decay 0, since a fit with sources and no

@@ -8,6 +8,15 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+# The default recipe's learning-rate scales after the switch: the text adaptor learns the target's items at twice the
+# target learning rate, the rest at it (docs/findings.md, "The text adaptor at twice the target learning rate").
+RECIPE_TARGET_LR_SCALE = {"item_tower.adaptor": 2.0}
+
+
+def recipe_target_lr_scale(mode: str) -> dict[str, float]:
+    """The default recipe's ``target_lr_scale`` for a model of ``mode``: none for ``id``, which has no text adaptor."""
+    return {} if mode == "id" else dict(RECIPE_TARGET_LR_SCALE)
+
 
 def param_groups(
     model: nn.Module,

@@ -19,7 +19,7 @@ from rec_transfer.models.components.item_text import TrainableItemText
 from rec_transfer.models.components.losses import next_item_loss
 from rec_transfer.models.components.ranking import chunked_ranks, chunked_top_k
 from rec_transfer.models.hparams import apply_optimizer_settings
-from rec_transfer.models.optim import adamw_with_warmup, param_groups
+from rec_transfer.models.optim import adamw_with_warmup, param_groups, recipe_target_lr_scale
 from rec_transfer.models.pretrained import data_trained_on, fit_checkpoint, fit_text_shapes, load_pretrained_weights
 from rec_transfer.models.text_source import item_text_source, items_to_train
 from rec_transfer.phase import Phase
@@ -59,7 +59,8 @@ class TransferRecommender(L.LightningModule):
             default ``lr``: smaller steps on the target than on the sources.
         target_lr_scale: after the switch, these submodules train at ``target_lr`` times their factor, e.g.
             ``{"encoder": 0.1}``: the transferred sequence encoder adapts slowly while the text adaptor learns the
-            target's items at full speed (between freezing it and training it like the rest).
+            target's items at full speed (between freezing it and training it like the rest). ``None``: the default
+            recipe's, ``{"item_tower.adaptor": 2.0}`` (none for ``mode: id``); ``{}``: every part at ``target_lr``.
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, restarted with each new optimizer.
         target_warmup_steps: the warm-up of the optimizer built at the switch (``None``: ``warmup_steps``).
@@ -380,6 +381,8 @@ class TransferRecommender(L.LightningModule):
         target = self.transfer_phase == "target"
         lr = self.hparams.target_lr if target and self.hparams.target_lr else self.hparams.lr
         scales = self.hparams.target_lr_scale if target else self.hparams.lr_scale
+        if target and scales is None:
+            scales = recipe_target_lr_scale(self.hparams.mode)
         return param_groups(self, lr, self._trainable_text, self.hparams.text_lr, scales)
 
     def configure_optimizers(self):

@@ -193,3 +193,19 @@ def test_a_benchmark_killed_with_sigterm_stops_its_fits(tmp_path):
     with pytest.raises(ProcessLookupError):  # reaped by the benchmark: gone, not a zombie
         os.kill(int(first.read_text()), 0)
     assert not (tmp_path / "1.pid").exists()  # the queued fit never started
+
+
+def test_after_a_sigterm_no_fit_starts(tmp_path, monkeypatch):
+    # The pool's queued seeds call run_logged after the handler ran: each must refuse rather than start a fit.
+    import sys
+    import threading
+
+    from benchmarks import runs
+
+    stopping = threading.Event()
+    stopping.set()  # as stop_fits_on_sigterm's handler leaves it
+    monkeypatch.setattr(runs, "_STOPPING", stopping)
+    started = tmp_path / "started"
+    with open(tmp_path / "log", "w") as log, pytest.raises(RuntimeError, match="stopping"):
+        runs.run_logged([sys.executable, "-c", f"open({str(started)!r}, 'w')"], log)
+    assert not started.exists() and not runs._CHILDREN

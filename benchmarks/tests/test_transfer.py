@@ -47,7 +47,7 @@ def test_variant_configs_swap_target_sources_and_encoder(monkeypatch, tmp_path):
     }
     assert lrs == {"text_target_only_history": 1e-3, "text_target_only_history_half_lr": 5e-4}
     # The default recipe's text adaptor trains at twice the target rate, in both arms; rows measured before it, and
-    # their reruns, at the target rate (every shipped transfer config names the scale now).
+    # their reruns, at the target rate (target_lr_scale {}); the shipped transfer config names the scale.
     names = ("transfer_ema_fast_adaptor", "text_target_only_ema_fast_adaptor", "transfer_ema", "text_target_only_ema")
     scales = {v: variant_config(v, "Office", sources)["model"] for v in names}
     assert scales["transfer_ema_fast_adaptor"]["target_lr_scale"] == {"item_tower.adaptor": 2.0}

@@ -144,7 +144,8 @@ def test_switch_freezes_and_logs_zero_shot(uninterrupted):
     assert not any(p.requires_grad for p in model.encoder.parameters())
     opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert not opt_params & {id(p) for p in model.encoder.parameters()}  # the optimizer was rebuilt
-    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3)  # target_lr
+    # target_lr, the text adaptor at twice it (the model's default target_lr_scale: the recipe's)
+    assert [g["lr"] for g in trainer.optimizers[0].param_groups] == pytest.approx([2e-3, 1e-3])
     # The target optimizer warms up over target_warmup_steps (the source one had none: warmup_steps 0).
     warmup = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
     assert [warmup(step) for step in (0, 3, 9)] == pytest.approx([0.25, 1.0, 1.0])

@@ -100,12 +100,13 @@ def not_rerun(report: dict, rerun) -> dict:
 
 
 def target_name(cfg: dict) -> str:
-    """The target domain's name (``Office`` for ``amazon/Office``, ``posters`` for ``synthetic:posters``) of a
-    transfer or a one-domain config."""
+    """The target domain's name in a transfer or a one-domain config, as its data module names it."""
+    from rec_transfer.data.datamodule import default_domain_name  # here: importing it loads Lightning
+
     data = cfg.get("data", {}).get("init_args", {})
     target = data.get("target", data)
-    path = target.get("init_args", target).get("path", "unknown")
-    return str(path).replace(":", "/").rstrip("/").rsplit("/", 1)[-1]
+    domain = target.get("init_args", target)
+    return domain.get("name") or default_domain_name(str(domain.get("path", "unknown")))
 
 
 def prepare_config(config: str | Path, run_name: str, out_dir: Path) -> Path:

@@ -40,6 +40,12 @@ T = TypeVar("T")
 DOMAIN_CACHE_VERSION = 3
 
 
+def default_domain_name(path: str) -> str:
+    """A domain's name where its config gives none: ``Office`` for ``amazon/Office``, ``posters`` for
+    ``synthetic:posters``."""
+    return path[len(SYNTHETIC) :] if path.startswith(SYNTHETIC) else Path(path).name
+
+
 def _source_fingerprint(path: str, extra: dict) -> str:
     """What the processed domain depends on: every input file's name and content (sha256; see ``file_digest`` for
     the cost), or the generator's settings."""
@@ -132,9 +138,8 @@ class DomainDataModule(L.LightningDataModule):
             raise ValueError(f"train_users is a fraction of the users, in (0, 1], got {train_users}")
         self.train_users = train_users
         self.length_pool, self.pack = length_pool, pack
-        if name is None:
-            name = self.path[len(SYNTHETIC) :] if self.path.startswith(SYNTHETIC) else Path(self.path).name
-        self.name = safe_name(name, "domain name")  # it names cache folders and files
+        # The name is in cache folders and file names.
+        self.name = safe_name(default_domain_name(self.path) if name is None else name, "domain name")
         self.preprocess_config = PreprocessConfig(
             kcore=kcore, max_history=max_history, text_template=text_template, catalogue=catalogue
         )
